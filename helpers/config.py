@@ -1,0 +1,206 @@
+"""One typed run configuration, shared by every notebook.
+
+Why: a one-character typo in a notebook's parameter cell (``EPOCS = 3``) must fail at
+once with the key named, not run for an hour with a default. Notebook parameters are
+UPPERCASE names; :func:`from_params` maps them onto the lowercase fields of
+:class:`Config`, checks every type and choice, and the resulting config is saved as
+JSON (a plain dict) beside every artifact it produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .storage import atomic_write_json, read_json
+
+DATA_SOURCES = ("coco", "coco-subset", "kaggle", "local")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+EVAL_SPLITS = ("test", "val", "val2014")
+BACKBONES = ("resnet50", "resnet18")  # resnet18 only to keep CPU tests fast
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, has the wrong type, or an invalid value. The message names it."""
+
+
+@dataclass
+class Config:
+    # --- where things live -------------------------------------------------------------
+    artifacts_dir: Optional[str] = None  # None: Drive in Colab, /kaggle/working on Kaggle, ./artifacts locally
+    data_dir: Optional[str] = None  # None: fast local disk (/content/coco in Colab); never on Drive
+    cache_dir: Optional[str] = None  # local working copy of the image cache; None: beside DATA_DIR
+    # --- data --------------------------------------------------------------------------
+    data_source: str = "coco"  # coco | coco-subset | kaggle | local
+    coco_url: str = "http://images.cocodataset.org"  # official mirror; tests point it at 127.0.0.1
+    kaggle_dataset: str = "jeffaudi/coco-2014-dataset-for-yolov3"
+    train_images: Optional[int] = None  # None: all of train2014 (82,783); an int: a seeded subset
+    val_images: Optional[int] = None  # None: the 5k Karpathy val split (model selection)
+    test_images: Optional[int] = None  # None: the 5k Karpathy test split (reporting)
+    include_restval: bool = False  # also cache the ~30k val2014 images in neither Karpathy split
+    image_size: int = 224  # the lab's 224x224: shorter side resized, then centre crop
+    cache_quality: int = 90  # JPEG quality of the prepared cache: ~20 KB/image, visually lossless
+    shard_size: int = 10_000  # images per cache shard: a few large files keep Drive happy
+    # --- text tower --------------------------------------------------------------------
+    text_model: str = "openai/clip-vit-base-patch32"  # hub name or a local save_pretrained folder
+    text_batch_size: int = 512
+    # --- model and training ------------------------------------------------------------
+    variant: str = "baseline"
+    image_weights: Optional[str] = "IMAGENET1K_V2"  # torchvision weights enum name; None: random init
+    image_backbone: str = "resnet50"
+    hidden_dim: int = 1024  # projection head: 2048 -> hidden -> 512
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    temperature: float = 0.07
+    learnable_temperature: bool = False
+    seed: int = 0
+    run_name: Optional[str] = None  # None: derived from the variant and key settings
+    num_workers: Optional[int] = None  # None: one per CPU core, at most 4
+    amp: bool = True  # fp16/bf16 autocast on CUDA; ignored on CPU
+    channels_last: bool = True
+    live_plot: bool = True  # refresh a learning-curve panel during training (off for headless runs)
+    force_retrain: bool = False  # retrain even when the run already finished
+    max_steps_per_epoch: Optional[int] = None  # cap for smoke tests and quick looks
+    # --- evaluation --------------------------------------------------------------------
+    eval_split: str = "test"
+    queries: list[str] = field(default_factory=lambda: ["a dog playing", "sport"])
+    classes: list[str] = field(default_factory=lambda: ["a person", "an animal", "a landscape"])
+    compare_zero_shot: bool = False
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_values(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, so the dict can live inside a ``weights_only`` checkpoint."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> Config:
+        return from_params({**self.to_dict(), **changes})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def from_params(params: dict[str, Any] | None = None, **kwargs: Any) -> Config:
+    """Build a :class:`Config` from notebook parameters (UPPER or lower case keys)."""
+    merged = {**(params or {}), **kwargs}
+    values: dict[str, Any] = {}
+    for key, value in merged.items():
+        name = key.lower()
+        if name not in FIELD_NAMES:
+            close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
+            hint = f" Did you mean {close[0].upper()}?" if close else ""
+            raise ConfigError(f"Unknown config key {key!r}.{hint} Known keys: {', '.join(n.upper() for n in FIELD_NAMES)}")
+        if name in values:
+            raise ConfigError(f"Config key {key!r} given twice (keys are case-insensitive)")
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, tuple):
+            value = list(value)
+        values[name] = value
+    return Config(**values)
+
+
+def from_notebook(namespace: dict[str, Any]) -> Config:
+    """Collect a notebook's UPPERCASE globals (its parameter cell) into a Config.
+
+    Every all-caps name counts, so a misspelt parameter (or one injected by papermill
+    with ``-p``) is reported instead of silently ignored.
+    """
+    params = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and not callable(v)}
+    return from_params(params)
+
+
+def load(path: str | os.PathLike, **overrides: Any) -> Config:
+    """Load a JSON config file (as written by :meth:`Config.save`), then apply overrides."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Config file {path} does not exist")
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a JSON object, not {type(data).__name__}")
+    return from_params({**data, **overrides})
+
+
+def _check_types(cfg: Config) -> None:
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        expected = hints[f.name]
+        if not _matches(value, expected):
+            raise ConfigError(
+                f"Config key {f.name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})"
+            )
+        if expected is float and isinstance(value, int):
+            setattr(cfg, f.name, float(value))
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    origin = typing.get_origin(expected)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if origin is list:
+        (item_type,) = typing.get_args(expected)
+        return isinstance(value, list) and all(_matches(v, item_type) for v in value)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _describe(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(expected))
+    if expected is type(None):
+        return "None"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(expected)[0])}"
+    return expected.__name__
+
+
+def _check_values(cfg: Config) -> None:
+    def choice(name: str, allowed: tuple[str, ...]) -> None:
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ConfigError(f"Config key {name.upper()}={value!r} is not one of {', '.join(map(repr, allowed))}")
+
+    def positive(name: str, allow_none: bool = False) -> None:
+        value = getattr(cfg, name)
+        if value is None and allow_none:
+            return
+        if value is None or value <= 0:
+            raise ConfigError(f"Config key {name.upper()} must be positive, got {value!r}")
+
+    choice("data_source", DATA_SOURCES)
+    choice("optimizer", OPTIMIZERS)
+    choice("eval_split", EVAL_SPLITS)
+    choice("image_backbone", BACKBONES)
+    for name in ("train_images", "val_images", "test_images", "num_workers", "max_steps_per_epoch"):
+        positive(name, allow_none=True)
+    for name in ("image_size", "shard_size", "text_batch_size", "hidden_dim", "epochs", "batch_size", "lr", "temperature"):
+        positive(name)
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"Config key WEIGHT_DECAY must be >= 0, got {cfg.weight_decay}")
+    if not 1 <= cfg.cache_quality <= 100:
+        raise ConfigError(f"Config key CACHE_QUALITY must be between 1 and 100, got {cfg.cache_quality}")
+    if cfg.image_size < 32:
+        raise ConfigError(f"Config key IMAGE_SIZE must be at least 32 pixels, got {cfg.image_size}")

@@ -1,0 +1,160 @@
+"""Where the notebook runs (Colab, Kaggle, local) and where its files go.
+
+Why one place: every notebook must find the same ARTIFACTS_DIR in a fresh session
+after a disconnect. Artifacts persist on Drive (Colab) or /kaggle/working (Kaggle);
+data and the working copy of the image cache stay on fast local disk, because Drive
+is slow and times out on folders of many small files.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, ConfigError
+
+COLAB_DRIVE_ROOT = Path("/content/drive")
+COLAB_DEFAULT_ARTIFACTS = COLAB_DRIVE_ROOT / "MyDrive" / "clip_coco"
+
+
+def detect_environment() -> str:
+    """Return ``"colab"``, ``"kaggle"`` or ``"local"``."""
+    if "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ:
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ or "KAGGLE_URL_BASE" in os.environ:
+        return "kaggle"
+    return "local"
+
+
+def mount_drive() -> None:
+    """Mount Google Drive in Colab (asks for consent once per session)."""
+    if (COLAB_DRIVE_ROOT / "MyDrive").exists():
+        return
+    from google.colab import drive  # type: ignore[import-not-found]
+
+    drive.mount(str(COLAB_DRIVE_ROOT))
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Resolved locations for one run."""
+
+    environment: str
+    artifacts_dir: Path  # persistent: caches, checkpoints, metrics, figures
+    data_dir: Path  # raw COCO (local disk)
+    cache_dir: Path  # local working copy of the prepared image cache
+
+    @property
+    def image_cache_dir(self) -> Path:
+        """The persistent image cache (a few large shards plus a manifest)."""
+        return self.artifacts_dir / "image_cache"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.artifacts_dir / "runs"
+
+    def text_embeds_path(self, split: str) -> Path:
+        return self.artifacts_dir / f"{split}_text_embeds.pt"
+
+    @property
+    def splits_path(self) -> Path:
+        return self.artifacts_dir / "splits.json"
+
+
+def resolve_paths(cfg: Config, environment: str | None = None, mount: bool = True) -> Paths:
+    """Fill in default locations for this environment and create the folders."""
+    env = environment or detect_environment()
+    if env == "colab":
+        if mount and (cfg.artifacts_dir is None or cfg.artifacts_dir.startswith(str(COLAB_DRIVE_ROOT))):
+            mount_drive()
+        artifacts = Path(cfg.artifacts_dir or COLAB_DEFAULT_ARTIFACTS)
+        data = Path(cfg.data_dir or "/content/coco")
+        cache = Path(cfg.cache_dir or "/content/image_cache")
+    elif env == "kaggle":
+        artifacts = Path(cfg.artifacts_dir or "/kaggle/working/clip_coco")
+        data = Path(cfg.data_dir or "/kaggle/tmp/coco")
+        cache = Path(cfg.cache_dir or "/kaggle/tmp/image_cache")
+    else:
+        artifacts = Path(cfg.artifacts_dir or "artifacts").absolute()
+        data = Path(cfg.data_dir or "data/coco").absolute()
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else artifacts / "image_cache"
+    if _is_on_drive(data):
+        raise ConfigError(
+            f"DATA_DIR={data} is on Google Drive, which is far too slow for 120k images and times out. "
+            "Set DATA_DIR to local disk, e.g. '/content/coco' (the default in Colab)."
+        )
+    for path, key in ((artifacts, "ARTIFACTS_DIR"), (cache, "CACHE_DIR")):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{key}={path} cannot be created ({exc.strerror}): set {key} to a writable folder") from exc
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{key}={path} is not writable: set {key} to a writable folder")
+    return Paths(environment=env, artifacts_dir=artifacts, data_dir=data, cache_dir=cache.absolute())
+
+
+def _is_on_drive(path: Path) -> bool:
+    return str(path.absolute()).startswith(str(COLAB_DRIVE_ROOT) + "/")
+
+
+def hardware_summary(paths: Paths | None = None) -> dict[str, object]:
+    """GPU, CUDA, library versions, CPUs, RAM and free disk: recorded with every run."""
+    import torch
+
+    info: dict[str, object] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "ram_gb": round(_total_ram_bytes() / 1e9, 1),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu_count": torch.cuda.device_count(),
+    }
+    if torch.cuda.is_available():
+        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1)
+    for module in ("torchvision", "transformers", "PIL", "numpy"):
+        info[module] = _version_of(module)
+    if paths is not None:
+        from .storage import free_bytes
+
+        info["environment"] = paths.environment
+        info["free_disk_gb"] = {
+            "artifacts_dir": round(free_bytes(paths.artifacts_dir) / 1e9, 1),
+            "data_dir": round(free_bytes(paths.data_dir) / 1e9, 1),
+        }
+    return info
+
+
+def _version_of(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except Exception:  # noqa: BLE001 - a missing optional library is reported, not fatal
+        return None
+    return getattr(mod, "__version__", None)
+
+
+def _total_ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def format_summary(info: dict[str, object]) -> str:
+    """A two-column text table of :func:`hardware_summary`."""
+    width = max(len(k) for k in info)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in info.items())
+
+
+def default_num_workers(requested: int | None) -> int:
+    """Loader workers: one per core up to 4 (Colab has 2 vCPUs); 0 in a notebook on macOS/Windows."""
+    if requested is not None:
+        return requested
+    if sys.platform != "linux":
+        return 0
+    return max(1, min(4, os.cpu_count() or 1))

@@ -1,0 +1,45 @@
+"""Report-ready figures, saved atomically as PNG.
+
+Why: students paste these into a lab report, so they get titles, readable fonts and
+150 dpi; and a figure that another notebook (05) links to must never be half-written.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from .image_cache import ImageCache
+from .storage import atomic_write_bytes
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 150) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def pairs_grid(cache: ImageCache, text: dict[str, Any], n: int = 12, seed: int = 0, cols: int = 4, title: str | None = None) -> Any:
+    """A grid of random cached images, each with one of its captions: an integrity check by eye."""
+    import matplotlib.pyplot as plt
+
+    rows_by_image: dict[int, list[int]] = {}
+    for row, image_id in enumerate(text["image_ids"].tolist()):
+        if image_id in cache:
+            rows_by_image.setdefault(image_id, []).append(row)
+    rng = random.Random(seed)
+    picks = rng.sample(sorted(rows_by_image), min(n, len(rows_by_image)))
+    n_rows = max(1, -(-len(picks) // cols))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 4.0 * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image_id in zip(axes.flat, picks):
+        caption = text["captions"][rng.choice(rows_by_image[image_id])]
+        ax.imshow(cache.load_pil(image_id))
+        ax.set_title("\n".join(textwrap.wrap(caption, 32)[:3]) + f"\nid {image_id}", fontsize=8)
+    fig.suptitle(title or "Random image-caption pairs from the prepared caches", fontsize=12)
+    fig.tight_layout()
+    return fig

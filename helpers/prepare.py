@@ -1,0 +1,190 @@
+"""Notebook 01's steps: find usable images, split, cache images, cache captions.
+
+Each step writes one documented artifact into ARTIFACTS_DIR (README, "Artifacts") and
+skips itself when that artifact is already there and was built from the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .coco import CaptionTable, check_layout, load_captions
+from .config import Config
+from .dataset import load_text_embeds
+from .env import Paths
+from .image_cache import CachePart, build_image_cache, failures, restore_cache
+from .splits import Splits, make_splits
+from .storage import atomic_torch_save, atomic_write_json, read_json
+from .text_tower import EncodeStats, encode_text, load_text_tower
+
+
+@dataclass
+class CocoData:
+    data_dir: Path
+    train: CaptionTable
+    val: CaptionTable
+
+    def table(self, folder: str) -> CaptionTable:
+        return self.train if folder == "train2014" else self.val
+
+
+def scan(data_dir: Path) -> CocoData:
+    """Load both caption files; keep image ids that have a caption *and* a file on disk."""
+    check_layout(data_dir)
+    tables = {}
+    for folder in ("train2014", "val2014"):
+        table = load_captions(data_dir, folder)
+        with_caption = set(table.caption_image_ids)
+        present = {p.name for p in (data_dir / folder).iterdir()}
+        absent = [i for i in with_caption if table.image_files[i] not in present]
+        if absent and len(absent) < len(with_caption):
+            # normal for coco-subset; worth a line otherwise
+            print(f"{folder}: {len(with_caption) - len(absent):,} of {len(with_caption):,} captioned images are on disk")
+        table.image_files = {i: f for i, f in table.image_files.items() if i in with_caption and f in present}
+        tables[folder] = table
+    return CocoData(data_dir, tables["train2014"], tables["val2014"])
+
+
+def build_splits(cfg: Config, paths: Paths, data: CocoData) -> Splits:
+    splits = make_splits(
+        sorted(data.train.image_files), sorted(data.val.image_files), cfg.train_images, cfg.val_images, cfg.test_images, cfg.seed
+    )
+    atomic_write_json(paths.splits_path, {**splits.to_dict(), "config": cfg.to_dict()})
+    return splits
+
+
+def load_splits(paths: Paths) -> Splits:
+    if not paths.splits_path.exists():
+        raise FileNotFoundError(f"No {paths.splits_path}: run 01_dataset_prep.ipynb first (same ARTIFACTS_DIR)")
+    return Splits.from_dict(read_json(paths.splits_path))
+
+
+def cache_parts(cfg: Config, data: CocoData, splits: Splits) -> list[CachePart]:
+    val_ids = set(splits.val) | set(splits.test) | (set(splits.restval) if cfg.include_restval else set())
+    return [
+        CachePart("train2014", data.data_dir / "train2014", {i: data.train.image_files[i] for i in splits.train}),
+        CachePart("val2014", data.data_dir / "val2014", {i: data.val.image_files[i] for i in sorted(val_ids)}),
+    ]
+
+
+def cache_images(cfg: Config, paths: Paths, data: CocoData, splits: Splits, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Build the image cache locally, publish it to ARTIFACTS_DIR/image_cache. Returns the manifest."""
+    t0 = time.perf_counter()
+    manifest = build_image_cache(
+        cache_parts(cfg, data, splits),
+        paths.cache_dir,
+        size=cfg.image_size,
+        quality=cfg.cache_quality,
+        shard_size=cfg.shard_size,
+        workers=workers,
+        publish_dir=paths.image_cache_dir,
+        progress=progress,
+    )
+    restore_cache(paths.image_cache_dir, paths.cache_dir, progress=progress)
+    n = sum(s["count"] for p in manifest["parts"].values() for s in p["shards"].values())
+    size = sum(s["bytes"] for p in manifest["parts"].values() for s in p["shards"].values())
+    print(f"Image cache: {n:,} images, {size / 1e9:.2f} GB, {len(failures(manifest))} skipped ({time.perf_counter() - t0:.1f}s)")
+    return manifest
+
+
+def ensure_image_cache(paths: Paths, progress: bool = True) -> Path:
+    """In a new session: bring the cache from ARTIFACTS_DIR to local disk (skips what is there)."""
+    return restore_cache(paths.image_cache_dir, paths.cache_dir, progress=progress)
+
+
+def _digest(ids: list[int]) -> str:
+    return hashlib.sha256(torch.tensor(ids, dtype=torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
+def cache_captions(
+    cfg: Config, paths: Paths, data: CocoData, splits: Splits, device: str | None = None, progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Encode every caption of the cached images once; write ``{train,val}_text_embeds.pt``.
+
+    Skips a split whose cache exists with the same TEXT_MODEL and caption ids.
+    """
+    parts = {p.name: p for p in cache_parts(cfg, data, splits)}
+    todo = {}
+    summary: dict[str, dict[str, Any]] = {}
+    for split, folder in (("train", "train2014"), ("val", "val2014")):
+        table = data.table(folder)
+        wanted = set(parts[folder].files)
+        rows = [r for r, i in enumerate(table.caption_image_ids) if i in wanted]
+        caption_ids = [table.caption_ids[r] for r in rows]
+        path = paths.text_embeds_path(split)
+        if path.exists():
+            try:
+                old = load_text_embeds(path, expected_model=cfg.text_model)
+                if old["config"].get("caption_ids_digest") == _digest(caption_ids):
+                    summary[split] = {"captions": len(caption_ids), "skipped": True}
+                    continue
+            except RuntimeError as exc:
+                warnings.warn(f"Rebuilding {path.name}: {exc}", stacklevel=2)
+        todo[split] = (table, rows, caption_ids, path)
+    if not todo:
+        print("Caption embeddings: up to date, nothing to encode")
+        return summary
+    tower = load_text_tower(cfg.text_model, device)
+    for split, (table, rows, caption_ids, path) in todo.items():
+        stats = EncodeStats()
+        t0 = time.perf_counter()
+        texts = [table.captions[r] for r in rows]
+        emb = encode_text(texts, tower, batch_size=cfg.text_batch_size, progress=progress, stats=stats)
+        seconds = time.perf_counter() - t0
+        info = {
+            "captions": len(texts),
+            "tokens": stats.tokens,
+            "tokens_if_padded_to_77": stats.tokens_if_padded_to_77,
+            "token_reduction": round(stats.token_reduction, 2),
+            "truncated_to_77": stats.truncated,
+            "seconds": round(seconds, 2),
+        }
+        atomic_torch_save(
+            {
+                "embeddings": emb.half(),
+                "caption_ids": torch.tensor(caption_ids, dtype=torch.int64),
+                "image_ids": torch.tensor([table.caption_image_ids[r] for r in rows], dtype=torch.int64),
+                "captions": texts,
+                "model": cfg.text_model,
+                "normalized": True,
+                "config": {**cfg.to_dict(), "split": split, "caption_ids_digest": _digest(caption_ids), "stats": info},
+            },
+            path,
+        )
+        if stats.truncated:
+            warnings.warn(f"{split}: {stats.truncated} caption(s) longer than 77 tokens were truncated", stacklevel=2)
+        summary[split] = info
+        print(
+            f"{path.name}: {len(texts):,} captions, {stats.tokens:,} tokens ({stats.token_reduction:.1f}x fewer than "
+            f"padding to 77), {seconds:.1f}s"
+        )
+    return summary
+
+
+def summary_markdown(splits: Splits, manifest: dict[str, Any], captions: dict[str, dict[str, Any]]) -> str:
+    """The split sizes and cache contents actually used, as a Markdown table for the notebook."""
+    skipped = failures(manifest)
+    cached = {name: sum(s["count"] for s in part["shards"].values()) for name, part in manifest["parts"].items()}
+    lines = [
+        f"**Protocol:** `{splits.protocol}`",
+        "",
+        "| split | images | source | used for |",
+        "|---|---:|---|---|",
+        f"| train | {len(splits.train):,} | train2014 | training |",
+        f"| val | {len(splits.val):,} | val2014 | model selection (best epoch) |",
+        f"| test | {len(splits.test):,} | val2014 | reported Recall@K |",
+        f"| restval | {len(splits.restval):,} | val2014 | unused (ablation: more data) |",
+        "",
+        f"Image cache: {cached.get('train2014', 0):,} train2014 + {cached.get('val2014', 0):,} val2014 images; "
+        f"{len(skipped)} skipped as unreadable" + (f" (e.g. {skipped[0]['file']}: {skipped[0]['error']})" if skipped else "") + ".",
+    ]
+    for split, info in captions.items():
+        lines.append(f"Captions ({split}): {info['captions']:,}" + (" (cached earlier)" if info.get("skipped") else f", {info['token_reduction']}x fewer tokens than padding to 77"))
+    return "\n".join(lines)

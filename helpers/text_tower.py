@@ -1,0 +1,110 @@
+"""The frozen CLIP text tower: one function encodes cached captions *and* live queries.
+
+Why one function: peers mixed ``pooler_output`` (512-d before projection) for cached
+captions with projected features for queries and lost their results. Here everything
+goes through :func:`encode_text`, which returns ``CLIPTextModelWithProjection(...)
+.text_embeds``, the same in transformers 4.4x and 5.x (``CLIPModel.get_text_features``
+changed its return type in v5).
+
+Why sort by length and pad per batch: CLIP's text transformer is causal and pools at
+the EOS token, so tokens after EOS never influence the embedding. Padding a batch to
+its longest caption instead of to 77 gives identical embeddings (tested) with several
+times fewer tokens; sorting by length keeps batches uniform.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+MAX_LENGTH = 77  # CLIP's context length: longer captions are truncated (EOS kept)
+
+
+@dataclass
+class TextTower:
+    name: str
+    tokenizer: Any
+    model: Any  # CLIPTextModelWithProjection, eval mode, no grads
+    device: torch.device
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+
+@dataclass
+class EncodeStats:
+    captions: int = 0
+    tokens: int = 0  # tokens actually run through the transformer (incl. padding)
+    tokens_if_padded_to_77: int = 0
+    truncated: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def token_reduction(self) -> float:
+        return self.tokens_if_padded_to_77 / max(1, self.tokens)
+
+
+def load_text_tower(name: str, device: str | torch.device | None = None) -> TextTower:
+    """Load tokenizer + ``CLIPTextModelWithProjection`` from a hub name or a local folder, frozen."""
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    local = os.path.isdir(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = CLIPTextModelWithProjection.from_pretrained(name)
+    except OSError as exc:
+        hint = (
+            "the folder must hold a save_pretrained() text model and tokenizer"
+            if local
+            else "check the name and your internet connection, or set TEXT_MODEL to a local save_pretrained() folder"
+        )
+        raise OSError(f"Could not load TEXT_MODEL={name!r}: {hint}. ({exc})") from exc
+    model.eval().requires_grad_(False).to(device)  # frozen: the image tower learns into this space
+    return TextTower(name=name, tokenizer=tokenizer, model=model, device=device)
+
+
+@torch.no_grad()
+def encode_text(
+    texts: list[str],
+    tower: TextTower,
+    batch_size: int = 256,
+    normalize: bool = True,
+    progress: bool = False,
+    stats: EncodeStats | None = None,
+) -> torch.Tensor:
+    """Encode ``texts`` to ``[N, D]`` float32 CPU embeddings (L2-normalised by default), in input order."""
+    from tqdm.auto import tqdm
+
+    if not texts:
+        return torch.empty(0, tower.dim)
+    tok = tower.tokenizer
+    lengths = [len(ids) for ids in tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    out = torch.empty(len(texts), tower.dim, dtype=torch.float32)
+    use_amp = tower.device.type == "cuda"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*longer than the specified maximum sequence length.*")
+        for start in tqdm(range(0, len(order), batch_size), desc="Encoding captions", unit="batch", disable=not progress):
+            idx = order[start : start + batch_size]
+            batch = tok(
+                [texts[i] for i in idx], padding="longest", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+            ).to(tower.device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                emb = tower.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
+            emb = emb.float()
+            if normalize:
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+            out[idx] = emb.cpu()
+            if stats is not None:
+                stats.tokens += int(batch["input_ids"].numel())
+    if stats is not None:
+        stats.captions += len(texts)
+        stats.tokens_if_padded_to_77 += MAX_LENGTH * len(texts)
+        stats.truncated += sum(n > MAX_LENGTH for n in lengths)
+    return out

@@ -1,0 +1,183 @@
+"""Write the lab notebooks from the cell sources below (``python tools/build_notebooks.py``).
+
+Why generate them: the bootstrap cell must be identical in all five notebooks, and
+committed notebooks must carry no outputs. A test regenerates them in memory and fails
+when a committed notebook differs, so edit this file, then run it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BOOTSTRAP = '''\
+# Bootstrap: make the `helpers` package importable, wherever this notebook runs.
+# Colab: uses the project folder on Drive (MyDrive/clip-coco-lab) if present, otherwise
+# clones the repository to /content and installs requirements.txt. Locally, Kaggle or under
+# papermill: the folder holding this notebook (or its parent) is used as is.
+import os, subprocess, sys
+from pathlib import Path
+
+repo_url = os.environ.get("CLIP_LAB_REPO", "https://github.com/clip-coco-lab/clip-coco-lab.git")
+in_colab = "COLAB_RELEASE_TAG" in os.environ
+if in_colab and not Path("/content/drive/MyDrive").exists():
+    from google.colab import drive
+    drive.mount("/content/drive")
+candidates = [Path.cwd(), Path.cwd().parent, Path("/content/drive/MyDrive/clip-coco-lab"), Path("/content/clip-coco-lab")]
+project_dir = next((p for p in candidates if (p / "helpers" / "__init__.py").exists()), None)
+if project_dir is None and in_colab:
+    subprocess.run(["git", "clone", "--depth", "1", repo_url, "/content/clip-coco-lab"], check=True)
+    project_dir = Path("/content/clip-coco-lab")
+if project_dir is None:
+    raise RuntimeError("Cannot find the helpers/ package: open this notebook from the project folder, or set CLIP_LAB_REPO")
+if in_colab:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(project_dir / "requirements.txt")], check=True)
+if str(project_dir) not in sys.path:
+    sys.path.insert(0, str(project_dir))
+print("helpers from", project_dir)'''
+
+
+def _parameters(source: str) -> nbformat.NotebookNode:
+    cell = new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+def notebook_01() -> nbformat.NotebookNode:
+    md, code = new_markdown_cell, new_code_cell
+    cells = [
+        md(
+            "# 01 · Dataset preparation: COCO 2014 → image cache + caption embeddings\n\n"
+            "This notebook gets COCO 2014 onto fast local disk, fixes the train/val/test splits, decodes every image "
+            "**once** into a compact cache, and encodes every caption **once** with the frozen CLIP text tower. "
+            "Notebooks 02–05 read only these artifacts from `ARTIFACTS_DIR`, so a new Colab session never has to "
+            "download or decode COCO again. Re-running skips finished work.\n\n"
+            "Typical times on a free Colab T4: download 10–20 min (`coco`), image cache ~8 min, caption cache ~2 min."
+        ),
+        code(BOOTSTRAP),
+        md("## Parameters\n`None` means *default / full*. In Colab this cell is a form."),
+        _parameters(
+            'ARTIFACTS_DIR = None  #@param {type:"raw"}\n'
+            "# ^ None: Drive (MyDrive/clip_coco) in Colab, /kaggle/working/clip_coco on Kaggle, ./artifacts locally\n"
+            'DATA_DIR = None  #@param {type:"raw"}\n'
+            "# ^ None: /content/coco in Colab (local disk: Drive is far too slow for 120k files)\n"
+            'DATA_SOURCE = "coco"  #@param ["coco", "coco-subset", "kaggle", "local"]\n'
+            'TEXT_MODEL = "openai/clip-vit-base-patch32"  #@param {type:"string"}\n'
+            'TRAIN_IMAGES = None  #@param {type:"raw"}\n'
+            "# ^ None: all 82,783 train2014 images; an int: a seeded subset (quick experiments)\n"
+            'VAL_IMAGES = None  #@param {type:"raw"}\n'
+            'TEST_IMAGES = None  #@param {type:"raw"}\n'
+            "# ^ None: the standard Karpathy 5k val / 5k test splits of val2014\n"
+            "IMAGE_SIZE = 224  #@param {type:\"integer\"}\n"
+            "SEED = 0  #@param {type:\"integer\"}"
+        ),
+        code(
+            "from helpers import acquire, config, env, figures, prepare\n\n"
+            "cfg = config.from_notebook(globals())  # unknown or mistyped parameters fail here, named\n"
+            "paths = env.resolve_paths(cfg)\n"
+            'cfg.save(paths.artifacts_dir / "config_01_dataset_prep.json")\n'
+            "print(env.format_summary(env.hardware_summary(paths)))\n"
+            'print("\\nARTIFACTS_DIR:", paths.artifacts_dir, "\\nDATA_DIR:", paths.data_dir, "\\nlocal cache:", paths.cache_dir)'
+        ),
+        md(
+            "## 1. Get the data\n"
+            "`DATA_SOURCE` picks how: `coco` (official zips, ~20 GB, resumable), `coco-subset` (annotations + a few "
+            "thousand single images, ~2 GB, Karpathy val/test images first), `kaggle` (the Kaggle copy via kagglehub) "
+            "or `local` (a folder you already have in COCO 2014 layout)."
+        ),
+        code("data_dir = acquire.acquire(cfg, paths.data_dir)"),
+        md(
+            "## 2. Splits\n"
+            "* **train**: train2014 (82,783 images, ~414k captions), or a seeded subset of `TRAIN_IMAGES`.\n"
+            "* **val**: the Karpathy 5k validation images of val2014, used only for model selection (best epoch).\n"
+            "* **test**: the disjoint Karpathy 5k test images, used only for reporting: the protocol of the "
+            "published CLIP and VSE++ numbers.\n\n"
+            "When the data lacks the Karpathy ids (synthetic or partial data), val2014 is split deterministically "
+            "and `protocol` says so. Images that have no caption or no file are left out, and counted."
+        ),
+        code(
+            "data = prepare.scan(data_dir)\n"
+            "splits = prepare.build_splits(cfg, paths, data)\n"
+            "print(splits.describe())"
+        ),
+        md(
+            "## 3. Image pipeline: decode once, into a compact cache\n"
+            "Each image is opened with PIL (grayscale, CMYK and PNG-content files are converted to RGB), decoded "
+            "with JPEG *draft* mode straight to about the target size, resized so its **shorter side is "
+            "`IMAGE_SIZE`** (bicubic) and **centre-cropped to `IMAGE_SIZE`×`IMAGE_SIZE`**: CLIP's own policy, "
+            "no distortion, at the price of the outer ~12% on each long side. The result is stored as a "
+            "quality-90 JPEG (~20 KB) in shards of 10,000 images: all of COCO fits in ~2.5 GB on Drive, in a few "
+            "large files.\n\n"
+            "**Normalisation** happens later, on the GPU, per batch: pixels / 255, then CLIP's mean "
+            "(0.4815, 0.4578, 0.4082) and std (0.2686, 0.2613, 0.2758). Unreadable images are skipped, counted "
+            "and listed under `failed` in the cache manifest."
+        ),
+        code("manifest = prepare.cache_images(cfg, paths, data, splits)"),
+        md(
+            "## 4. Text preprocessing: every caption encoded once\n"
+            "The CLIP tokenizer (byte-level BPE, lower-cased) wraps each caption in `<|startoftext|>` … "
+            "`<|endoftext|>`; captions longer than **77 tokens** are **truncated**. The frozen "
+            "`CLIPTextModelWithProjection` gives `text_embeds` (512-d for ViT-B/32), which are L2-normalised and "
+            "stored as float16.\n\n"
+            "**Padding:** CLIP's text transformer is causal and pools at the end-of-text token, so padding never "
+            "changes an embedding. Captions are sorted by length and each batch is padded only to its longest "
+            "caption: several times fewer tokens than padding everything to 77, identical results."
+        ),
+        code("caption_summary = prepare.cache_captions(cfg, paths, data, splits)"),
+        md(
+            "## 5. The Dataset, and a look at the data\n"
+            "`CocoCacheDataset` returns *(normalised image [3, H, W], caption embedding, image_id, caption)*. In "
+            "training, each image gets one caption drawn at random per epoch."
+        ),
+        code(
+            "from helpers.dataset import CocoCacheDataset, load_text_embeds\n"
+            "from helpers.image_cache import ImageCache\n\n"
+            "cache = ImageCache(paths.cache_dir)\n"
+            'train_text = load_text_embeds(paths.text_embeds_path("train"), cfg.text_model)\n'
+            'train_set = CocoCacheDataset(cache, train_text, splits.train, mode="train", seed=cfg.seed)\n'
+            "image, embedding, image_id, caption = train_set[0]\n"
+            'print(f"image {tuple(image.shape)} {image.dtype}, embedding {tuple(embedding.shape)}, id {image_id}: {caption!r}")\n'
+            'fig = figures.pairs_grid(cache, train_text, n=12, seed=cfg.seed)\n'
+            'figures.save_figure(fig, paths.artifacts_dir / "figures" / "pairs_grid.png")'
+        ),
+        md("## Summary"),
+        code(
+            "from IPython.display import Markdown, display\n\n"
+            "display(Markdown(prepare.summary_markdown(splits, manifest, caption_summary)))"
+        ),
+    ]
+    return _notebook(cells)
+
+
+def _notebook(cells: list) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["accelerator"] = "GPU"
+    nb.metadata["colab"] = {"provenance": [], "gpuType": "T4"}
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"
+    return nb
+
+
+NOTEBOOKS = {"01_dataset_prep.ipynb": notebook_01}
+
+
+def render(name: str) -> str:
+    return nbformat.writes(NOTEBOOKS[name](), version=4) + "\n"
+
+
+def main() -> int:
+    for name in NOTEBOOKS:
+        (ROOT / name).write_text(render(name))
+        print("wrote", name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
