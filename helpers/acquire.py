@@ -141,7 +141,7 @@ def kaggle_credentials_source() -> str | None:
         from google.colab import userdata  # type: ignore[import-not-found]
 
         user, key = userdata.get("KAGGLE_USERNAME"), userdata.get("KAGGLE_KEY")
-    except Exception:  # noqa: BLE001 - not in Colab, or the secret is absent / not shared
+    except Exception:
         return None
     if user and key:
         os.environ["KAGGLE_USERNAME"], os.environ["KAGGLE_KEY"] = user, key
@@ -167,7 +167,7 @@ def fetch_kaggle_dataset(slug: str, method: str = "auto", dest: Path | None = No
         return mounted
     if method == "auto":
         try:
-            import kagglehub  # noqa: F401
+            import kagglehub
 
             method = "kagglehub"
         except ImportError:

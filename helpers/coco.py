@@ -101,7 +101,9 @@ def check_layout(data_dir: str | Path) -> None:
             "DATA_SOURCE='coco' / 'coco-subset' / 'kaggle' to download it there."
         )
     missing = [f for f in SPLIT_FOLDERS if not (data_dir / f).is_dir()]
-    missing += [annotation_path(data_dir, f).relative_to(data_dir).as_posix() for f in SPLIT_FOLDERS if not annotation_path(data_dir, f).exists()]
+    missing += [
+        annotation_path(data_dir, f).relative_to(data_dir).as_posix() for f in SPLIT_FOLDERS if not annotation_path(data_dir, f).exists()
+    ]
     if missing:
         raise DataError(
             f"DATA_DIR={data_dir} is not in COCO 2014 layout: missing {', '.join(missing)}. Expected train2014/, "

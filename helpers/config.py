@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from .storage import atomic_write_json, read_json
 
@@ -33,16 +33,16 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     # --- where things live -------------------------------------------------------------
-    artifacts_dir: Optional[str] = None  # None: Drive in Colab, /kaggle/working on Kaggle, ./artifacts locally
-    data_dir: Optional[str] = None  # None: fast local disk (/content/coco in Colab); never on Drive
-    cache_dir: Optional[str] = None  # local working copy of the image cache; None: beside DATA_DIR
+    artifacts_dir: str | None = None  # None: Drive in Colab, /kaggle/working on Kaggle, ./artifacts locally
+    data_dir: str | None = None  # None: fast local disk (/content/coco in Colab); never on Drive
+    cache_dir: str | None = None  # local working copy of the image cache; None: beside DATA_DIR
     # --- data --------------------------------------------------------------------------
     data_source: str = "coco"  # coco | coco-subset | kaggle | local
     coco_url: str = "http://images.cocodataset.org"  # official mirror; tests point it at 127.0.0.1
     kaggle_dataset: str = "jeffaudi/coco-2014-dataset-for-yolov3"
-    train_images: Optional[int] = None  # None: all of train2014 (82,783); an int: a seeded subset
-    val_images: Optional[int] = None  # None: the 5k Karpathy val split (model selection)
-    test_images: Optional[int] = None  # None: the 5k Karpathy test split (reporting)
+    train_images: int | None = None  # None: all of train2014 (82,783); an int: a seeded subset
+    val_images: int | None = None  # None: the 5k Karpathy val split (model selection)
+    test_images: int | None = None  # None: the 5k Karpathy test split (reporting)
     include_restval: bool = False  # also cache the ~30k val2014 images in neither Karpathy split
     image_size: int = 224  # the lab's 224x224: shorter side resized, then centre crop
     cache_quality: int = 90  # JPEG quality of the prepared cache: ~20 KB/image, visually lossless
@@ -52,7 +52,7 @@ class Config:
     text_batch_size: int = 512
     # --- model and training ------------------------------------------------------------
     variant: str = "baseline"
-    image_weights: Optional[str] = "IMAGENET1K_V2"  # torchvision weights enum name; None: random init
+    image_weights: str | None = "IMAGENET1K_V2"  # torchvision weights enum name; None: random init
     image_backbone: str = "resnet50"
     hidden_dim: int = 1024  # projection head: 2048 -> hidden -> 512
     epochs: int = 10
@@ -63,13 +63,13 @@ class Config:
     temperature: float = 0.07
     learnable_temperature: bool = False
     seed: int = 0
-    run_name: Optional[str] = None  # None: derived from the variant and key settings
-    num_workers: Optional[int] = None  # None: one per CPU core, at most 4
+    run_name: str | None = None  # None: derived from the variant and key settings
+    num_workers: int | None = None  # None: one per CPU core, at most 4
     amp: bool = True  # fp16/bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True
     live_plot: bool = True  # refresh a learning-curve panel during training (off for headless runs)
     force_retrain: bool = False  # retrain even when the run already finished
-    max_steps_per_epoch: Optional[int] = None  # cap for smoke tests and quick looks
+    max_steps_per_epoch: int | None = None  # cap for smoke tests and quick looks
     # --- evaluation --------------------------------------------------------------------
     eval_split: str = "test"
     queries: list[str] = field(default_factory=lambda: ["a dog playing", "sport"])
@@ -132,7 +132,7 @@ def load(path: str | os.PathLike, **overrides: Any) -> Config:
     data = read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a JSON object, not {type(data).__name__}")
-    return from_params({**data, **overrides})
+    return from_params({**data, **{k.lower(): v for k, v in overrides.items()}})
 
 
 def _check_types(cfg: Config) -> None:
@@ -141,9 +141,7 @@ def _check_types(cfg: Config) -> None:
         value = getattr(cfg, f.name)
         expected = hints[f.name]
         if not _matches(value, expected):
-            raise ConfigError(
-                f"Config key {f.name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})"
-            )
+            raise ConfigError(f"Config key {f.name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})")
         if expected is float and isinstance(value, int):
             setattr(cfg, f.name, float(value))
 

@@ -51,7 +51,9 @@ def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dic
     return data
 
 
-def normalize_images(images: torch.Tensor, device: torch.device | str, channels_last: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize_images(
+    images: torch.Tensor, device: torch.device | str, channels_last: bool = False, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """uint8 [B, 3, H, W] (any device) -> CLIP-normalised float on ``device``."""
     x = images.to(device, non_blocking=True).to(dtype).div_(255.0)
     mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1)
@@ -88,7 +90,9 @@ class CocoCacheDataset(Dataset):
                 warnings.warn(f"Skipping {len(ids)} image(s) {what}, e.g. {ids[:3]}", stacklevel=2)
         self.image_ids = [i for i in image_ids if i in cache and i in rows_by_image]
         if not self.image_ids:
-            raise RuntimeError("No usable images: the image and caption caches share none of the requested ids. Re-run 01_dataset_prep.ipynb")
+            raise RuntimeError(
+                "No usable images: the image and caption caches share none of the requested ids. Re-run 01_dataset_prep.ipynb"
+            )
         self.rows = [rows_by_image[i] for i in self.image_ids]
         # captions mode: one item per caption, and the item -> image row mapping retrieval needs
         self.caption_rows = [r for rows in self.rows for r in rows]

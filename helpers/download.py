@@ -77,9 +77,10 @@ def download(
                 if total is None:
                     length = resp.headers.get("Content-Length")
                     total = have + int(length) if length is not None else None
-                with open(part, "ab" if have else "wb") as fh, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-                ) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as fh,
+                    tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar,
+                ):
                     while block := resp.read(CHUNK):
                         fh.write(block)
                         bar.update(len(block))

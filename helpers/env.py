@@ -133,7 +133,7 @@ def hardware_summary(paths: Paths | None = None) -> dict[str, object]:
 def _version_of(module: str) -> str | None:
     try:
         mod = __import__(module)
-    except Exception:  # noqa: BLE001 - a missing optional library is reported, not fatal
+    except Exception:
         return None
     return getattr(mod, "__version__", None)
 

@@ -37,6 +37,14 @@ from PIL import Image
 
 from .storage import atomic_copy, atomic_write_bytes, atomic_write_json, ensure_free_space, read_json, sha256_file
 
+# torchvision 0.29 deprecates its JPEG codec in favour of TorchCodec, yet it decodes 224 px JPEGs
+# ~1.7x faster than PIL here (both libjpeg-turbo). Keep it while it exists; PIL is the fallback.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
+try:
+    from torchvision.io import decode_jpeg as _decode_jpeg
+except ImportError:  # pragma: no cover - a future torchvision without the codec
+    _decode_jpeg = None
+
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 BYTES_PER_IMAGE_ESTIMATE = 30_000  # upper estimate at 224 px, quality 90, for the free-space check
@@ -68,7 +76,7 @@ def _prepare_job(job: tuple[int, str, int, int]) -> tuple[int, bytes | None, str
         return image_id, prepare_image(path, size, quality), None
     except FileNotFoundError:
         return image_id, None, "missing file"
-    except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded and skipped
+    except Exception as exc:
         return image_id, None, f"{exc.__class__.__name__}: {exc}"
 
 
@@ -207,7 +215,7 @@ class _InlinePool:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def imap(self, fn, jobs, chunksize: int = 1):  # noqa: ANN001 - mirrors Pool.imap
+    def imap(self, fn, jobs, chunksize: int = 1):
         return map(fn, jobs)
 
 
@@ -303,10 +311,10 @@ class ImageCache:
     def load_uint8(self, image_id: int):  # -> torch.Tensor [3, H, W] uint8
         """Decode one cached image to a uint8 CHW tensor (libjpeg-turbo via torchvision)."""
         import torch
-        from torchvision.io import decode_jpeg
 
-        data = torch.from_numpy(np.array(self.jpeg_bytes(image_id)))
-        return decode_jpeg(data)
+        if _decode_jpeg is None:
+            return torch.from_numpy(np.asarray(self.load_pil(image_id)).copy()).permute(2, 0, 1).contiguous()
+        return _decode_jpeg(torch.from_numpy(np.array(self.jpeg_bytes(image_id))))
 
     def load_pil(self, image_id: int) -> Image.Image:
         return Image.open(io.BytesIO(self.jpeg_bytes(image_id).tobytes())).convert("RGB")

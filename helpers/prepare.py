@@ -74,7 +74,9 @@ def cache_parts(cfg: Config, data: CocoData, splits: Splits) -> list[CachePart]:
     ]
 
 
-def cache_images(cfg: Config, paths: Paths, data: CocoData, splits: Splits, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+def cache_images(
+    cfg: Config, paths: Paths, data: CocoData, splits: Splits, workers: int | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Build the image cache locally, publish it to ARTIFACTS_DIR/image_cache. Returns the manifest."""
     t0 = time.perf_counter()
     manifest = build_image_cache(
@@ -186,5 +188,8 @@ def summary_markdown(splits: Splits, manifest: dict[str, Any], captions: dict[st
         f"{len(skipped)} skipped as unreadable" + (f" (e.g. {skipped[0]['file']}: {skipped[0]['error']})" if skipped else "") + ".",
     ]
     for split, info in captions.items():
-        lines.append(f"Captions ({split}): {info['captions']:,}" + (" (cached earlier)" if info.get("skipped") else f", {info['token_reduction']}x fewer tokens than padding to 77"))
+        lines.append(
+            f"Captions ({split}): {info['captions']:,}"
+            + (" (cached earlier)" if info.get("skipped") else f", {info['token_reduction']}x fewer tokens than padding to 77")
+        )
     return "\n".join(lines)

@@ -86,9 +86,7 @@ def make_splits(
         n_val = val_images if val_images is not None else min(KARPATHY_SIZE, len(order) // 2)
         n_test = test_images if test_images is not None else min(KARPATHY_SIZE, len(order) - n_val)
         if n_val + n_test > len(order):
-            raise ValueError(
-                f"VAL_IMAGES={n_val} + TEST_IMAGES={n_test} exceed the {len(order)} usable val2014 images: lower them"
-            )
+            raise ValueError(f"VAL_IMAGES={n_val} + TEST_IMAGES={n_test} exceed the {len(order)} usable val2014 images: lower them")
         val, test = sorted(order[:n_val]), sorted(order[n_val : n_val + n_test])
         protocol = "deterministic"
     used = set(val) | set(test)

@@ -99,11 +99,20 @@ def make_synthetic_coco(
         (root / folder).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for image_id in ids:
-            objects = [(rng.choice(list(COLORS)), rng.choice(SHAPES), pos, rng.choice(("small", "large"))) for pos in rng.sample(POSITIONS, rng.choice((1, 1, 2)))]
+            objects = [
+                (rng.choice(list(COLORS)), rng.choice(SHAPES), pos, rng.choice(("small", "large")))
+                for pos in rng.sample(POSITIONS, rng.choice((1, 1, 2)))
+            ]
             file_name = f"COCO_{folder}_{image_id:012d}.jpg"
             _draw(objects, image_size, rng).save(root / folder / file_name, quality=90)
             images.append(
-                {"id": image_id, "file_name": file_name, "width": image_size[0], "height": image_size[1], "coco_url": f"{base_url}/{folder}/{file_name}"}
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": image_size[0],
+                    "height": image_size[1],
+                    "coco_url": f"{base_url}/{folder}/{file_name}",
+                }
             )
             for text in _captions(objects, rng, captions_per_image):
                 annotations.append({"id": ann_id, "image_id": image_id, "caption": text})
@@ -133,14 +142,21 @@ def make_tiny_text_tower(out_dir: str | Path, corpus: list[str], projection_dim:
     tok.normalizer = normalizers.Lowercase()  # like CLIP's tokenizer
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, show_progress=False, special_tokens=list(SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, show_progress=False, special_tokens=list(SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus, trainer=trainer)
     bos, eos = (tok.token_to_id(s) for s in SPECIALS)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{SPECIALS[0]} $A {SPECIALS[1]}", special_tokens=[(SPECIALS[0], bos), (SPECIALS[1], eos)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=SPECIALS[0], eos_token=SPECIALS[1], pad_token=SPECIALS[1], unk_token=SPECIALS[1], model_max_length=77
+        tokenizer_object=tok,
+        bos_token=SPECIALS[0],
+        eos_token=SPECIALS[1],
+        pad_token=SPECIALS[1],
+        unk_token=SPECIALS[1],
+        model_max_length=77,
     )
     fast.save_pretrained(out)
     torch.manual_seed(seed)

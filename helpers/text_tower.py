@@ -58,7 +58,7 @@ def load_text_tower(name: str, device: str | torch.device | None = None) -> Text
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = CLIPTextModelWithProjection.from_pretrained(name)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         hint = (
             "the folder must hold a save_pretrained() text model and tokenizer"
             if local
@@ -92,9 +92,9 @@ def encode_text(
         warnings.filterwarnings("ignore", message=".*longer than the specified maximum sequence length.*")
         for start in tqdm(range(0, len(order), batch_size), desc="Encoding captions", unit="batch", disable=not progress):
             idx = order[start : start + batch_size]
-            batch = tok(
-                [texts[i] for i in idx], padding="longest", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
-            ).to(tower.device)
+            batch = tok([texts[i] for i in idx], padding="longest", truncation=True, max_length=MAX_LENGTH, return_tensors="pt").to(
+                tower.device
+            )
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 emb = tower.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
             emb = emb.float()

@@ -15,7 +15,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BOOTSTRAP = '''\
+BOOTSTRAP = """\
 # Bootstrap: make the `helpers` package importable, wherever this notebook runs.
 # Colab: uses the project folder on Drive (MyDrive/clip-coco-lab) if present, otherwise
 # clones the repository to /content and installs requirements.txt. Locally, Kaggle or under
@@ -39,7 +39,7 @@ if in_colab:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(project_dir / "requirements.txt")], check=True)
 if str(project_dir) not in sys.path:
     sys.path.insert(0, str(project_dir))
-print("helpers from", project_dir)'''
+print("helpers from", project_dir)"""
 
 
 def _parameters(source: str) -> nbformat.NotebookNode:
@@ -73,8 +73,8 @@ def notebook_01() -> nbformat.NotebookNode:
             'VAL_IMAGES = None  #@param {type:"raw"}\n'
             'TEST_IMAGES = None  #@param {type:"raw"}\n'
             "# ^ None: the standard Karpathy 5k val / 5k test splits of val2014\n"
-            "IMAGE_SIZE = 224  #@param {type:\"integer\"}\n"
-            "SEED = 0  #@param {type:\"integer\"}"
+            'IMAGE_SIZE = 224  #@param {type:"integer"}\n'
+            'SEED = 0  #@param {type:"integer"}'
         ),
         code(
             "from helpers import acquire, config, env, figures, prepare\n\n"
@@ -100,11 +100,7 @@ def notebook_01() -> nbformat.NotebookNode:
             "When the data lacks the Karpathy ids (synthetic or partial data), val2014 is split deterministically "
             "and `protocol` says so. Images that have no caption or no file are left out, and counted."
         ),
-        code(
-            "data = prepare.scan(data_dir)\n"
-            "splits = prepare.build_splits(cfg, paths, data)\n"
-            "print(splits.describe())"
-        ),
+        code("data = prepare.scan(data_dir)\nsplits = prepare.build_splits(cfg, paths, data)\nprint(splits.describe())"),
         md(
             "## 3. Image pipeline: decode once, into a compact cache\n"
             "Each image is opened with PIL (grayscale, CMYK and PNG-content files are converted to RGB), decoded "
@@ -142,7 +138,7 @@ def notebook_01() -> nbformat.NotebookNode:
             'train_set = CocoCacheDataset(cache, train_text, splits.train, mode="train", seed=cfg.seed)\n'
             "image, embedding, image_id, caption = train_set[0]\n"
             'print(f"image {tuple(image.shape)} {image.dtype}, embedding {tuple(embedding.shape)}, id {image_id}: {caption!r}")\n'
-            'fig = figures.pairs_grid(cache, train_text, n=12, seed=cfg.seed)\n'
+            "fig = figures.pairs_grid(cache, train_text, n=12, seed=cfg.seed)\n"
             'figures.save_figure(fig, paths.artifacts_dir / "figures" / "pairs_grid.png")'
         ),
         md("## Summary"),

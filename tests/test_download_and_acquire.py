@@ -1,0 +1,161 @@
+import json
+import shutil
+import zipfile
+
+import pytest
+from httpserver import LocalServer
+
+from helpers import acquire, config, download
+from helpers.coco import check_layout
+
+
+def _zip_dir(zip_path, root, prefix_filter=None):
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and (prefix_filter is None or rel.startswith(prefix_filter)):
+                zf.write(p, rel)
+
+
+@pytest.fixture
+def mirror(tmp_path, synthetic_coco):
+    """A COCO-like mirror: annotations zip (with an extra non-caption file), image zips, single images."""
+    site = tmp_path / "site"
+    (site / "annotations").mkdir(parents=True)
+    (site / "zips").mkdir()
+    staging = tmp_path / "staging"
+    shutil.copytree(synthetic_coco, staging)
+    (staging / "annotations" / "instances_train2014.json").write_text("{}")  # must not be extracted
+    _zip_dir(site / "annotations" / "annotations_trainval2014.zip", staging, "annotations/")
+    for folder in ("train2014", "val2014"):
+        _zip_dir(site / "zips" / f"{folder}.zip", staging, f"{folder}/")
+        shutil.copytree(synthetic_coco / folder, site / folder)
+    with LocalServer(site) as server:
+        # captions point at the local server for single-image downloads
+        for folder in ("train2014", "val2014"):
+            ann = staging / "annotations" / f"captions_{folder}.json"
+            doc = json.loads(ann.read_text())
+            for img in doc["images"]:
+                img["coco_url"] = f"{server.url}/{folder}/{img['file_name']}"
+            ann.write_text(json.dumps(doc))
+        _zip_dir(site / "annotations" / "annotations_trainval2014.zip", staging, "annotations/")
+        yield server, site
+
+
+def test_download_resumes_after_a_dropped_connection(mirror, tmp_path):
+    server, site = mirror
+    size = (site / "zips" / "train2014.zip").stat().st_size
+    server.drop_first("/zips/train2014.zip", size // 3)
+    out = download.download(f"{server.url}/zips/train2014.zip", tmp_path / "dl" / "train2014.zip", progress=False)
+    assert out.read_bytes() == (site / "zips" / "train2014.zip").read_bytes()
+    ranges = [r for m, p, r in server.requests if m == "GET" and p == "/zips/train2014.zip"]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:-1]) > 0
+    assert not (tmp_path / "dl" / "train2014.zip.part").exists()
+    n = len(server.requests)
+    download.download(f"{server.url}/zips/train2014.zip", out, progress=False)  # complete: skipped
+    assert len(server.requests) == n
+
+
+def test_download_404_names_the_url(mirror, tmp_path):
+    server, _ = mirror
+    with pytest.raises(download.DownloadError, match="nope.zip.*COCO_URL"):
+        download.download(f"{server.url}/nope.zip", tmp_path / "nope.zip", retries=1, progress=False)
+
+
+def test_zip_slip_is_refused(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("annotations/ok.json", "{}")
+        zf.writestr("../../escape.txt", "gotcha")
+    with pytest.raises(download.UnsafeArchiveError, match="outside"):
+        download.safe_extract(evil, tmp_path / "out", progress=False)
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "out" / "annotations").exists()
+    absolute = tmp_path / "abs.zip"
+    with zipfile.ZipFile(absolute, "w") as zf:
+        zf.writestr("/etc/passwd-copy", "x")
+    with pytest.raises(download.UnsafeArchiveError):
+        download.safe_extract(absolute, tmp_path / "out", progress=False)
+
+
+def test_damaged_zip_member_fails_crc(tmp_path):
+    path = tmp_path / "d.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.txt", b"A" * 5000)
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b"A" * 100) + 50] = ord("B")  # flip one stored byte
+    path.write_bytes(bytes(raw))
+    with pytest.raises(download.UnsafeArchiveError, match="damaged"):
+        download.safe_extract(path, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "a.txt").exists()
+    with pytest.raises(download.UnsafeArchiveError, match="not a valid zip"):
+        (tmp_path / "junk.zip").write_bytes(b"junk")
+        download.safe_extract(tmp_path / "junk.zip", tmp_path / "out", progress=False)
+
+
+def test_source_coco_downloads_and_extracts(mirror, tmp_path):
+    server, _ = mirror
+    cfg = config.from_params(DATA_SOURCE="coco", COCO_URL=server.url)
+    data_dir = acquire.acquire(cfg, tmp_path / "coco", progress=False)
+    check_layout(data_dir)
+    assert len(list((data_dir / "train2014").glob("*.jpg"))) == 120
+    assert not (data_dir / "annotations" / "instances_train2014.json").exists()  # only captions extracted
+    assert not list((data_dir / "downloads").glob("*.zip"))  # zips removed after extraction
+    n = len(server.requests)
+    acquire.acquire(cfg, tmp_path / "coco", progress=False)  # finished work is skipped
+    assert len(server.requests) == n
+
+
+def test_source_coco_subset_fetches_single_images(mirror, tmp_path):
+    server, _ = mirror
+    cfg = config.from_params(DATA_SOURCE="coco-subset", COCO_URL=server.url, TRAIN_IMAGES=30, VAL_IMAGES=10, TEST_IMAGES=12)
+    data_dir = acquire.acquire(cfg, tmp_path / "coco", progress=False)
+    assert len(list((data_dir / "train2014").glob("*.jpg"))) == 30
+    assert len(list((data_dir / "val2014").glob("*.jpg"))) == 22
+    gets = sum(1 for m, p, _ in server.requests if m == "GET" and p.endswith(".jpg"))
+    acquire.acquire(cfg, tmp_path / "coco", progress=False)
+    assert sum(1 for m, p, _ in server.requests if m == "GET" and p.endswith(".jpg")) == gets
+
+
+def test_source_kaggle_layout_and_caption_fallback(mirror, tmp_path, synthetic_coco):
+    server, _ = mirror
+    kaggle_root = tmp_path / "kaggle" / "coco2014"  # jeffaudi/... layout, without caption JSONs
+    for folder in ("train2014", "val2014"):
+        shutil.copytree(synthetic_coco / folder, kaggle_root / "images" / folder)
+    (kaggle_root / "annotations").mkdir()
+    (kaggle_root / "annotations" / "instances_val2014.json").write_text("{}")
+    cfg = config.from_params(DATA_SOURCE="kaggle", COCO_URL=server.url)
+    data_dir = acquire.acquire(cfg, tmp_path / "coco", progress=False, kaggle_fetch=lambda slug: kaggle_root.parent)
+    check_layout(data_dir)
+    assert (data_dir / "train2014").is_symlink()
+    assert any(p.endswith("annotations_trainval2014.zip") for _, p, _ in server.requests)
+
+
+def test_missing_kaggle_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(acquire.KaggleCredentialsError, match="kaggle.json.*KAGGLE_USERNAME.*Secrets"):
+        acquire.fetch_kaggle_dataset("someone/some-dataset-that-is-not-mounted", method="kaggle-api")
+
+
+def test_kaggle_credentials_are_found_but_never_shown(monkeypatch, tmp_path, capsys):
+    secret = "0123456789abcdef-very-secret"
+    monkeypatch.setenv("KAGGLE_USERNAME", "student")
+    monkeypatch.setenv("KAGGLE_KEY", secret)
+    assert acquire.require_kaggle_credentials() == "environment"
+    monkeypatch.delenv("KAGGLE_KEY")
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "kaggle.json").write_text(json.dumps({"username": "student", "key": secret}))
+    assert acquire.kaggle_credentials_source() == "kaggle.json"
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err
+
+
+def test_layout_discovery_finds_nested_folders(tmp_path):
+    root = tmp_path / "x"
+    for rel in ("a/b/train2014/1.jpg", "c/val2014/2.jpg", "d/captions_train2014.json"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    found = acquire.discover_layout(root)
+    assert found["train2014"] == root / "a/b/train2014" and found["val2014"] == root / "c/val2014"
+    assert found["captions_train2014"] == root / "d/captions_train2014.json" and "captions_val2014" not in found

@@ -1,0 +1,82 @@
+"""The notebooks themselves: committed in sync with tools/build_notebooks.py, and executed by papermill."""
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_notebooks  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(build_notebooks.NOTEBOOKS))
+def test_committed_notebook_is_generated_and_clean(name):
+    committed = (ROOT / name).read_text()
+    assert committed == build_notebooks.render(name), f"{name} is stale: run python tools/build_notebooks.py"
+    nb = nbformat.reads(committed, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    # the parameters cell holds literals only
+    for line in params[0].source.splitlines():
+        if line and not line.startswith("#"):
+            name_, _, value = line.partition("=")
+            assert name_.strip().isupper()
+            compile(value.split("#")[0].strip(), "<param>", "eval")
+
+
+def run_notebook(name, out_dir, **params):
+    out = Path(out_dir) / f"out_{name}"
+    pm.execute_notebook(str(ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+    return json.loads(out.read_text())
+
+
+def _text(nb):
+    return "\n".join(
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+    )
+
+
+def test_notebook_01_on_synthetic_data(tmp_path, synthetic_coco, tiny_tower):
+    params = dict(
+        DATA_SOURCE="local", DATA_DIR=str(synthetic_coco), TEXT_MODEL=str(tiny_tower), ARTIFACTS_DIR=str(tmp_path / "art"), IMAGE_SIZE=64
+    )
+    nb = run_notebook("01_dataset_prep.ipynb", tmp_path, **params)
+    art = tmp_path / "art"
+    for rel in (
+        "train_text_embeds.pt",
+        "val_text_embeds.pt",
+        "splits.json",
+        "image_cache/manifest.json",
+        "figures/pairs_grid.png",
+        "config_01_dataset_prep.json",
+    ):
+        assert (art / rel).exists(), rel
+    assert "protocol=deterministic: train 120 images" in _text(nb)
+    stamp = (art / "train_text_embeds.pt").stat().st_mtime_ns
+    shard_stamp = (art / "image_cache" / "train2014-00000.bin").stat().st_mtime_ns
+    (tmp_path / "again").mkdir()
+    nb2 = run_notebook("01_dataset_prep.ipynb", tmp_path / "again", **params)
+    assert "Caption embeddings: up to date" in _text(nb2)
+    assert (art / "train_text_embeds.pt").stat().st_mtime_ns == stamp
+    assert (art / "image_cache" / "train2014-00000.bin").stat().st_mtime_ns == shard_stamp
+
+
+def test_notebook_01_typo_in_parameters_names_the_key(tmp_path, synthetic_coco, tiny_tower):
+    with pytest.raises(pm.PapermillExecutionError, match="EPOCS"):
+        run_notebook(
+            "01_dataset_prep.ipynb",
+            tmp_path,
+            DATA_SOURCE="local",
+            DATA_DIR=str(synthetic_coco),
+            TEXT_MODEL=str(tiny_tower),
+            ARTIFACTS_DIR=str(tmp_path / "a"),
+            EPOCS=3,
+        )

@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from helpers import text_tower as tt
+from helpers.coco import load_captions
+
+
+@pytest.fixture(scope="module")
+def tower(tiny_tower):
+    return tt.load_text_tower(str(tiny_tower), "cpu")
+
+
+def _padded_to_77(tower, texts):
+    batch = tower.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return torch.nn.functional.normalize(tower.model(**batch).text_embeds, dim=-1)
+
+
+def test_cached_embedding_equals_padding_to_77(tower, synthetic_coco):
+    texts = load_captions(synthetic_coco, "val2014").captions[:64]
+    texts += ["a", "un vélo rouge à côté du café ☕", " ".join(["long"] * 300)]
+    stats = tt.EncodeStats()
+    fast = tt.encode_text(texts, tower, batch_size=16, stats=stats)
+    ref = _padded_to_77(tower, texts)
+    assert fast.shape == (len(texts), tower.dim)
+    assert (fast - ref).abs().max() < 1e-5
+    assert torch.allclose(fast.norm(dim=-1), torch.ones(len(texts)), atol=1e-5)
+    assert stats.captions == len(texts) and stats.truncated == 1
+    assert stats.token_reduction > 2.0  # the 300-word caption forces one batch to 77
+
+
+def test_order_is_preserved_and_batches_do_not_matter(tower):
+    texts = ["a red circle on the left", "blue", "there is a green square on the middle and a yellow triangle"]
+    one = tt.encode_text(texts, tower, batch_size=1)
+    many = tt.encode_text(texts, tower, batch_size=3)
+    single = tt.encode_text([texts[2]], tower)
+    assert torch.allclose(one, many, atol=1e-5) and torch.allclose(many[2], single[0], atol=1e-5)
+    assert not torch.allclose(many[0], many[1])  # the EOS pooling sees the words, not one constant
+
+
+def test_unnormalised_and_empty(tower):
+    raw = tt.encode_text(["a blue square"], tower, normalize=False)
+    assert abs(raw.norm().item() - 1.0) > 1e-3
+    assert tt.encode_text([], tower).shape == (0, tower.dim)
+
+
+def test_bad_text_model_names_the_fix(tmp_path):
+    with pytest.raises(OSError, match="TEXT_MODEL=.*save_pretrained"):
+        tt.load_text_tower(str(tmp_path), "cpu")
