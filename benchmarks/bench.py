@@ -1,0 +1,164 @@
+"""Benchmarks: one JSON line per figure, each beside the naive way measured in the same run.
+
+    python benchmarks/bench.py                 # every benchmark
+    python benchmarks/bench.py cache loader    # a selection
+
+Figures are ratios to a naive baseline so they hold on a noisy machine; absolute
+numbers depend on the CPU (see docs/PERFORMANCE.md for recorded figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from helpers import image_cache as ic  # noqa: E402
+from helpers.dataset import CLIP_MEAN, CLIP_STD, CocoCacheDataset, make_loader  # noqa: E402
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {}
+
+
+def benchmark(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+    BENCHMARKS[fn.__name__.removeprefix("bench_")] = fn
+    return fn
+
+
+def emit(**fields: object) -> None:
+    fields.setdefault("cpu_count", os.cpu_count())
+    fields.setdefault("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    print(json.dumps(fields), flush=True)
+
+
+def photo_like_jpegs(folder: Path, n: int, size: tuple[int, int] = (640, 480), seed: int = 0) -> dict[int, str]:
+    """JPEGs with photo-like detail (smooth structure + sensor noise), ~100-170 KB like COCO's."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    w, h = size
+    for i in range(n):
+        coarse = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        pixels = np.asarray(coarse, dtype=np.int16) + rng.normal(0, 10, (h, w, 3)).astype(np.int16)
+        name = f"COCO_train2014_{i + 1:012d}.jpg"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / name, quality=90)
+        files[i + 1] = name
+    return files
+
+
+@benchmark
+def bench_cache(args: argparse.Namespace) -> None:
+    """Building the prepared image cache from 640x480 JPEGs, with the cores this machine has."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "train2014"
+        files = photo_like_jpegs(folder, args.images)
+        src_bytes = sum((folder / f).stat().st_size for f in files.values())
+        part = ic.CachePart("train2014", folder, files)
+        t0 = time.perf_counter()
+        manifest = ic.build_image_cache([part], Path(tmp) / "cache", size=224, shard_size=10_000, workers=os.cpu_count(), progress=False)
+        seconds = time.perf_counter() - t0
+        cached = sum(s["bytes"] for s in manifest["parts"]["train2014"]["shards"].values())
+        # naive reference: full decode (no draft), same resize, one process
+        t0 = time.perf_counter()
+        for f in list(files.values())[: args.images // 4]:
+            with Image.open(folder / f) as im:
+                im = im.convert("RGB").resize((299, 224), Image.BICUBIC).crop((37, 0, 261, 224))
+                im.save(io.BytesIO(), format="JPEG", quality=90)
+        naive = (args.images // 4) / (time.perf_counter() - t0)
+        emit(
+            benchmark="image_cache_build",
+            images=args.images,
+            img_per_s=round(args.images / seconds, 1),
+            naive_single_process_img_per_s=round(naive, 1),
+            ratio=round(args.images / seconds / naive, 2),
+            target_img_per_s=300,
+            source_kb_per_image=round(src_bytes / args.images / 1024, 1),
+            cached_kb_per_image=round(cached / args.images / 1024, 1),
+            projected_full_coco_gb=round(cached / args.images * 123_287 / 1e9, 2),
+        )
+
+
+class NaiveJpegDataset(torch.utils.data.Dataset):
+    """What peers did: open the full-size JPEG with PIL on every read, resize, normalise on the CPU."""
+
+    def __init__(self, folder: Path, files: dict[int, str], embed: torch.Tensor):
+        self.folder, self.items, self.embed = folder, sorted(files.items()), embed
+        self.mean, self.std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        image_id, name = self.items[i]
+        with Image.open(self.folder / name) as im:
+            im = im.convert("RGB").resize((299, 224), Image.BICUBIC).crop((37, 0, 261, 224))
+            x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div(255)
+        return (x - self.mean) / self.std, self.embed[i % len(self.embed)], image_id, "caption"
+
+
+def _throughput(loader, epochs: int) -> float:
+    n, t0 = 0, time.perf_counter()
+    for _ in range(epochs):
+        for batch in loader:
+            n += batch[0].shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+@benchmark
+def bench_loader(args: argparse.Namespace) -> None:
+    """The training loader reading the cache against the naive full-JPEG loader, same workers and batch."""
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "train2014"
+        files = photo_like_jpegs(folder, args.images)
+        ic.build_image_cache([ic.CachePart("train2014", folder, files)], Path(tmp) / "cache", size=224, workers=workers, progress=False)
+        cache = ic.ImageCache(Path(tmp) / "cache")
+        ids = sorted(files)
+        text = {
+            "embeddings": torch.randn(len(ids), 512).half(),
+            "image_ids": torch.tensor(ids),
+            "captions": [f"caption {i}" for i in ids],
+        }
+        fast = CocoCacheDataset(cache, text, ids, mode="train", normalize=False)  # uint8; normalised on the GPU
+        naive = NaiveJpegDataset(folder, files, text["embeddings"].float())
+        kw = dict(batch_size=64, shuffle=True, num_workers=workers, drop_last=False)
+        fast_rate = _throughput(make_loader(fast, **kw), epochs=args.epochs)
+        naive_rate = _throughput(make_loader(naive, **kw), epochs=1)
+        emit(
+            benchmark="loader",
+            images=args.images,
+            workers=workers,
+            cache_img_per_s=round(fast_rate, 1),
+            naive_img_per_s=round(naive_rate, 1),
+            ratio=round(fast_rate / naive_rate, 2),
+            target_img_per_s=1000,
+            target_ratio=5,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", choices=[[], *BENCHMARKS], help="benchmarks to run (default: all)")
+    parser.add_argument("--images", type=int, default=1024, help="images for the data benchmarks")
+    parser.add_argument("--epochs", type=int, default=2, help="passes of the fast loader")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    for name in args.which or list(BENCHMARKS):
+        BENCHMARKS[name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
