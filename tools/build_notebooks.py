@@ -20,7 +20,9 @@ BOOTSTRAP = """\
 # Colab: uses the project folder on Drive (MyDrive/clip-coco-lab) if present, otherwise
 # clones the repository to /content and installs requirements.txt. Locally, Kaggle or under
 # papermill: the folder holding this notebook (or its parent) is used as is.
-import os, subprocess, sys
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 repo_url = os.environ.get("CLIP_LAB_REPO", "https://github.com/clip-coco-lab/clip-coco-lab.git")

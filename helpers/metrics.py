@@ -1,0 +1,124 @@
+"""Recall@K for image-text retrieval, chunked on the device, at any scale.
+
+Why chunked: all of val2014 is 40,504 images x ~202k captions; the full float32
+similarity matrix would take 33 GB. Here only one chunk of rows is ever materialised
+(``chunk_size`` x the other side), on the GPU when there is one, so memory stays
+bounded and nothing is sorted on the CPU.
+
+Definitions (the standard COCO protocol):
+- image->text: an image's rank is the number of *other* captions scoring at least as
+  high as its best-scoring own caption; a hit at K when that rank < K (ANY of its
+  captions in the top K).
+- text->image: a caption's rank is the number of other images scoring at least as high
+  as its own image; a hit at K when rank < K.
+Ties count against the query, so a collapsed model (all scores equal) gets ~0, not 100%.
+Ranks reported are 1-based (rank 1 = top).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+BYTES_PER_SCORE = 12  # float32 scores + a masked copy + two boolean masks, per element of a chunk
+
+
+def _rows_per_chunk(chunk_size: int | None, other_side: int, memory_budget: int) -> int:
+    if chunk_size is not None:
+        return chunk_size
+    return max(1, min(8192, memory_budget // (BYTES_PER_SCORE * max(1, other_side))))
+
+
+def _ranks(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_to_image: torch.Tensor,
+    chunk_size: int | None,
+    device: torch.device,
+    memory_budget: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based ranks: (per image for image->text, per caption for text->image)."""
+    images = image_features.to(device)
+    texts = text_features.to(device)
+    owner = text_to_image.to(device)
+    n_img, n_txt = images.shape[0], texts.shape[0]
+    i2t = torch.empty(n_img, dtype=torch.long)
+    t2i = torch.empty(n_txt, dtype=torch.long)
+    step = _rows_per_chunk(chunk_size, n_txt, memory_budget)
+    for start in range(0, n_img, step):
+        rows = torch.arange(start, min(start + step, n_img), device=device)
+        sims = (images[rows] @ texts.t()).float()  # [chunk, n_txt]
+        positive = owner.unsqueeze(0) == rows.unsqueeze(1)
+        best = sims.masked_fill(~positive, -math.inf).amax(dim=1, keepdim=True)
+        i2t[start : start + len(rows)] = ((sims >= best) & ~positive).sum(dim=1).cpu()
+        del sims, positive
+    step = _rows_per_chunk(chunk_size, n_img, memory_budget)
+    for start in range(0, n_txt, step):
+        stop = min(start + step, n_txt)
+        sims = (texts[start:stop] @ images.t()).float()  # [chunk, n_img]
+        own = sims.gather(1, owner[start:stop].unsqueeze(1))
+        t2i[start:stop] = ((sims >= own).sum(dim=1) - 1).cpu()
+        del sims
+    return i2t, t2i
+
+
+def _summarise(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
+        for k in ks:
+            out[f"{name}_R@{k}"] = (ranks < k).float().mean().item()
+        out[f"{name}_mean_rank"] = ranks.float().mean().item() + 1
+        out[f"{name}_median_rank"] = ranks.float().median().item() + 1
+    out["rsum"] = sum(out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks)
+    return out
+
+
+@torch.no_grad()
+def retrieval_metrics(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_to_image: torch.Tensor,
+    ks: tuple[int, ...] = (1, 5, 10),
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+    memory_budget: int = 1 << 30,
+) -> dict[str, float]:
+    """Recall@K (fractions in [0, 1]) both ways, mean/median rank and rsum.
+
+    ``image_features`` [N_img, D] and ``text_features`` [N_txt, D] are L2-normalised;
+    ``text_to_image[j]`` is the row of caption j's image. Images may have any number of
+    captions (at least one each for image->text to be defined). ``chunk_size`` rows
+    are scored at a time; by default as many as fit in ``memory_budget`` bytes.
+    """
+    text_to_image = torch.as_tensor(text_to_image, dtype=torch.long)
+    if text_features.shape[0] != text_to_image.shape[0]:
+        raise ValueError(f"{text_features.shape[0]} captions but {text_to_image.shape[0]} text_to_image entries")
+    if text_to_image.numel() and (text_to_image.min() < 0 or text_to_image.max() >= image_features.shape[0]):
+        raise ValueError("text_to_image holds rows outside the image features")
+    counts = torch.bincount(text_to_image, minlength=image_features.shape[0])
+    if (counts == 0).any():
+        raise ValueError(f"{int((counts == 0).sum())} image(s) have no caption: drop them before computing Recall@K")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    i2t, t2i = _ranks(image_features, text_features, text_to_image, chunk_size, device, memory_budget)
+    return _summarise(i2t, t2i, ks)
+
+
+def fold_metrics(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_to_image: torch.Tensor,
+    fold_size: int = 1000,
+    folds: int = 5,
+    **kwargs,
+) -> dict[str, float]:
+    """The "1k" protocol: mean of :func:`retrieval_metrics` over ``folds`` disjoint folds of ``fold_size`` images."""
+    text_to_image = torch.as_tensor(text_to_image, dtype=torch.long)
+    if image_features.shape[0] < fold_size * folds:
+        raise ValueError(f"the 1k protocol needs {fold_size * folds} images, got {image_features.shape[0]}")
+    results = []
+    for f in range(folds):
+        lo, hi = f * fold_size, (f + 1) * fold_size
+        mask = (text_to_image >= lo) & (text_to_image < hi)
+        results.append(retrieval_metrics(image_features[lo:hi], text_features[mask], text_to_image[mask] - lo, **kwargs))
+    return {k: sum(r[k] for r in results) / folds for k in results[0]}

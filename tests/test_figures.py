@@ -1,0 +1,18 @@
+from PIL import Image
+
+from helpers import figures, prepare
+from helpers.dataset import load_text_embeds
+from helpers.image_cache import ImageCache
+
+
+def test_pairs_grid_png_and_summary(prepared, tmp_path):
+    paths = prepared["paths"]
+    cache = ImageCache(paths.cache_dir)
+    text = load_text_embeds(paths.text_embeds_path("train"))
+    fig = figures.pairs_grid(cache, text, n=6, seed=1, cols=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 6 and all("id " in t for t in titles)
+    out = figures.save_figure(fig, tmp_path / "figs" / "grid.png")
+    assert Image.open(out).format == "PNG" and not list((tmp_path / "figs").glob(".*tmp"))
+    md = prepare.summary_markdown(prepared["splits"], prepared["manifest"], {"train": {"captions": 600, "token_reduction": 3.9}})
+    assert "| train | 120 |" in md and "deterministic" in md and "3.9x fewer tokens" in md
