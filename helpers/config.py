@@ -23,6 +23,7 @@ from .storage import atomic_write_json, read_json
 DATA_SOURCES = ("coco", "coco-subset", "kaggle", "local")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 EVAL_SPLITS = ("test", "val", "val2014")
+LR_SCHEDULES = ("constant", "cosine")
 BACKBONES = ("resnet50", "resnet18")  # resnet18 only to keep CPU tests fast
 
 
@@ -60,6 +61,9 @@ class Config:
     lr: float = 1e-4
     weight_decay: float = 0.01
     optimizer: str = "adamw"
+    lr_schedule: str = "constant"  # the lab's baseline; "cosine" decays to 0 after WARMUP_STEPS
+    warmup_steps: int = 0  # linear warmup from 0 to LR over this many steps
+    grad_clip: float | None = None  # max global gradient norm; None: no clipping
     temperature: float = 0.07
     learnable_temperature: bool = False
     seed: int = 0
@@ -192,7 +196,14 @@ def _check_values(cfg: Config) -> None:
     choice("optimizer", OPTIMIZERS)
     choice("eval_split", EVAL_SPLITS)
     choice("image_backbone", BACKBONES)
-    for name in ("train_images", "val_images", "test_images", "num_workers", "max_steps_per_epoch"):
+    choice("lr_schedule", LR_SCHEDULES)
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"Config key WARMUP_STEPS must be >= 0, got {cfg.warmup_steps}")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise ConfigError(f"Config key GRAD_CLIP must be positive or None, got {cfg.grad_clip}")
+    if cfg.num_workers is not None and cfg.num_workers < 0:
+        raise ConfigError(f"Config key NUM_WORKERS must be >= 0 or None, got {cfg.num_workers}")
+    for name in ("train_images", "val_images", "test_images", "max_steps_per_epoch"):
         positive(name, allow_none=True)
     for name in ("image_size", "shard_size", "text_batch_size", "hidden_dim", "epochs", "batch_size", "lr", "temperature"):
         positive(name)

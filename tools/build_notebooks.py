@@ -152,6 +152,88 @@ def notebook_01() -> nbformat.NotebookNode:
     return _notebook(cells)
 
 
+def notebook_02() -> nbformat.NotebookNode:
+    md, code = new_markdown_cell, new_code_cell
+    cells = [
+        md(
+            "# 02 · Train the image tower into CLIP's frozen text space\n\n"
+            "Reads the caches written by `01_dataset_prep.ipynb` from `ARTIFACTS_DIR` and trains a ResNet50 image "
+            "tower with a projection head so that each image lands next to its captions' CLIP text embeddings. "
+            "Every epoch ends with a checkpoint on Drive: after a disconnect, **re-run the notebook** and it resumes "
+            "where it stopped. A finished run is not retrained (set `FORCE_RETRAIN = True` to do so)."
+        ),
+        code(BOOTSTRAP),
+        md("## Parameters\nDefaults are the lab's: AdamW, lr 1e-4, batch 64, 10 epochs."),
+        _parameters(
+            'ARTIFACTS_DIR = None  #@param {type:"raw"}\n'
+            'TEXT_MODEL = "openai/clip-vit-base-patch32"  #@param {type:"string"}\n'
+            'IMAGE_WEIGHTS = "IMAGENET1K_V2"  #@param ["IMAGENET1K_V2", "IMAGENET1K_V1"] {type:"raw", allow-input: true}\n'
+            "# ^ torchvision ResNet50 weights; None trains from scratch\n"
+            'VARIANT = "baseline"  #@param {type:"string"}\n'
+            'EPOCHS = 10  #@param {type:"integer"}\n'
+            'BATCH_SIZE = 64  #@param {type:"integer"}\n'
+            "# ^ also the number of in-batch negatives + 1; halved automatically on CUDA out-of-memory\n"
+            'LR = 1e-4  #@param {type:"number"}\n'
+            'WEIGHT_DECAY = 0.01  #@param {type:"number"}\n'
+            'OPTIMIZER = "adamw"  #@param ["adamw", "adam", "sgd"]\n'
+            'TEMPERATURE = 0.07  #@param {type:"number"}\n'
+            'LEARNABLE_TEMPERATURE = False  #@param {type:"boolean"}\n'
+            'RUN_NAME = None  #@param {type:"raw"}\n'
+            "# ^ None: derived from the variant and settings, e.g. baseline-resnet50-e10-b64-lr0.0001-adamw-s0\n"
+            'SEED = 0  #@param {type:"integer"}\n'
+            'IMAGE_SIZE = 224  #@param {type:"integer"}\n'
+            "# ^ must match the image cache built by notebook 01\n"
+            'AMP = True  #@param {type:"boolean"}\n'
+            'LIVE_PLOT = True  #@param {type:"boolean"}\n'
+            'FORCE_RETRAIN = False  #@param {type:"boolean"}'
+        ),
+        code(
+            "from IPython.display import Image, Markdown, display\n\n"
+            "from helpers import config, env, model, train\n\n"
+            "cfg = config.from_notebook(globals())\n"
+            "paths = env.resolve_paths(cfg)\n"
+            "print(env.format_summary(env.hardware_summary(paths)))\n"
+            'print("\\nrun:", paths.runs_dir / train.run_name_for(cfg))'
+        ),
+        md(
+            "## The model: what trains, what is frozen, and why\n"
+            "* **Image tower (trains):** torchvision ResNet50 with ImageNet weights. Its 1000-way classifier `fc` is "
+            "replaced by the **projection head** Linear(2048 → 1024) → GELU → Linear(1024 → 512). Both the trunk and "
+            "the head train: the trunk adapts its features to captions, the head maps them into the text space.\n"
+            "* **Text tower (frozen):** CLIP ViT-B/32's text transformer. It is not even loaded here: notebook 01 "
+            "cached every caption's embedding, which serve as fixed targets. Freezing it keeps the well-structured "
+            "CLIP text space intact (live queries in notebook 03 use the same encoder), costs no text gradients, and "
+            "rules out a collapse of the text side.\n"
+            "* **Both outputs are L2-normalised**, so a dot product is a cosine similarity.\n"
+            "* **Temperature:** logits = similarity / τ. Fixed τ = 0.07 (the CLIP initialisation) by default; with "
+            "`LEARNABLE_TEMPERATURE` the model learns log(1/τ), clamped so that 1/τ ≤ 100."
+        ),
+        code(
+            "arch = model.model_config(cfg, embed_dim=train.text_dim(paths, cfg))\n"
+            "preview = model.build_model(arch, pretrained=False)\n"
+            "display(Markdown(model.parameter_summary(preview)))\n"
+            "del preview"
+        ),
+        md(
+            "## Training\n"
+            "**Loss:** symmetric InfoNCE. In a batch of B pairs each image must pick its own caption among B and "
+            "each caption its own image; the two cross-entropies are averaged (`helpers/loss.py` explains anchors, "
+            "positives, negatives and temperature). **Speed:** fp16 autocast + GradScaler on a T4 (bf16 on newer "
+            "GPUs), channels_last, cudnn.benchmark, uint8 batches normalised on the GPU. **Each epoch** draws a new "
+            "random caption per image, then measures validation loss and Recall@K on the Karpathy **val** split; "
+            "the best epoch (highest val rsum = sum of R@1/5/10 both ways) is kept as `best.pt`. **Safety:** "
+            "non-finite or spiking losses skip the step; repeated trouble rolls back to the last checkpoint with a "
+            "lower learning rate; CUDA out-of-memory halves the batch."
+        ),
+        code("result = train.run(cfg, paths)"),
+        md("## Learning curves\nSaved as `loss_curves.png` in the run folder, ready for the report."),
+        code('display(Image(filename=str(result.run_dir / "loss_curves.png")))'),
+        md("## Summary"),
+        code('display(Markdown(train.summary_markdown(result)))\nprint("artifacts in", result.run_dir)'),
+    ]
+    return _notebook(cells)
+
+
 def _notebook(cells: list) -> nbformat.NotebookNode:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -163,7 +245,7 @@ def _notebook(cells: list) -> nbformat.NotebookNode:
     return nb
 
 
-NOTEBOOKS = {"01_dataset_prep.ipynb": notebook_01}
+NOTEBOOKS = {"01_dataset_prep.ipynb": notebook_01, "02_train_clip.ipynb": notebook_02}
 
 
 def render(name: str) -> str:

@@ -1,0 +1,593 @@
+"""The resumable trainer: fast on a T4, safe against disconnects, divergence and OOM.
+
+Speed: fp16 autocast + GradScaler on CUDA (bf16 on GPUs that support it natively),
+channels_last, ``cudnn.benchmark``, uint8 batches normalised on the GPU, pinned memory
+and non-blocking copies; captions come pre-encoded from the cache.
+
+Reliability: at the end of every epoch the whole training state (model, optimizer,
+scheduler, scaler, RNG states, epoch, history, config) is written atomically to
+``ARTIFACTS_DIR/runs/<run name>/checkpoint.pt``. Data order and caption draws are
+functions of (seed, epoch), so re-running the notebook resumes after the last
+finished epoch and ends in the same state as an uninterrupted run.
+
+Model selection: ``best.pt`` holds the epoch with the highest validation **rsum**
+(sum of Recall@1/5/10 in both directions on the *val* split, never the test split).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import env
+from .config import Config, ConfigError
+from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
+from .env import Paths
+from .image_cache import ImageCache, restore_cache
+from .loss import clip_loss, in_batch_accuracy
+from .metrics import retrieval_metrics
+from .model import ClipImageModel, build_model, check_same_architecture, model_config
+from .splits import Splits
+from .storage import atomic_copy, atomic_torch_save, atomic_write_json, read_json, torch_load
+
+SELECTION_METRIC = "rsum"  # on the val split
+SPIKE_FACTOR = 4.0  # a step whose loss exceeds 4x the recent median is skipped
+SPIKE_WINDOW = 50
+MAX_ROLLBACKS = 2
+MIN_BATCH = 8
+STEP_LOG_EVERY = 10
+
+
+class TrainingDiverged(RuntimeError):
+    """Training kept producing non-finite or exploding losses after rolling back."""
+
+
+def run_name_for(cfg: Config) -> str:
+    """A readable run name from the variant and the settings that change results."""
+    if cfg.run_name:
+        return cfg.run_name
+    parts = [cfg.variant, cfg.image_backbone, f"e{cfg.epochs}", f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
+    if cfg.learnable_temperature:
+        parts.append("learnT")
+    elif cfg.temperature != 0.07:
+        parts.append(f"T{cfg.temperature:g}")
+    if cfg.train_images is not None:
+        parts.append(f"n{cfg.train_images}")
+    parts.append(f"s{cfg.seed}")
+    return "-".join(parts)
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
+    """Multiplier on LR at ``step``: linear warmup, then constant or cosine decay to 0."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2] if random.getstate()[2] is not None else -1,
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((3, tuple(state["python"]), None if state["python_pos"] == -1 else state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    resumed_from_epoch: int = 0
+    skipped: bool = False  # the run had already finished: nothing was trained
+    events: list[str] = field(default_factory=list)
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 on GPUs with native support (Ampere+), fp16 (+ GradScaler) on older ones such as the T4."""
+    if not enabled or device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+class Trainer:
+    """One training run. ``fit()`` trains (or resumes, or skips a finished run)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        paths: Paths,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+        on_epoch: Callable[[Trainer], None] | None = None,
+        on_step: Callable[[Trainer], None] | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.cfg, self.paths, self.progress, self.on_epoch, self.on_step, self.log = cfg, paths, progress, on_epoch, on_step, log
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.run_name = run_name_for(cfg)
+        self.run_dir = paths.runs_dir / self.run_name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.events: list[str] = []
+        self.history: list[dict[str, Any]] = []
+        self.step_log: list[dict[str, float]] = []
+        self.batch_size = cfg.batch_size
+        self.lr = cfg.lr
+        self.rollbacks = 0
+        self.global_step = 0
+        self._load_data()
+
+    # ----------------------------------------------------------------- data & model
+    def _load_data(self) -> None:
+        from .prepare import load_splits
+
+        self.splits: Splits = load_splits(self.paths)
+        cache_dir = restore_cache(self.paths.image_cache_dir, self.paths.cache_dir, progress=self.progress)
+        self.cache = ImageCache(cache_dir)
+        if self.cache.image_size != self.cfg.image_size:
+            raise ConfigError(
+                f"IMAGE_SIZE={self.cfg.image_size}, but the image cache holds {self.cache.image_size}px images: set "
+                f"IMAGE_SIZE={self.cache.image_size}, or re-run 01_dataset_prep.ipynb with IMAGE_SIZE={self.cfg.image_size}"
+            )
+        self.train_text = load_text_embeds(self.paths.text_embeds_path("train"), self.cfg.text_model)
+        self.val_text = load_text_embeds(self.paths.text_embeds_path("val"), self.cfg.text_model)
+        self.train_set = CocoCacheDataset(self.cache, self.train_text, self.splits.train, "train", self.cfg.seed, normalize=False)
+        self.val_set = CocoCacheDataset(self.cache, self.val_text, self.splits.val, "eval", self.cfg.seed, normalize=False)
+        self.embed_dim = int(self.train_text["embeddings"].shape[1])
+        self.arch = model_config(self.cfg, self.embed_dim)
+
+    def _build(self, pretrained: bool) -> None:
+        seed_everything(self.cfg.seed)
+        self.model: ClipImageModel = build_model(self.arch, pretrained=pretrained).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(step, self._steps_per_epoch() * self.cfg.epochs, self.cfg.lr_schedule, self.cfg.warmup_steps),
+        )
+        self.amp_dtype = amp_dtype(self.device, self.cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cfg.channels_last and self.device.type == "cuda"
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            # CLIP practice: no weight decay on biases, norm layers and the temperature
+            (no_decay if p.ndim < 2 or name == "logit_scale" else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=self.lr)
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=self.lr)
+        return torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self.train_set) // self.batch_size if len(self.train_set) >= self.batch_size else 1
+        return min(n, self.cfg.max_steps_per_epoch or n)
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "epoch": epoch,  # epochs finished
+            "global_step": self.global_step,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "rollbacks": self.rollbacks,
+            "history": self.history,
+            "step_log": self.step_log,
+            "events": self.events,
+            "arch": self.arch,
+            "config": self.cfg.to_dict(),
+            "run_name": self.run_name,
+        }
+
+    def _save(self, state: dict[str, Any], dest: Path) -> None:
+        """Write locally first, then copy into ARTIFACTS_DIR (Drive) atomically."""
+        if self.paths.environment == "colab":
+            with tempfile.TemporaryDirectory(dir=self.paths.cache_dir) as tmp:
+                local = atomic_torch_save(state, Path(tmp) / dest.name)
+                atomic_copy(local, dest)
+        else:
+            atomic_torch_save(state, dest)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        check_same_architecture(state["arch"], self.arch, str(self.checkpoint_path))
+        self.batch_size, self.lr, self.rollbacks = state["batch_size"], state["lr"], state["rollbacks"]
+        self._build(pretrained=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history, self.step_log, self.events = list(state["history"]), list(state["step_log"]), list(state["events"])
+        self.global_step = state["global_step"]
+        _set_rng_state(state["rng"])
+
+    # ----------------------------------------------------------------- training
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        if cfg.force_retrain:
+            for name in ("checkpoint.pt", "best.pt", "history.json", "metrics.json"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        start_epoch = 0
+        if self.checkpoint_path.exists():
+            state = torch_load(self.checkpoint_path)
+            self._restore(state)
+            start_epoch = state["epoch"]
+            if start_epoch >= cfg.epochs and (self.run_dir / "metrics.json").exists():
+                self.log(f"Run {self.run_name} already finished ({start_epoch} epochs): nothing to train. FORCE_RETRAIN=True retrains.")
+                return TrainResult(self.run_dir, self.history, read_json(self.run_dir / "metrics.json"), start_epoch, True, self.events)
+            self.log(f"Resuming {self.run_name} after epoch {start_epoch} of {cfg.epochs}")
+        else:
+            self._build(pretrained=True)
+        cfg.save(self.run_dir / "config.json")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        epoch = start_epoch
+        while epoch < cfg.epochs:
+            try:
+                record = self._train_epoch(epoch)
+            except torch.OutOfMemoryError:
+                self._handle_oom(epoch)
+                continue
+            if record is None:  # diverged: rolled back, try the epoch again
+                continue
+            record.update(self._validate())
+            self.history.append(record)
+            self._end_of_epoch(epoch, record)
+            epoch += 1
+        metrics = self._final_metrics()
+        return TrainResult(self.run_dir, self.history, metrics, start_epoch, False, self.events)
+
+    def _event(self, message: str) -> None:
+        self.events.append(message)
+        self.log(message)
+
+    def _handle_oom(self, epoch: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch_size // 2 < MIN_BATCH:
+            raise RuntimeError(
+                f"CUDA out of memory even at BATCH_SIZE={self.batch_size}: free GPU memory (restart the runtime) "
+                "or use a smaller IMAGE_SIZE"
+            )
+        self._event(f"epoch {epoch + 1}: CUDA out of memory at batch size {self.batch_size}; halving to {self.batch_size // 2}")
+        self._rollback(epoch, lr_scale=1.0, new_batch=self.batch_size // 2)
+
+    def _rollback(self, epoch: int, lr_scale: float, new_batch: int | None = None) -> None:
+        """Return to the state at the start of ``epoch`` (last checkpoint, or a fresh model at epoch 0)."""
+        lr, batch, rollbacks, events = self.lr * lr_scale, new_batch or self.batch_size, self.rollbacks, list(self.events)
+        from_checkpoint = epoch > 0 and self.checkpoint_path.exists()
+        if from_checkpoint:
+            self._restore(torch_load(self.checkpoint_path))
+        else:
+            self.history, self.step_log, self.global_step = [], [], 0
+        self.lr, self.batch_size, self.rollbacks, self.events = lr, batch, rollbacks, events
+        if from_checkpoint:
+            self._set_base_lr(lr)
+        else:
+            self._build(pretrained=True)
+
+    def _set_base_lr(self, lr: float) -> None:
+        self.scheduler.base_lrs = [lr for _ in self.optimizer.param_groups]
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = lr
+            group["lr"] = lr * factor
+
+    def _forward_loss(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            features = self.model.encode_image(images)
+        return clip_loss(features, text, self.model.scale()), features
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any] | None:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self.model.train()
+        self.train_set.set_epoch(epoch)
+        loader = make_loader(
+            self.train_set, self.batch_size, True, cfg.seed, epoch, cfg.num_workers, drop_last=len(self.train_set) >= self.batch_size
+        )
+        steps = self._steps_per_epoch()
+        recent: list[float] = [e["loss"] for e in self.step_log[-SPIKE_WINDOW // STEP_LOG_EVERY :]]
+        totals = {"loss": 0.0, "i2t_acc": 0.0, "t2i_acc": 0.0, "images": 0, "steps": 0}
+        skipped = 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not self.progress, leave=False)
+        for step, (images, text, _, _) in enumerate(loader):
+            if step >= steps:
+                break
+            images = normalize_images(images, self.device, self.channels_last)
+            text = text.to(self.device, non_blocking=True)
+            loss, features = self._forward_loss(images, text)
+            value = loss.item()
+            spike = len(recent) >= 10 and value > SPIKE_FACTOR * statistics.median(recent)
+            if not math.isfinite(value) or spike:
+                skipped += 1
+                kind = "non-finite" if not math.isfinite(value) else "spiking"
+                self._event(f"epoch {epoch + 1} step {step}: {kind} loss {value:.3g}; step skipped")
+                self.optimizer.zero_grad(set_to_none=True)
+                if skipped > max(3, steps // 4):
+                    return self._diverged(epoch)
+                continue
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.global_step += 1
+            acc_i, acc_t = in_batch_accuracy(features.detach(), text)
+            n = images.shape[0]
+            for key, v in (("loss", value * n), ("i2t_acc", acc_i * n), ("t2i_acc", acc_t * n), ("images", n), ("steps", 1)):
+                totals[key] += v
+            if self.global_step % STEP_LOG_EVERY == 0 or step == 0:
+                entry = {
+                    "step": self.global_step,
+                    "epoch": epoch + step / steps,
+                    "loss": value,
+                    "i2t_acc": acc_i,
+                    "t2i_acc": acc_t,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "temperature": 1.0 / self.model.scale().item(),
+                }
+                self.step_log.append(entry)
+                recent = (recent + [value])[-SPIKE_WINDOW:]
+                if self.on_step is not None:
+                    self.on_step(self)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{totals['loss'] / max(1, totals['images']):.3f}", img_s=f"{totals['images'] / (time.perf_counter() - t0):.0f}"
+            )
+        bar.close()
+        if totals["images"] == 0:
+            return self._diverged(epoch)
+        seconds = time.perf_counter() - t0
+        n = totals["images"]
+        return {
+            "epoch": epoch + 1,
+            "train_loss": totals["loss"] / n,
+            "train_i2t_acc": totals["i2t_acc"] / n,
+            "train_t2i_acc": totals["t2i_acc"] / n,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "temperature": 1.0 / self.model.scale().item(),
+            "batch_size": self.batch_size,
+            "skipped_steps": skipped,
+            "train_seconds": seconds,
+            "img_per_s": n / seconds,
+        }
+
+    def _diverged(self, epoch: int) -> None:
+        self.rollbacks += 1
+        if self.rollbacks > MAX_ROLLBACKS:
+            raise TrainingDiverged(
+                f"Training diverged {self.rollbacks} times (non-finite or exploding loss) even after lowering LR to {self.lr:g}. "
+                "Lower LR (e.g. 1e-5), set WARMUP_STEPS (e.g. 500) and GRAD_CLIP (e.g. 1.0), or set AMP=False."
+            )
+        self._event(
+            f"epoch {epoch + 1}: too many bad steps; rolling back to the last good checkpoint with LR {self.lr:g} -> {self.lr / 2:g}"
+        )
+        self._rollback(epoch, lr_scale=0.5)
+        return None
+
+    @torch.no_grad()
+    def encode_images(self, image_ids_set: CocoCacheDataset, batch_size: int | None = None) -> torch.Tensor:
+        """Unit image embeddings for every image of an eval-mode dataset, in its order."""
+        self.model.eval()
+        out = []
+        loader = make_loader(image_ids_set, batch_size or self.batch_size, False, num_workers=self.cfg.num_workers)
+        for images, *_ in loader:
+            images = normalize_images(images, self.device, self.channels_last)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                out.append(self.model.encode_image(images).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, Any]:
+        """Val loss (one fixed caption per image, batches of BATCH_SIZE) and val Recall@K over all captions."""
+        t0 = time.perf_counter()
+        image_features = self.encode_images(self.val_set)
+        first_caption = torch.stack([self.val_set.embeddings[self.val_set.caption_row(i)].float() for i in range(len(self.val_set))])
+        scale = self.model.scale().float().cpu()
+        losses = []
+        for start in range(0, len(image_features), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            if image_features[chunk].shape[0] > 1:
+                losses.append((clip_loss(image_features[chunk].cpu(), first_caption[chunk], scale).item(), image_features[chunk].shape[0]))
+        val_loss = sum(v * n for v, n in losses) / max(1, sum(n for _, n in losses))
+        rows = self.val_set.caption_rows
+        text_features = self.val_set.embeddings[rows].float()
+        metrics = retrieval_metrics(image_features, text_features, self.val_set.caption_image_index, device=self.device)
+        return {"val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()}, "val_seconds": time.perf_counter() - t0}
+
+    def _end_of_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        best = max(self.history, key=lambda r: (r[f"val_{SELECTION_METRIC}"], -r["val_loss"]))
+        state = self._state(epoch + 1)
+        if best is record:
+            self._save(
+                {"model": state["model"], "arch": self.arch, "config": state["config"], "epoch": epoch + 1, "val": record},
+                self.run_dir / "best.pt",
+            )
+        self._save(state, self.checkpoint_path)  # last: the epoch now counts
+        atomic_write_json(
+            self.run_dir / "history.json",
+            {"run_name": self.run_name, "epochs": self.history, "steps": self.step_log, "events": self.events},
+        )
+        from .curves import save_training_curves
+
+        save_training_curves(self.history, self.step_log, self.run_dir / "loss_curves.png", title=self.run_name)
+        self.log(
+            f"epoch {epoch + 1}/{self.cfg.epochs}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+            f"val R@1 i2t {record['val_i2t_R@1']:.3f} t2i {record['val_t2i_R@1']:.3f}, rsum {record['val_rsum']:.3f}, "
+            f"{record['img_per_s']:.0f} img/s, {record['train_seconds']:.0f}s"
+        )
+        if self.on_epoch is not None:
+            self.on_epoch(self)
+
+    def _final_metrics(self) -> dict[str, Any]:
+        best = max(self.history, key=lambda r: (r[f"val_{SELECTION_METRIC}"], -r["val_loss"]))
+        train_seconds = sum(r["train_seconds"] for r in self.history)
+        metrics = {
+            "run_name": self.run_name,
+            "epochs": len(self.history),
+            "best_epoch": best["epoch"],
+            "selection_metric": f"val_{SELECTION_METRIC}",
+            "best_val": {k: v for k, v in best.items() if k.startswith("val_")},
+            "final_train_loss": self.history[-1]["train_loss"],
+            "final_val_loss": self.history[-1]["val_loss"],
+            "total_train_seconds": train_seconds,
+            "total_seconds": train_seconds + sum(r["val_seconds"] for r in self.history),
+            "epoch_seconds": [r["train_seconds"] for r in self.history],
+            "img_per_s": sum(r["img_per_s"] * r["train_seconds"] for r in self.history) / max(1e-9, train_seconds),
+            "skipped_steps": sum(r["skipped_steps"] for r in self.history),
+            "events": self.events,
+            "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
+            "channels_last": self.channels_last,
+            "hardware": env.hardware_summary(self.paths),
+            "config": self.cfg.to_dict(),
+            "arch": self.arch,
+            "num_train_images": len(self.train_set),
+            "num_val_images": len(self.val_set),
+            "protocol": self.splits.protocol,
+        }
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+def train(cfg: Config, paths: Paths, **kwargs: Any) -> TrainResult:
+    """Train (or resume, or skip) the run described by ``cfg``."""
+    return Trainer(cfg, paths, **kwargs).fit()
+
+
+def text_dim(paths: Paths, cfg: Config) -> int:
+    """The caption-embedding width (512 for ViT-B/32): the projection head's output size."""
+    return int(load_text_embeds(paths.text_embeds_path("train"), cfg.text_model)["embeddings"].shape[1])
+
+
+def run(cfg: Config, paths: Paths, progress: bool = True) -> TrainResult:
+    """Notebook entry point: train with the live learning-curve panel when LIVE_PLOT and in Jupyter/Colab."""
+    from .curves import LivePanel, in_notebook
+
+    panel = LivePanel(run_name_for(cfg)) if cfg.live_plot and in_notebook() else None
+    trainer = Trainer(
+        cfg,
+        paths,
+        progress=progress,
+        on_step=panel.update if panel else None,
+        on_epoch=(lambda t: panel.update(t, force=True)) if panel else None,
+    )
+    return trainer.fit()
+
+
+def summary_markdown(result: TrainResult) -> str:
+    """Per-epoch table plus the headline facts of a run."""
+    m = result.metrics
+    hw = m["hardware"]
+    lines = [
+        f"**Run** `{m['run_name']}`: {m['epochs']} epochs on {hw.get('gpu') or 'CPU'} "
+        f"({m['amp_dtype']}, channels_last={m['channels_last']}), {m['total_train_seconds'] / 60:.1f} min of training, "
+        f"{m['img_per_s']:.0f} img/s. Best epoch by {m['selection_metric']}: **{m['best_epoch']}**."
+        + (" (Already trained: loaded from the run folder.)" if result.skipped else ""),
+        "",
+        "| epoch | train loss | val loss | in-batch acc i→t | val R@1 i→t | val R@1 t→i | val R@5 t→i | val rsum | img/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result.history:
+        lines.append(
+            f"| {r['epoch']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['train_i2t_acc']:.3f} | {r['val_i2t_R@1']:.3f} | "
+            f"{r['val_t2i_R@1']:.3f} | {r['val_t2i_R@5']:.3f} | {r['val_rsum']:.3f} | {r['img_per_s']:.0f} |"
+        )
+    if m["events"]:
+        lines += ["", "**Events:** " + "; ".join(m["events"])]
+    return "\n".join(lines)
+
+
+def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ClipImageModel, dict[str, Any]]:
+    """Rebuild the architecture stored in ``best.pt``/``checkpoint.pt`` and load its weights (weights_only)."""
+    state = torch_load(path)
+    model = build_model(state["arch"], pretrained=False)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Headless: ``python -m helpers.train --config run.json [--set KEY=VALUE ...]``."""
+    import argparse
+    import json
+
+    from . import config as config_mod
+
+    parser = argparse.ArgumentParser(description="Train the CLIP image tower (resumes automatically).")
+    parser.add_argument("--config", required=True, help="a JSON config file (Config.save)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, values as JSON")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    cfg = config_mod.load(args.config, **overrides)
+    paths = env.resolve_paths(cfg)
+    result = train(cfg, paths, progress=not args.no_progress)
+    print(json.dumps({"run_dir": str(result.run_dir), "best_epoch": result.metrics["best_epoch"], "skipped": result.skipped}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["SELECTION_METRIC", "TrainResult", "Trainer", "TrainingDiverged", "load_trained", "lr_factor", "run_name_for", "train"]
