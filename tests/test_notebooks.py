@@ -37,19 +37,26 @@ def run_notebook(name, out_dir, **params):
 
 def _text(nb):
     return "\n".join(
-        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
         for c in nb["cells"]
         if c["cell_type"] == "code"
         for o in c.get("outputs", [])
     )
 
 
-def test_notebook_01_on_synthetic_data(tmp_path, synthetic_coco, tiny_tower):
+@pytest.fixture(scope="module")
+def nb01(tmp_path_factory, synthetic_coco, tiny_tower):
+    """Notebook 01 executed once on the synthetic data; later notebooks read its artifacts."""
+    out = tmp_path_factory.mktemp("nb01")
     params = dict(
-        DATA_SOURCE="local", DATA_DIR=str(synthetic_coco), TEXT_MODEL=str(tiny_tower), ARTIFACTS_DIR=str(tmp_path / "art"), IMAGE_SIZE=64
+        DATA_SOURCE="local", DATA_DIR=str(synthetic_coco), TEXT_MODEL=str(tiny_tower), ARTIFACTS_DIR=str(out / "art"), IMAGE_SIZE=64
     )
-    nb = run_notebook("01_dataset_prep.ipynb", tmp_path, **params)
-    art = tmp_path / "art"
+    return run_notebook("01_dataset_prep.ipynb", out, **params), params, out
+
+
+def test_notebook_01_on_synthetic_data(nb01):
+    nb, params, out = nb01
+    art = out / "art"
     for rel in (
         "train_text_embeds.pt",
         "val_text_embeds.pt",
@@ -62,11 +69,32 @@ def test_notebook_01_on_synthetic_data(tmp_path, synthetic_coco, tiny_tower):
     assert "protocol=deterministic: train 120 images" in _text(nb)
     stamp = (art / "train_text_embeds.pt").stat().st_mtime_ns
     shard_stamp = (art / "image_cache" / "train2014-00000.bin").stat().st_mtime_ns
-    (tmp_path / "again").mkdir()
-    nb2 = run_notebook("01_dataset_prep.ipynb", tmp_path / "again", **params)
+    (out / "again").mkdir()
+    nb2 = run_notebook("01_dataset_prep.ipynb", out / "again", **params)
     assert "Caption embeddings: up to date" in _text(nb2)
     assert (art / "train_text_embeds.pt").stat().st_mtime_ns == stamp
     assert (art / "image_cache" / "train2014-00000.bin").stat().st_mtime_ns == shard_stamp
+
+
+TINY_TRAINING = dict(
+    IMAGE_WEIGHTS=None, IMAGE_BACKBONE="resnet18", HIDDEN_DIM=64, EPOCHS=2, BATCH_SIZE=32, LR=1e-3, IMAGE_SIZE=64, NUM_WORKERS=0
+)
+
+
+def test_notebook_02_trains_and_then_skips(nb01):
+    _, params, out = nb01
+    common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline", **TINY_TRAINING)
+    nb = run_notebook("02_train_clip.ipynb", out, LIVE_PLOT=True, **common)
+    run = Path(params["ARTIFACTS_DIR"]) / "runs" / "nb-baseline"
+    for name in ("checkpoint.pt", "best.pt", "history.json", "metrics.json", "loss_curves.png"):
+        assert (run / name).exists(), name
+    text = _text(nb)
+    assert "projection head" in text and "| 2 |" in text  # parameter summary and the 2-epoch table
+    images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # the live panel and the final curves
+    (out / "again02").mkdir()
+    again = run_notebook("02_train_clip.ipynb", out / "again02", LIVE_PLOT=False, **common)
+    assert "already finished" in _text(again)
 
 
 def test_notebook_01_typo_in_parameters_names_the_key(tmp_path, synthetic_coco, tiny_tower):

@@ -1,0 +1,199 @@
+"""Training: learnability on synthetic data, resume after SIGKILL, skip/force, divergence and OOM handling."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+
+from helpers import config, env, prepare, train
+from helpers.config import ConfigError
+from helpers.dataset import TextCacheMismatch
+from helpers.model import CheckpointMismatch
+from helpers.storage import read_json, torch_load
+from helpers.synthetic import make_synthetic_coco
+
+BASE = dict(
+    IMAGE_BACKBONE="resnet18",
+    IMAGE_WEIGHTS=None,
+    IMAGE_SIZE=64,
+    HIDDEN_DIM=128,
+    BATCH_SIZE=32,
+    LR=1e-3,
+    NUM_WORKERS=0,
+    LIVE_PLOT=False,
+)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_tower):
+    """Prepared artifacts for a learnable synthetic set: 320 train, 50 val, 50 test images."""
+    root = tmp_path_factory.mktemp("train")
+    coco = make_synthetic_coco(root / "coco", n_train=320, n_val=100, seed=1)
+    cfg = config.from_params(DATA_SOURCE="local", DATA_DIR=str(coco), ARTIFACTS_DIR=str(root / "art"), TEXT_MODEL=str(tiny_tower), **BASE)
+    paths = env.resolve_paths(cfg, environment="local")
+    data = prepare.scan(coco)
+    splits = prepare.build_splits(cfg, paths, data)
+    prepare.cache_images(cfg, paths, data, splits, workers=1, progress=False)
+    prepare.cache_captions(cfg, paths, data, splits, device="cpu", progress=False)
+    return cfg, paths
+
+
+def quiet(cfg, paths, **kw):
+    return train.train(cfg, paths, progress=False, log=lambda m: None, **kw)
+
+
+def test_learnability_and_artifacts(workspace):
+    cfg, paths = workspace
+    cfg = cfg.replace(epochs=5, run_name="learn")
+    result = quiet(cfg, paths)
+    h = result.history
+    chance_r1, chance_r5 = 1 / 50, 5 / 50
+    assert h[-1]["train_loss"] < 0.8 * h[0]["train_loss"]
+    assert min(r["val_loss"] for r in h) < h[0]["val_loss"]
+    best = max(h, key=lambda r: r["val_rsum"])
+    assert best["val_t2i_R@5"] >= 4 * chance_r5, best  # far above chance, not mere improvement
+    assert best["val_t2i_R@1"] >= 5 * chance_r1, best
+    assert best["val_i2t_R@5"] >= 3 * chance_r5, best
+    run = result.run_dir
+    for name in ("checkpoint.pt", "best.pt", "history.json", "metrics.json", "loss_curves.png", "config.json"):
+        assert (run / name).exists(), name
+    metrics = read_json(run / "metrics.json")
+    assert metrics["best_epoch"] == best["epoch"] and metrics["selection_metric"] == "val_rsum"
+    assert len(metrics["epoch_seconds"]) == 5 and metrics["img_per_s"] > 0 and "torch" in metrics["hardware"]
+    assert torch_load(run / "best.pt")["epoch"] == best["epoch"]
+    history = read_json(run / "history.json")
+    assert len(history["epochs"]) == 5 and history["steps"] and {"lr", "temperature", "i2t_acc"} <= set(history["steps"][0])
+    ckpt = torch_load(run / "checkpoint.pt")
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "history", "config"} <= set(ckpt)
+    assert ckpt["epoch"] == 5 and isinstance(ckpt["config"], dict)
+    assert "val rsum" in train.summary_markdown(result)
+
+
+def test_finished_run_is_not_retrained_unless_forced(workspace):
+    cfg, paths = workspace
+    cfg = cfg.replace(epochs=1, run_name="skip")
+    quiet(cfg, paths)
+    stamp = (paths.runs_dir / "skip" / "checkpoint.pt").stat().st_mtime_ns
+    again = quiet(cfg, paths)
+    assert again.skipped and (paths.runs_dir / "skip" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    forced = quiet(cfg.replace(force_retrain=True), paths)
+    assert not forced.skipped and (paths.runs_dir / "skip" / "checkpoint.pt").stat().st_mtime_ns != stamp
+    # more epochs on a finished run: continues from the last one
+    longer = quiet(cfg.replace(epochs=2), paths)
+    assert longer.resumed_from_epoch == 1 and len(longer.history) == 2
+
+
+def _weights(path):
+    return torch_load(path)["model"]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(workspace, tmp_path):
+    cfg, paths = workspace
+    cfg = cfg.replace(epochs=3)
+    reference = quiet(cfg.replace(run_name="uninterrupted"), paths)
+    killed_cfg = cfg.replace(run_name="killed")
+    cfg_file = killed_cfg.save(tmp_path / "cfg.json")
+    cmd = [sys.executable, "-m", "helpers.train", "--config", str(cfg_file), "--no-progress"]
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    history = paths.runs_dir / "killed" / "history.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if history.exists() and len(read_json(history)["epochs"]) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch_load(paths.runs_dir / "killed" / "checkpoint.pt")["epoch"] < 3
+    assert not (paths.runs_dir / "killed" / "metrics.json").exists()
+    out = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["skipped"] is False
+    resumed = read_json(paths.runs_dir / "killed" / "history.json")["epochs"]
+    assert len(resumed) == 3
+    for a, b in zip(reference.history, resumed):
+        for key in ("train_loss", "val_loss", "val_rsum", "lr"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-6), (key, a[key], b[key])
+    ref_w, res_w = _weights(reference.run_dir / "checkpoint.pt"), _weights(paths.runs_dir / "killed" / "checkpoint.pt")
+    assert max((ref_w[k].float() - res_w[k].float()).abs().max().item() for k in ref_w) < 1e-4
+
+
+def test_checkpoint_of_another_architecture_is_refused(workspace):
+    cfg, paths = workspace
+    cfg = cfg.replace(epochs=1, run_name="arch", max_steps_per_epoch=2)
+    quiet(cfg, paths)
+    with pytest.raises(CheckpointMismatch, match="HIDDEN_DIM: checkpoint 128 vs requested 64"):
+        quiet(cfg.replace(hidden_dim=64, epochs=2), paths)
+
+
+def test_wrong_text_model_and_image_size_are_refused(workspace):
+    cfg, paths = workspace
+    with pytest.raises(TextCacheMismatch, match="re-run 01_dataset_prep"):
+        quiet(cfg.replace(text_model="openai/clip-vit-large-patch14", run_name="tm"), paths)
+    with pytest.raises(ConfigError, match="IMAGE_SIZE=224, but the image cache holds 64px"):
+        quiet(cfg.replace(image_size=224, run_name="sz"), paths)
+
+
+def test_non_finite_losses_are_skipped_then_rolled_back_then_stopped(workspace, monkeypatch):
+    cfg, paths = workspace
+    real = train.clip_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args):
+        calls["n"] += 1
+        out = real(*args)
+        return out * float("nan") if calls["n"] == 2 else out
+
+    monkeypatch.setattr(train, "clip_loss", sometimes_nan)
+    result = quiet(cfg.replace(epochs=1, run_name="nan-once"), paths)
+    assert result.history[0]["skipped_steps"] == 1 and any("non-finite" in e for e in result.metrics["events"])
+
+    monkeypatch.setattr(train, "clip_loss", lambda *a: real(*a) * float("nan"))
+    with pytest.raises(train.TrainingDiverged, match="Lower LR.*WARMUP_STEPS.*GRAD_CLIP"):
+        quiet(cfg.replace(epochs=1, run_name="nan-always"), paths)
+
+
+def test_out_of_memory_halves_the_batch(workspace, monkeypatch):
+    cfg, paths = workspace
+    real = train.Trainer._forward_loss
+
+    def oom_at_32(self, images, text):
+        if images.shape[0] == 32:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, images, text)
+
+    monkeypatch.setattr(train.Trainer, "_forward_loss", oom_at_32)
+    result = quiet(cfg.replace(epochs=1, run_name="oom", max_steps_per_epoch=3), paths)
+    assert result.history[0]["batch_size"] == 16
+    assert any("out of memory at batch size 32; halving to 16" in e for e in result.metrics["events"])
+
+
+def test_lr_schedule():
+    assert train.lr_factor(0, 100, "constant", 0) == 1.0
+    assert train.lr_factor(4, 100, "constant", 10) == pytest.approx(0.5)
+    assert train.lr_factor(10, 110, "cosine", 10) == pytest.approx(1.0)
+    assert train.lr_factor(60, 110, "cosine", 10) == pytest.approx(0.5)
+    assert train.lr_factor(110, 110, "cosine", 10) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_run_names_derive_from_settings():
+    a = train.run_name_for(config.from_params({}))
+    assert a == "baseline-resnet50-e10-b64-lr0.0001-adamw-s0"
+    assert train.run_name_for(config.from_params(LEARNABLE_TEMPERATURE=True, SEED=3)).endswith("learnT-s3")
+    assert train.run_name_for(config.from_params(RUN_NAME="mine")) == "mine"
+
+
+def test_config_file_round_trip_drives_headless_training(workspace, tmp_path):
+    cfg, _ = workspace
+    path = cfg.replace(epochs=1).save(tmp_path / "run.json")
+    assert config.load(path) == cfg.replace(epochs=1)
+    assert Path(path).read_text().count('"image_backbone": "resnet18"') == 1
