@@ -148,11 +148,84 @@ def bench_loader(args: argparse.Namespace) -> None:
         )
 
 
+def _train_steps(device: torch.device, backbone: str, batch: int, steps: int, fast: bool) -> float:
+    """img/s of full training steps (forward, InfoNCE, backward, AdamW) on random data."""
+    from helpers import config
+    from helpers.dataset import normalize_images
+    from helpers.loss import clip_loss
+    from helpers.model import build_model, model_config
+    from helpers.train import amp_dtype
+
+    torch.manual_seed(0)
+    cfg = config.from_params(IMAGE_BACKBONE=backbone, IMAGE_WEIGHTS=None)
+    model = build_model(model_config(cfg, 512)).to(device)
+    channels_last = fast
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dtype = amp_dtype(device, True) if fast and device.type == "cuda" else (torch.bfloat16 if fast else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    images = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8)
+    if device.type == "cuda":
+        images = images.pin_memory()
+    text = torch.nn.functional.normalize(torch.randn(batch, 512, device=device), dim=-1)
+
+    def step() -> None:
+        x = normalize_images(images, device, channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            feats = model.encode_image(x)
+        loss = clip_loss(feats, text, model.scale())
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):  # warm-up (cudnn autotuning, allocator)
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+@benchmark
+def bench_train(args: argparse.Namespace) -> None:
+    """Training-step throughput: fp32 eager against AMP + channels_last, on the device present."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch = args.train_batch or (64 if device.type == "cuda" else 16)
+    steps = args.train_steps or (30 if device.type == "cuda" else 3)
+    fp32 = _train_steps(device, args.backbone, batch, steps, fast=False)
+    fast = _train_steps(device, args.backbone, batch, steps, fast=True)
+    mode = "fp16/bf16 autocast + GradScaler + channels_last" if device.type == "cuda" else "bf16 autocast + channels_last (CPU)"
+    emit(
+        benchmark="train_step",
+        backbone=args.backbone,
+        batch=batch,
+        steps=steps,
+        fp32_img_per_s=round(fp32, 1),
+        amp_channels_last_img_per_s=round(fast, 1),
+        amp_mode=mode,
+        ratio=round(fast / fp32, 2),
+        target_t4_img_per_s=350,
+        peers_baseline_img_per_s=106,
+        full_coco_10_epochs_min_at_amp_rate=round(82_783 * 10 / fast / 60, 1),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", choices=[[], *BENCHMARKS], help="benchmarks to run (default: all)")
     parser.add_argument("--images", type=int, default=1024, help="images for the data benchmarks")
     parser.add_argument("--epochs", type=int, default=2, help="passes of the fast loader")
+    parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18"], help="for the train benchmark")
+    parser.add_argument("--train-batch", type=int, default=None, help="train benchmark batch (default 64 GPU / 16 CPU)")
+    parser.add_argument("--train-steps", type=int, default=None, help="timed steps (default 30 GPU / 3 CPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     for name in args.which or list(BENCHMARKS):
