@@ -62,3 +62,40 @@ def prepared(tmp_path_factory, synthetic_coco, tiny_tower):
     manifest = prepare.cache_images(cfg, paths, data, splits, workers=1, progress=False)
     prepare.cache_captions(cfg, paths, data, splits, device="cpu", progress=False)
     return {"cfg": cfg, "paths": paths, "data": data, "splits": splits, "manifest": manifest}
+
+
+TRAIN_BASE = dict(
+    IMAGE_BACKBONE="resnet18",
+    IMAGE_WEIGHTS=None,
+    IMAGE_SIZE=64,
+    HIDDEN_DIM=128,
+    BATCH_SIZE=32,
+    LR=1e-3,
+    NUM_WORKERS=0,
+    LIVE_PLOT=False,
+)
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory, tiny_tower):
+    """Prepared artifacts for a learnable synthetic set: 320 train, 50 val, 50 test images."""
+    root = tmp_path_factory.mktemp("train")
+    coco = make_synthetic_coco(root / "coco", n_train=320, n_val=100, seed=1)
+    cfg = make_cfg(DATA_SOURCE="local", DATA_DIR=str(coco), ARTIFACTS_DIR=str(root / "art"), TEXT_MODEL=str(tiny_tower), **TRAIN_BASE)
+    paths = env.resolve_paths(cfg, environment="local")
+    data = prepare.scan(coco)
+    splits = prepare.build_splits(cfg, paths, data)
+    prepare.cache_images(cfg, paths, data, splits, workers=1, progress=False)
+    prepare.cache_captions(cfg, paths, data, splits, device="cpu", progress=False)
+    return cfg, paths
+
+
+@pytest.fixture(scope="session")
+def trained(workspace):
+    """A 4-epoch run named "shared" on the workspace (read-only for tests)."""
+    from helpers import train
+
+    cfg, paths = workspace
+    cfg = cfg.replace(epochs=4, run_name="shared")
+    result = train.train(cfg, paths, progress=False, log=lambda m: None)
+    return cfg, paths, result

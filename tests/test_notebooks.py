@@ -108,3 +108,29 @@ def test_notebook_01_typo_in_parameters_names_the_key(tmp_path, synthetic_coco, 
             ARTIFACTS_DIR=str(tmp_path / "a"),
             EPOCS=3,
         )
+
+
+def test_notebook_03_evaluates_the_run_from_02(nb01):
+    _, params, out = nb01
+    run = Path(params["ARTIFACTS_DIR"]) / "runs" / "nb-baseline"
+    if not (run / "best.pt").exists():  # when run alone: train the run notebook 02 would have trained
+        common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline", **TINY_TRAINING)
+        run_notebook("02_train_clip.ipynb", out, LIVE_PLOT=False, **common)
+    (out / "nb03").mkdir()
+    nb = run_notebook(
+        "03_evaluate_clip.ipynb",
+        out / "nb03",
+        ARTIFACTS_DIR=params["ARTIFACTS_DIR"],
+        TEXT_MODEL=params["TEXT_MODEL"],
+        RUN_NAME="nb-baseline",
+        QUERIES=["a red circle", "a blue square on the left"],
+        NUM_WORKERS=0,
+    )
+    for name in ("eval_test.json", "eval_test.csv"):
+        assert (run / name).exists(), name
+    for name in ("text_queries", "image_classes", "similarity_heatmap", "retrieval_successes", "retrieval_failures"):
+        assert (run / "figures_test" / f"{name}.png").exists(), name
+    text = _text(nb)
+    assert "published, not re-measured" in text and "I→T R@1" in text
+    widgets = [o for c in nb["cells"] for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets, "the explorer widget was not displayed"

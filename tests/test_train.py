@@ -13,37 +13,11 @@ import pytest
 import torch
 from conftest import ROOT
 
-from helpers import config, env, prepare, train
+from helpers import config, train
 from helpers.config import ConfigError
 from helpers.dataset import TextCacheMismatch
 from helpers.model import CheckpointMismatch
 from helpers.storage import read_json, torch_load
-from helpers.synthetic import make_synthetic_coco
-
-BASE = dict(
-    IMAGE_BACKBONE="resnet18",
-    IMAGE_WEIGHTS=None,
-    IMAGE_SIZE=64,
-    HIDDEN_DIM=128,
-    BATCH_SIZE=32,
-    LR=1e-3,
-    NUM_WORKERS=0,
-    LIVE_PLOT=False,
-)
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_tower):
-    """Prepared artifacts for a learnable synthetic set: 320 train, 50 val, 50 test images."""
-    root = tmp_path_factory.mktemp("train")
-    coco = make_synthetic_coco(root / "coco", n_train=320, n_val=100, seed=1)
-    cfg = config.from_params(DATA_SOURCE="local", DATA_DIR=str(coco), ARTIFACTS_DIR=str(root / "art"), TEXT_MODEL=str(tiny_tower), **BASE)
-    paths = env.resolve_paths(cfg, environment="local")
-    data = prepare.scan(coco)
-    splits = prepare.build_splits(cfg, paths, data)
-    prepare.cache_images(cfg, paths, data, splits, workers=1, progress=False)
-    prepare.cache_captions(cfg, paths, data, splits, device="cpu", progress=False)
-    return cfg, paths
 
 
 def quiet(cfg, paths, **kw):
@@ -79,7 +53,7 @@ def test_learnability_and_artifacts(workspace):
 
 def test_finished_run_is_not_retrained_unless_forced(workspace):
     cfg, paths = workspace
-    cfg = cfg.replace(epochs=1, run_name="skip")
+    cfg = cfg.replace(epochs=1, run_name="skip", max_steps_per_epoch=3)
     quiet(cfg, paths)
     stamp = (paths.runs_dir / "skip" / "checkpoint.pt").stat().st_mtime_ns
     again = quiet(cfg, paths)

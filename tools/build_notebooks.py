@@ -234,6 +234,97 @@ def notebook_02() -> nbformat.NotebookNode:
     return _notebook(cells)
 
 
+def notebook_03() -> nbformat.NotebookNode:
+    md, code = new_markdown_cell, new_code_cell
+    cells = [
+        md(
+            "# 03 · Evaluate: Recall@K, qualitative retrieval, interactive queries\n\n"
+            "Loads the best checkpoint of a run from `ARTIFACTS_DIR/runs/` (the architecture is rebuilt from the "
+            "checkpoint's own config), embeds every image of the evaluation split once, and scores retrieval "
+            "against the cached caption embeddings. Results are written to the run folder as "
+            "`eval_<split>.json` / `.csv`, figures to `figures_<split>/`."
+        ),
+        code(BOOTSTRAP),
+        md("## Parameters"),
+        _parameters(
+            'ARTIFACTS_DIR = None  #@param {type:"raw"}\n'
+            'TEXT_MODEL = "openai/clip-vit-base-patch32"  #@param {type:"string"}\n'
+            'RUN_NAME = None  #@param {type:"raw"}\n'
+            "# ^ None: the default baseline run if trained, else the most recent finished run\n"
+            'EVAL_SPLIT = "test"  #@param ["test", "val", "val2014"]\n'
+            "# ^ test: Karpathy 5k (report this); val: model-selection split; val2014: every cached val2014 image\n"
+            'QUERIES = ["a dog playing", "sport"]  #@param {type:"raw"}\n'
+            'CLASSES = ["a person", "an animal", "a landscape"]  #@param {type:"raw"}\n'
+            'COMPARE_ZERO_SHOT = False  #@param {type:"boolean"}\n'
+            "# ^ also score the zero-shot CLIP image tower on the same split (downloads ~600 MB)"
+        ),
+        code(
+            "from IPython.display import Markdown, display\n\n"
+            "from helpers import config, env, evaluate, figures, qualitative, widget\n\n"
+            "cfg = config.from_notebook(globals())\n"
+            "paths = env.resolve_paths(cfg)"
+        ),
+        md(
+            "## How retrieval is scored\n"
+            "**Cosine similarity.** Image and caption embeddings are L2-normalised, so their dot product is the cosine "
+            "of the angle between them: 1 for the same direction, 0 for unrelated. One matrix product scores every "
+            "image against every caption; it is computed in chunks on the GPU, so even all of val2014 (40k images × "
+            "200k captions, 33 GB as a full float32 matrix) stays within a small, fixed amount of memory.\n\n"
+            "**Recall@K** is the fraction of queries whose correct answer appears among the K best-scoring candidates. "
+            "It asks *is the right answer near the top?*, which is what a search user sees, and it needs no threshold.\n\n"
+            "* **Image → text**: each image queries all captions; a hit when **any** of its ~5 captions is in the top K.\n"
+            "* **Text → image**: each caption queries all images; a hit when **its** image is in the top K.\n\n"
+            "**Why several captions per image matter.** Image→text has ~5 correct answers per query, so it is easier "
+            "and its R@K is higher; text→image has exactly one. Scoring one embedding per *image* (not per caption) "
+            "also means a top-5 list can never contain the same image twice. Ties count against the query, so a "
+            "collapsed model scores 0, not 100%. The standard protocol is the Karpathy 5k test split; the 1k figure "
+            "is the mean over 5 folds of 1,000 test images."
+        ),
+        code(
+            "result = evaluate.evaluate(cfg, paths)\n"
+            "display(Markdown(evaluate.results_markdown(result.record)))\n"
+            'fig_dir = result.data.run_dir / f"figures_{cfg.eval_split}"'
+        ),
+        md("## Text → image: top-5 images for each query"),
+        code(
+            "index = qualitative.RetrievalIndex.from_eval(result, cfg.text_model)\n"
+            "fig = qualitative.query_grid(index, cfg.queries, k=5)\n"
+            'figures.save_figure(fig, fig_dir / "text_queries.png")'
+        ),
+        md(
+            "## Image → class\n"
+            'Each class name is embedded in several prompt templates ("a photo of {}.", …) whose embeddings are '
+            "averaged (*prompt ensembling*); the image's probabilities are a softmax over its scaled cosine "
+            "similarities to the classes."
+        ),
+        code(
+            "import random\n\n"
+            "sample_ids = random.Random(0).sample(index.image_ids, min(4, len(index.image_ids)))\n"
+            "fig = qualitative.classification_figure(index, sample_ids, cfg.classes)\n"
+            'figures.save_figure(fig, fig_dir / "image_classes.png")'
+        ),
+        md("## Similarity heatmap\nTen images against one caption of each: a trained model lights up the diagonal."),
+        code(
+            "fig = qualitative.similarity_heatmap(index, result.text_features, result.text_to_image, n=10)\n"
+            'figures.save_figure(fig, fig_dir / "similarity_heatmap.png")'
+        ),
+        md("## Successes and failures (text → image)"),
+        code(
+            'captions = [result.data.text["captions"][r] for r in result.caption_rows]\n'
+            "good, bad = qualitative.success_failure_grids(index, result.text_features, result.text_to_image, captions)\n"
+            'figures.save_figure(good, fig_dir / "retrieval_successes.png")\n'
+            'figures.save_figure(bad, fig_dir / "retrieval_failures.png")'
+        ),
+        md(
+            "## Try it yourself\n"
+            "Type any query (press Enter) and move the slider; pick an image or upload your own to score it "
+            "against `CLASSES`."
+        ),
+        code("explorer = widget.Explorer(index, cfg.classes, query=cfg.queries[0])\nexplorer.show()"),
+    ]
+    return _notebook(cells)
+
+
 def _notebook(cells: list) -> nbformat.NotebookNode:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -245,7 +336,7 @@ def _notebook(cells: list) -> nbformat.NotebookNode:
     return nb
 
 
-NOTEBOOKS = {"01_dataset_prep.ipynb": notebook_01, "02_train_clip.ipynb": notebook_02}
+NOTEBOOKS = {"01_dataset_prep.ipynb": notebook_01, "02_train_clip.ipynb": notebook_02, "03_evaluate_clip.ipynb": notebook_03}
 
 
 def render(name: str) -> str:

@@ -1,0 +1,120 @@
+"""Notebook 03's machinery: evaluation files, references, qualitative figures, the widget, zero-shot."""
+
+import csv
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import evaluate, figures, qualitative, widget
+from helpers.storage import read_json
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    cfg, paths, _ = trained
+    cfg = cfg.replace(eval_split="test")
+    return cfg, paths, evaluate.evaluate(cfg, paths, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def index(evaluated, tiny_tower):
+    _, _, result = evaluated
+    return qualitative.RetrievalIndex.from_eval(result, str(tiny_tower))
+
+
+def test_results_files_and_metrics(evaluated):
+    _cfg, paths, result = evaluated
+    run = paths.runs_dir / "shared"
+    record = read_json(run / "eval_test.json")
+    assert record["num_images"] == 50 and record["num_captions"] == 250 and record["split"] == "test"
+    assert record["checkpoint"]["path"].endswith("best.pt") and len(record["checkpoint"]["sha256"]) == 64
+    assert record["config"]["eval_split"] == "test" and record["protocol"] == "deterministic"
+    m = record["metrics"]
+    assert set(m) >= {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_median_rank", "rsum"}
+    assert all(0 <= m[k] <= 1 for k in evaluate.RECALL_KEYS)
+    assert m["t2i_R@10"] > 3 * 10 / 50  # trained: far above chance on the held-out test split
+    assert record["metrics_1k"] is None  # fewer than 5,000 images
+    assert result.image_features.shape == (50, 64) and len(set(result.data.dataset.image_ids)) == 50
+    rows = list(csv.reader(io.StringIO((run / "eval_test.csv").read_text())))
+    assert rows[0][0] == "model" and len(rows) == 1 + 1 + 3
+    assert sum("[published, not re-measured]" in r[0] for r in rows) == 3
+    assert abs(float(rows[1][2]) - 100 * m["i2t_R@1"]) < 0.01
+    md = evaluate.results_markdown(record)
+    assert "CLIP ViT-B/32 zero-shot" in md and "50.1" in md and "not re-measured" in md
+
+
+def test_other_splits_and_run_lookup(trained):
+    cfg, paths, _ = trained
+    val2014 = evaluate.evaluate(cfg.replace(eval_split="val2014"), paths, device="cpu", progress=False)
+    assert val2014.record["num_images"] == 100
+    with pytest.raises(FileNotFoundError, match="No run 'nope'.*shared"):
+        evaluate.find_run(cfg.replace(run_name="nope"), paths)
+    assert evaluate.find_run(cfg.replace(run_name=None), paths).name in {p.name for p in paths.runs_dir.iterdir()}
+
+
+def test_text_query_returns_distinct_ranked_images(index):
+    hits = index.search("a red circle on the left", 5)
+    assert len(hits) == 5 and len({h.image_id for h in hits}) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    q = index.encode_queries(["a red circle on the left"])[0]
+    best = int(torch.argmax(index.image_features @ q))
+    assert hits[0].image_id == index.image_ids[best] and hits[0].caption
+    assert index.search("   ", 5) == []
+
+
+def test_classification_probabilities(index):
+    scores = index.classify(index.image_features[0], ["a red shape", "a blue shape", "a green shape"])
+    assert abs(sum(p for _, p in scores) - 1) < 1e-5 and scores[0][1] >= scores[-1][1]
+    emb = index.class_embeddings(["a cat", "a dog"])
+    assert emb.shape == (2, 64) and torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_qualitative_figures(evaluated, index, tmp_path):
+    _, _, result = evaluated
+    captions = [result.data.text["captions"][r] for r in result.caption_rows]
+    figs = {
+        "queries": qualitative.query_grid(index, ["a red circle", "sport"], k=5),
+        "classes": qualitative.classification_figure(index, index.image_ids[:2], ["a person", "an animal", "a landscape"]),
+        "heatmap": qualitative.similarity_heatmap(index, result.text_features, result.text_to_image, n=6),
+    }
+    figs["good"], figs["bad"] = qualitative.success_failure_grids(index, result.text_features, result.text_to_image, captions)
+    for name, fig in figs.items():
+        path = figures.save_figure(fig, tmp_path / f"{name}.png")
+        assert Image.open(path).size[0] > 300
+    assert len([ax for ax in figs["queries"].axes if ax.images]) == 10
+
+
+def test_widget_callbacks_without_a_browser(index):
+    explorer = widget.Explorer(index, ["a person", "an animal", "a landscape"], query="a blue square")
+    explorer.query.value = "a green triangle on the right"  # fires the observer, like pressing Enter
+    assert len(explorer.last_hits) == 5 and explorer.last_hits == index.search("a green triangle on the right", 5)
+    explorer.k.value = 3
+    assert len(explorer.last_hits) == 3
+    explorer.image_pick.value = index.image_ids[3]
+    assert [c for c, _ in explorer.last_scores] and abs(sum(p for _, p in explorer.last_scores) - 1) < 1e-5
+    buf = io.BytesIO()
+    Image.new("RGB", (120, 90), (220, 30, 30)).save(buf, format="PNG")
+    explorer._on_upload({"x.png": {"content": buf.getvalue()}})  # ipywidgets 7 shape
+    explorer._on_upload(({"name": "x.png", "content": memoryview(buf.getvalue())},))  # ipywidgets 8 shape
+    assert len(explorer.last_scores) == 3
+
+
+def test_zero_shot_image_tower(tmp_path, evaluated):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from helpers.zero_shot import zero_shot_image_features
+
+    cfg = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16, projection_dim=64
+    )
+    CLIPVisionModelWithProjection(cfg).save_pretrained(tmp_path / "tiny-vision")
+    _, _, result = evaluated
+    ids = result.data.dataset.image_ids[:10]
+    feats = zero_shot_image_features(
+        str(tmp_path / "tiny-vision"), result.data.cache, ids, torch.device("cpu"), batch_size=4, progress=False
+    )
+    assert feats.shape == (10, 64) and torch.allclose(feats.norm(dim=-1), torch.ones(10), atol=1e-5)
+    with pytest.raises(OSError, match="COMPARE_ZERO_SHOT"):
+        zero_shot_image_features(str(tmp_path / "missing"), result.data.cache, ids, torch.device("cpu"))
