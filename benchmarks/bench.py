@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -218,11 +219,100 @@ def bench_train(args: argparse.Namespace) -> None:
     )
 
 
+def _peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def recall_worker(mode: str, n_img: int, n_txt: int, dim: int) -> dict[str, float]:
+    """Runs in a fresh process so that its peak RSS belongs to one approach only."""
+    from helpers.metrics import retrieval_metrics
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(n_img, dim, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(n_txt, dim, generator=g), dim=-1)
+    t2i = torch.arange(n_txt) % n_img
+    base_rss = _current_rss_bytes()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_dev = torch.cuda.memory_allocated()
+    t0 = time.perf_counter()
+    if mode == "chunked":
+        retrieval_metrics(img, txt, t2i, device=device)
+    else:  # the naive way: the full float32 matrix, numpy argsort on the CPU
+        sims = (img @ txt.t()).numpy()
+        order = np.argsort(-sims, axis=1)
+        pos = np.empty_like(order)
+        np.put_along_axis(pos, order, np.arange(n_txt)[None, :].repeat(n_img, 0), axis=1)
+        owner = t2i.numpy()
+        _i2t = np.array([pos[i, owner == i].min() for i in range(n_img)])
+        order_t = np.argsort(-sims.T, axis=1)
+        _t2i = np.argmax(order_t == owner[:, None], axis=1)
+    seconds = time.perf_counter() - t0
+    out = {"seconds": seconds, "extra_host_bytes": max(0, _peak_rss_bytes() - base_rss)}
+    if device.type == "cuda":
+        out["extra_device_bytes"] = torch.cuda.max_memory_allocated() - base_dev
+    return out
+
+
+def _run_worker(mode: str, n_img: int, n_txt: int, dim: int) -> dict[str, float]:
+    import subprocess
+
+    code = f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+    code += f"import bench; print(json.dumps(bench.recall_worker({mode!r}, {n_img}, {n_txt}, {dim})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@benchmark
+def bench_recall(args: argparse.Namespace) -> None:
+    """Recall@K at val2014 scale (chunked, on the device) against the naive full matrix + argsort."""
+    full_img, full_txt, dim = 40_504, 202_654, 512
+    small_img, small_txt = 5_000, 25_000  # the 5k test split: the naive way still fits here
+    gb = 1e9
+    chunked_full = _run_worker("chunked", full_img, full_txt, dim) if not args.quick else None
+    chunked_small = _run_worker("chunked", small_img, small_txt, dim)
+    naive_small = _run_worker("naive", small_img, small_txt, dim)
+    scale = (full_img * full_txt) / (small_img * small_txt)
+    fields = dict(
+        benchmark="recall",
+        small_scale=f"{small_img}x{small_txt}",
+        chunked_small_s=round(chunked_small["seconds"], 2),
+        naive_small_s=round(naive_small["seconds"], 2),
+        ratio_small=round(naive_small["seconds"] / chunked_small["seconds"], 1),
+        naive_small_extra_host_gb=round(naive_small["extra_host_bytes"] / gb, 2),
+        chunked_small_extra_host_gb=round(chunked_small["extra_host_bytes"] / gb, 2),
+        full_scale=f"{full_img}x{full_txt}x{dim}",
+        naive_full_extrapolated_s=round(naive_small["seconds"] * scale * math.log(full_txt) / math.log(small_txt), 0),
+        naive_full_matrix_gb=round(full_img * full_txt * 4 / gb, 1),
+        naive_full_extrapolated_extra_host_gb=round(naive_small["extra_host_bytes"] * scale / gb, 1),
+        target_extra_host_gb=3,
+        target_extra_device_gb=2,
+    )
+    if chunked_full is not None:
+        fields.update(
+            chunked_full_s=round(chunked_full["seconds"], 1),
+            chunked_full_extra_host_gb=round(chunked_full["extra_host_bytes"] / gb, 2),
+            chunked_full_extra_device_gb=(
+                round(chunked_full["extra_device_bytes"] / gb, 2) if "extra_device_bytes" in chunked_full else "cpu: scores in host RAM"
+            ),
+        )
+    emit(**fields)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", choices=[[], *BENCHMARKS], help="benchmarks to run (default: all)")
     parser.add_argument("--images", type=int, default=1024, help="images for the data benchmarks")
     parser.add_argument("--epochs", type=int, default=2, help="passes of the fast loader")
+    parser.add_argument("--quick", action="store_true", help="recall: skip the full val2014-scale run")
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18"], help="for the train benchmark")
     parser.add_argument("--train-batch", type=int, default=None, help="train benchmark batch (default 64 GPU / 16 CPU)")
     parser.add_argument("--train-steps", type=int, default=None, help="timed steps (default 30 GPU / 3 CPU)")

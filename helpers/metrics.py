@@ -21,7 +21,7 @@ import math
 
 import torch
 
-BYTES_PER_SCORE = 12  # float32 scores + a masked copy + two boolean masks, per element of a chunk
+BYTES_PER_SCORE = 14  # float32 scores + a masked copy + three boolean masks, per element of a chunk
 
 
 def _rows_per_chunk(chunk_size: int | None, other_side: int, memory_budget: int) -> int:
@@ -38,13 +38,19 @@ def _ranks(
     device: torch.device,
     memory_budget: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based ranks: (per image for image->text, per caption for text->image)."""
+    """0-based ranks: (per image for image->text, per caption for text->image).
+
+    One pass over chunks of images: each [chunk, N_txt] block of scores yields the
+    image->text ranks of its rows and adds to every caption's count of images that
+    outscore its own image, so each score is computed once.
+    """
     images = image_features.to(device)
     texts = text_features.to(device)
     owner = text_to_image.to(device)
     n_img, n_txt = images.shape[0], texts.shape[0]
+    own_score = (texts * images[owner]).sum(dim=1)  # each caption against its own image
     i2t = torch.empty(n_img, dtype=torch.long)
-    t2i = torch.empty(n_txt, dtype=torch.long)
+    t2i = torch.zeros(n_txt, dtype=torch.long, device=device)
     step = _rows_per_chunk(chunk_size, n_txt, memory_budget)
     for start in range(0, n_img, step):
         rows = torch.arange(start, min(start + step, n_img), device=device)
@@ -52,15 +58,9 @@ def _ranks(
         positive = owner.unsqueeze(0) == rows.unsqueeze(1)
         best = sims.masked_fill(~positive, -math.inf).amax(dim=1, keepdim=True)
         i2t[start : start + len(rows)] = ((sims >= best) & ~positive).sum(dim=1).cpu()
-        del sims, positive
-    step = _rows_per_chunk(chunk_size, n_img, memory_budget)
-    for start in range(0, n_txt, step):
-        stop = min(start + step, n_txt)
-        sims = (texts[start:stop] @ images.t()).float()  # [chunk, n_img]
-        own = sims.gather(1, owner[start:stop].unsqueeze(1))
-        t2i[start:stop] = ((sims >= own).sum(dim=1) - 1).cpu()
-        del sims
-    return i2t, t2i
+        t2i += ((sims >= own_score.unsqueeze(0)) & ~positive).sum(dim=0)
+        del sims, positive, best
+    return i2t, t2i.cpu()
 
 
 def _summarise(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
