@@ -79,6 +79,9 @@ class Config:
     queries: list[str] = field(default_factory=lambda: ["a dog playing", "sport"])
     classes: list[str] = field(default_factory=lambda: ["a person", "an animal", "a landscape"])
     compare_zero_shot: bool = False
+    # --- ablation ------------------------------------------------------------------------
+    variants: list[str] = field(default_factory=lambda: ["head_ln", "augment", "optim", "disc_lr"])  # + baseline
+    seeds: list[int] = field(default_factory=lambda: [0])  # several seeds: mean and spread
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -197,6 +200,15 @@ def _check_values(cfg: Config) -> None:
     choice("eval_split", EVAL_SPLITS)
     choice("image_backbone", BACKBONES)
     choice("lr_schedule", LR_SCHEDULES)
+    from .variants import parse_variant
+
+    for variant in [cfg.variant, *cfg.variants]:
+        try:
+            parse_variant(variant)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if not cfg.seeds:
+        raise ConfigError("Config key SEEDS must hold at least one seed, e.g. [0]")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"Config key WARMUP_STEPS must be >= 0, got {cfg.warmup_steps}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:

@@ -26,9 +26,9 @@ from torch import nn
 from .config import Config
 from .loss import MAX_LOGIT_SCALE
 from .text_tower import encode_text  # noqa: F401  (re-exported: live queries use the caption-cache encoder)
+from .variants import apply_pooling, build_head, parse_variant
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
-BASELINE_VARIANT = "baseline"
 
 
 class CheckpointMismatch(RuntimeError):
@@ -87,11 +87,13 @@ class ClipImageModel(nn.Module):
 
     def __init__(self, arch: dict[str, Any], pretrained: bool = True):
         super().__init__()
-        if arch["variant"] != BASELINE_VARIANT:
-            raise ValueError(f"VARIANT={arch['variant']!r} is not known: use 'baseline'")
         self.arch = dict(arch)
+        flags = parse_variant(arch["variant"])  # ablation flags; "baseline" is none of them
         self.trunk, in_dim = _trunk(arch["image_backbone"], arch["image_weights"] if pretrained else None)
-        self.head = baseline_head(in_dim, arch["hidden_dim"], arch["embed_dim"])
+        apply_pooling(flags, self.trunk, in_dim)
+        self.head = build_head(flags, in_dim, arch["hidden_dim"], arch["embed_dim"]) or baseline_head(
+            in_dim, arch["hidden_dim"], arch["embed_dim"]
+        )
         init = torch.tensor(math.log(1.0 / arch["temperature"]))
         self.logit_scale = nn.Parameter(init, requires_grad=bool(arch["learnable_temperature"]))
 

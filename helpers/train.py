@@ -40,6 +40,7 @@ from .metrics import retrieval_metrics
 from .model import ClipImageModel, build_model, check_same_architecture, model_config
 from .splits import Splits
 from .storage import atomic_copy, atomic_torch_save, atomic_write_json, read_json, torch_load
+from .variants import canonical, freeze_batchnorm_stats, lr_multiplier, parse_variant, train_transform, training_overrides, warmup_steps
 
 SELECTION_METRIC = "rsum"  # on the val split
 SPIKE_FACTOR = 4.0  # a step whose loss exceeds 4x the recent median is skipped
@@ -57,7 +58,7 @@ def run_name_for(cfg: Config) -> str:
     """A readable run name from the variant and the settings that change results."""
     if cfg.run_name:
         return cfg.run_name
-    parts = [cfg.variant, cfg.image_backbone, f"e{cfg.epochs}", f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
+    parts = [canonical(cfg.variant), cfg.image_backbone, f"e{cfg.epochs}", f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
     if cfg.learnable_temperature:
         parts.append("learnT")
     elif cfg.temperature != 0.07:
@@ -136,9 +137,11 @@ class Trainer:
         on_step: Callable[[Trainer], None] | None = None,
         log: Callable[[str], None] = print,
     ):
+        self.run_name = run_name_for(cfg)  # from the settings as given, before variant overrides
+        self.flags = parse_variant(cfg.variant)
+        cfg = cfg.replace(**training_overrides(self.flags))
         self.cfg, self.paths, self.progress, self.on_epoch, self.on_step, self.log = cfg, paths, progress, on_epoch, on_step, log
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.run_name = run_name_for(cfg)
         self.run_dir = paths.runs_dir / self.run_name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.events: list[str] = []
@@ -164,10 +167,30 @@ class Trainer:
             )
         self.train_text = load_text_embeds(self.paths.text_embeds_path("train"), self.cfg.text_model)
         self.val_text = load_text_embeds(self.paths.text_embeds_path("val"), self.cfg.text_model)
-        self.train_set = CocoCacheDataset(self.cache, self.train_text, self.splits.train, "train", self.cfg.seed, normalize=False)
+        train_ids, train_text = self.splits.train, self.train_text
+        if "restval" in self.flags:
+            train_ids, train_text = self._with_restval()
+        self.train_set = CocoCacheDataset(
+            self.cache, train_text, train_ids, "train", self.cfg.seed, normalize=False, transform=train_transform(self.flags)
+        )
         self.val_set = CocoCacheDataset(self.cache, self.val_text, self.splits.val, "eval", self.cfg.seed, normalize=False)
         self.embed_dim = int(self.train_text["embeddings"].shape[1])
         self.arch = model_config(self.cfg, self.embed_dim)
+
+    def _with_restval(self) -> tuple[list[int], dict[str, Any]]:
+        """``restval`` variant: train2014 plus the cached val2014 images in neither Karpathy split."""
+        restval = [i for i in self.splits.restval if i in self.cache]
+        if not restval:
+            raise ConfigError(
+                "VARIANT includes 'restval', but no restval images are cached: re-run 01_dataset_prep.ipynb with INCLUDE_RESTVAL=True"
+            )
+        keep = torch.isin(self.val_text["image_ids"], torch.tensor(restval))
+        merged = {
+            "embeddings": torch.cat([self.train_text["embeddings"], self.val_text["embeddings"][keep]]),
+            "image_ids": torch.cat([self.train_text["image_ids"], self.val_text["image_ids"][keep]]),
+            "captions": self.train_text["captions"] + [c for c, k in zip(self.val_text["captions"], keep.tolist()) if k],
+        }
+        return self.splits.train + restval, merged
 
     def _build(self, pretrained: bool) -> None:
         seed_everything(self.cfg.seed)
@@ -177,7 +200,9 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda step: lr_factor(step, self._steps_per_epoch() * self.cfg.epochs, self.cfg.lr_schedule, self.cfg.warmup_steps),
+            lambda step: lr_factor(
+                step, self._total_steps(), self.cfg.lr_schedule, warmup_steps(self.flags, self.cfg.warmup_steps, self._total_steps())
+            ),
         )
         self.amp_dtype = amp_dtype(self.device, self.cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -186,19 +211,26 @@ class Trainer:
     def channels_last(self) -> bool:
         return self.cfg.channels_last and self.device.type == "cuda"
 
+    def _total_steps(self) -> int:
+        return self._steps_per_epoch() * self.cfg.epochs
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
+        buckets: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
             # CLIP practice: no weight decay on biases, norm layers and the temperature
-            (no_decay if p.ndim < 2 or name == "logit_scale" else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decay = p.ndim >= 2 and name != "logit_scale"
+            buckets.setdefault((decay, lr_multiplier(self.flags, name)), []).append(p)
+        groups = [
+            {"params": params, "weight_decay": self.cfg.weight_decay if decay else 0.0, "lr_mult": mult, "lr": self.lr * mult}
+            for (decay, mult), params in sorted(buckets.items())
+        ]
         if self.cfg.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=self.lr)
+            return torch.optim.AdamW(groups)
         if self.cfg.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=self.lr)
-        return torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)
+            return torch.optim.Adam(groups)
+        return torch.optim.SGD(groups, momentum=0.9, nesterov=True)
 
     def _steps_per_epoch(self) -> int:
         n = len(self.train_set) // self.batch_size if len(self.train_set) >= self.batch_size else 1
@@ -316,11 +348,11 @@ class Trainer:
             self._build(pretrained=True)
 
     def _set_base_lr(self, lr: float) -> None:
-        self.scheduler.base_lrs = [lr for _ in self.optimizer.param_groups]
+        self.scheduler.base_lrs = [lr * g["lr_mult"] for g in self.optimizer.param_groups]
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for group in self.optimizer.param_groups:
-            group["initial_lr"] = lr
-            group["lr"] = lr * factor
+            group["initial_lr"] = lr * group["lr_mult"]
+            group["lr"] = group["initial_lr"] * factor
 
     def _forward_loss(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -332,6 +364,7 @@ class Trainer:
 
         cfg = self.cfg
         self.model.train()
+        freeze_batchnorm_stats(self.flags, self.model)
         self.train_set.set_epoch(epoch)
         loader = make_loader(
             self.train_set, self.batch_size, True, cfg.seed, epoch, cfg.num_workers, drop_last=len(self.train_set) >= self.batch_size
@@ -378,7 +411,7 @@ class Trainer:
                     "loss": value,
                     "i2t_acc": acc_i,
                     "t2i_acc": acc_t,
-                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "lr": self._head_lr(),
                     "temperature": 1.0 / self.model.scale().item(),
                 }
                 self.step_log.append(entry)
@@ -399,13 +432,17 @@ class Trainer:
             "train_loss": totals["loss"] / n,
             "train_i2t_acc": totals["i2t_acc"] / n,
             "train_t2i_acc": totals["t2i_acc"] / n,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self._head_lr(),
             "temperature": 1.0 / self.model.scale().item(),
             "batch_size": self.batch_size,
             "skipped_steps": skipped,
             "train_seconds": seconds,
             "img_per_s": n / seconds,
         }
+
+    def _head_lr(self) -> float:
+        """The learning rate at multiplier 1 (the head's), for logs and plots."""
+        return max(g["lr"] / g["lr_mult"] for g in self.optimizer.param_groups)
 
     def _diverged(self, epoch: int) -> None:
         self.rollbacks += 1

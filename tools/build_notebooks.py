@@ -325,6 +325,107 @@ def notebook_03() -> nbformat.NotebookNode:
     return _notebook(cells)
 
 
+def notebook_04() -> nbformat.NotebookNode:
+    md, code = new_markdown_cell, new_code_cell
+    cells = [
+        md(
+            "# 04 · Ablation: what each modification changes\n\n"
+            "Trains the baseline and each variant with the same settings and seeds, evaluates all of them on the "
+            "test split, and compares Recall@K. Runs are resumable and reused: a baseline already trained by "
+            "notebook 02 with the same settings is not retrained, and re-running after a disconnect continues."
+        ),
+        code(BOOTSTRAP),
+        md("## Parameters"),
+        _parameters(
+            'ARTIFACTS_DIR = None  #@param {type:"raw"}\n'
+            'TEXT_MODEL = "openai/clip-vit-base-patch32"  #@param {type:"string"}\n'
+            'VARIANTS = ["head_ln", "augment", "optim", "disc_lr"]  #@param {type:"raw"}\n'
+            "# ^ flags (combine with '+', e.g. 'head_ln+optim'); also head_bn, attn_pool, freeze_bn, restval\n"
+            'SEEDS = [0]  #@param {type:"raw"}\n'
+            "# ^ several seeds (e.g. [0, 1, 2]) give mean and spread, at several times the cost\n"
+            'EPOCHS = 10  #@param {type:"integer"}\n'
+            'BATCH_SIZE = 64  #@param {type:"integer"}\n'
+            'LR = 1e-4  #@param {type:"number"}\n'
+            'IMAGE_WEIGHTS = "IMAGENET1K_V2"  #@param {type:"raw"}\n'
+            'IMAGE_SIZE = 224  #@param {type:"integer"}\n'
+            'LIVE_PLOT = False  #@param {type:"boolean"}'
+        ),
+        code(
+            "from IPython.display import Image, Markdown, display\n\n"
+            "from helpers import ablation, config, env\n\n"
+            "cfg = config.from_notebook(globals())\n"
+            "paths = env.resolve_paths(cfg)"
+        ),
+        md(
+            "## The modifications\n"
+            "The baseline code (`helpers/model.py`: `baseline_head`, the ResNet trunk; `helpers/train.py`) is not "
+            "touched; every modification lives in `helpers/variants.py` under its own flag:\n\n"
+            "| flag | what changes | why it might help |\n|---|---|---|\n"
+            "| `head_ln` | head: Linear → LayerNorm → GELU → Dropout(0.1) → Linear | normalised, regularised projection |\n"
+            "| `head_bn` | head: Linear → BatchNorm → GELU → Linear | an earlier kit's variant |\n"
+            "| `attn_pool` | learned attention pooling over the 7×7 map instead of average pooling | keeps *where* things are |\n"
+            "| `augment` | RandomResizedCrop (scale 0.7–1) + mild brightness/contrast | more views of each image |\n"
+            "| `optim` | 5% linear warmup, cosine decay, gradient clipping 1.0, learnable temperature | smoother optimisation |\n"
+            "| `disc_lr` | trunk at 0.1× LR, head at 1× | protects the pretrained ImageNet features |\n"
+            "| `freeze_bn` | trunk BatchNorm statistics frozen | batch statistics of 64 images are noisy |\n"
+            "| `restval` | + the ~30k val2014 images in neither Karpathy split | more data (cache them in 01) |\n\n"
+            '**Caption-safe augmentation.** Horizontal flips would turn "a dog on the left" into a wrong caption, '
+            'and hue jitter would turn "a red bus" into a green one; both are left out.'
+        ),
+        md("## Train and evaluate every variant"),
+        code(
+            "outcomes = ablation.run_ablation(cfg, paths, cfg.variants, cfg.seeds)\n"
+            "table = ablation.summarise(outcomes)\n"
+            'chart = ablation.save(table, outcomes, cfg, paths.artifacts_dir / "ablation")'
+        ),
+        md("## Comparison"),
+        code("display(Markdown(ablation.table_markdown(table)))\ndisplay(Image(filename=str(chart)))"),
+        md(
+            "## Reading the table honestly\n"
+            "A single seed gives one sample per variant: differences of one or two Recall points are often just "
+            "noise from initialisation and data order. With several `SEEDS` the table shows mean ± standard "
+            "deviation and marks with `~` every change no larger than that spread. Only changes well outside the "
+            "spread, and consistent across R@1/5/10 and both directions, support a claim."
+        ),
+    ]
+    return _notebook(cells)
+
+
+def notebook_05() -> nbformat.NotebookNode:
+    md, code = new_markdown_cell, new_code_cell
+    cells = [
+        md(
+            "# 05 · Report\n\n"
+            "Assembles `report.md` from the artifacts of notebooks 01–04 (nothing is recomputed) and copies every "
+            "figure it references into `ARTIFACTS_DIR/report/`. Sections whose artifacts are missing say which "
+            "notebook to run. Complete the *Reflection on LLM use* section by hand."
+        ),
+        code(BOOTSTRAP),
+        md("## Parameters"),
+        _parameters(
+            'ARTIFACTS_DIR = None  #@param {type:"raw"}\n'
+            'RUN_NAME = None  #@param {type:"raw"}\n'
+            "# ^ the run the report centres on; None: the latest finished baseline run"
+        ),
+        code(
+            "from IPython.display import Markdown, display\n\n"
+            "from helpers import config, env, report\n\n"
+            "cfg = config.from_notebook(globals())\n"
+            "paths = env.resolve_paths(cfg)"
+        ),
+        code(
+            "result = report.build_report(paths.artifacts_dir, cfg.run_name)\n"
+            'print("report:", result.path)\n'
+            'print(f"{len(result.figures)} figures copied to", result.path.parent / "figures")\n'
+            "if result.missing:\n"
+            '    print("missing:", "; ".join(result.missing))'
+        ),
+        md("## Preview"),
+        code("display(Markdown(result.path.read_text()))"),
+    ]
+    return _notebook(cells)
+
+
 def _notebook(cells: list) -> nbformat.NotebookNode:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -336,7 +437,13 @@ def _notebook(cells: list) -> nbformat.NotebookNode:
     return nb
 
 
-NOTEBOOKS = {"01_dataset_prep.ipynb": notebook_01, "02_train_clip.ipynb": notebook_02, "03_evaluate_clip.ipynb": notebook_03}
+NOTEBOOKS = {
+    "01_dataset_prep.ipynb": notebook_01,
+    "02_train_clip.ipynb": notebook_02,
+    "03_evaluate_clip.ipynb": notebook_03,
+    "04_ablation.ipynb": notebook_04,
+    "05_report.ipynb": notebook_05,
+}
 
 
 def render(name: str) -> str:

@@ -1,0 +1,150 @@
+"""The ablation study: train and evaluate each variant (and the baseline) per seed, then compare.
+
+Runs go through the same resumable trainer and the same test-split evaluation, so a
+baseline trained earlier with the same settings is reused, not retrained, and a
+disconnect loses at most one epoch. With several SEEDS the table reports mean and
+standard deviation, and a change smaller than the seeds' spread is flagged as noise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .env import Paths
+from .evaluate import RECALL_KEYS, evaluate
+from .storage import atomic_write_json, atomic_write_text, read_json
+from .train import run_name_for, train
+from .variants import BASELINE, canonical
+
+METRIC_KEYS = (*RECALL_KEYS, "rsum")
+
+
+@dataclass
+class RunOutcome:
+    variant: str
+    seed: int
+    run_name: str
+    metrics: dict[str, float]  # test-split Recall@K (fractions) and rsum
+    train_minutes: float
+    reused: bool
+
+
+def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True) -> list[RunOutcome]:
+    """Train (or reuse) and evaluate the baseline and every variant for every seed."""
+    ordered = [BASELINE] + [canonical(v) for v in variants if canonical(v) != BASELINE]
+    outcomes = []
+    for seed in seeds:
+        for variant in dict.fromkeys(ordered):
+            run_cfg = cfg.replace(variant=variant, seed=seed, run_name=None, eval_split="test")
+            name = run_name_for(run_cfg)
+            print(f"── {variant} (seed {seed}): run {name}")
+            result = train(run_cfg, paths, progress=progress, log=lambda m: print("   ", m))
+            evaluation = _cached_or_new_eval(run_cfg.replace(run_name=name), paths, progress)
+            outcomes.append(
+                RunOutcome(variant, seed, name, evaluation["metrics"], result.metrics["total_train_seconds"] / 60, result.skipped)
+            )
+    return outcomes
+
+
+def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, Any]:
+    """Reuse ``eval_test.json`` when it scored the current best checkpoint; else evaluate."""
+    from .storage import sha256_file
+
+    run = paths.runs_dir / cfg.run_name
+    existing = run / "eval_test.json"
+    if existing.exists():
+        record = read_json(existing)
+        if record["checkpoint"]["sha256"] == sha256_file(run / "best.pt"):
+            return record
+    return evaluate(cfg, paths, progress=progress).record
+
+
+def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:
+    """Per variant: mean and std (over seeds) of each metric, its delta to the baseline, minutes."""
+    by_variant: dict[str, list[RunOutcome]] = {}
+    for o in outcomes:
+        by_variant.setdefault(o.variant, []).append(o)
+    table: dict[str, dict[str, Any]] = {}
+    for variant, runs in by_variant.items():
+        row: dict[str, Any] = {"seeds": [r.seed for r in runs], "runs": [r.run_name for r in runs]}
+        for key in METRIC_KEYS:
+            values = [100 * r.metrics[key] for r in runs]
+            row[key] = statistics.fmean(values)
+            row[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row["train_minutes"] = statistics.fmean(r.train_minutes for r in runs)
+        table[variant] = row
+    base = table.get(BASELINE)
+    for row in table.values():
+        for key in METRIC_KEYS:
+            row[key + "_delta"] = row[key] - base[key] if base else None
+            spread = max(row[key + "_std"], base[key + "_std"]) if base else 0.0
+            row[key + "_within_noise"] = bool(base) and len(row["seeds"]) > 1 and abs(row[key + "_delta"]) <= spread
+    return table
+
+
+def table_markdown(table: dict[str, dict[str, Any]]) -> str:
+    """R@1/5/10 both directions, rsum and training time per variant; deltas against the baseline."""
+    multi = any(len(r["seeds"]) > 1 for r in table.values())
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        text = f"{row[key]:.1f}" + (f" ± {row[key + '_std']:.1f}" if multi else "")
+        delta = row.get(key + "_delta")
+        if delta is not None and row is not table.get(BASELINE):
+            text += f" ({delta:+.1f}{'~' if row[key + '_within_noise'] else ''})"
+        return text
+
+    lines = [
+        "| variant | I→T R@1 | I→T R@5 | I→T R@10 | T→I R@1 | T→I R@5 | T→I R@10 | rsum | train min |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant, row in table.items():
+        lines.append(f"| {variant} | " + " | ".join(cell(row, k) for k in METRIC_KEYS) + f" | {row['train_minutes']:.1f} |")
+    seeds = sorted({s for r in table.values() for s in r["seeds"]})
+    lines += ["", f"Recall@K in % on the test split; (±x.x) is the change against the baseline. Seeds: {seeds}."]
+    if multi:
+        lines.append("`~` marks a change no larger than the standard deviation across seeds: indistinguishable from noise.")
+    else:
+        lines.append("One seed only: differences of a point or two may be noise. Add seeds (SEEDS = [0, 1, 2]) to measure the spread.")
+    return "\n".join(lines)
+
+
+def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
+    """Grouped bars: each variant's Recall@K change against the baseline (error bars: seed std)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    variants = [v for v in table if v != BASELINE]
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(RECALL_KEYS)), 4.2))
+    width = 0.8 / max(1, len(variants))
+    x = np.arange(len(RECALL_KEYS))
+    for i, variant in enumerate(variants):
+        row = table[variant]
+        deltas = [row[k + "_delta"] or 0.0 for k in RECALL_KEYS]
+        errors = [row[k + "_std"] for k in RECALL_KEYS]
+        ax.bar(x + (i - (len(variants) - 1) / 2) * width, deltas, width, yerr=errors if any(errors) else None, label=variant, capsize=3)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [k.replace("i2t_", "I→T ").replace("t2i_", "T→I ") for k in RECALL_KEYS])
+    ax.set_ylabel("change vs baseline (Recall points, %)")
+    ax.set_title("Ablation: Recall@K change against the baseline (test split)")
+    if variants:
+        ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], cfg: Config, out_dir: Path) -> Path:
+    """``ablation.json`` (+ ``ablation.md``): the table, every run and the config, for notebook 05."""
+    from .figures import save_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        out_dir / "ablation.json",
+        {"table": table, "runs": [o.__dict__ for o in outcomes], "config": cfg.to_dict(), "chart": "ablation_recall_delta.png"},
+    )
+    atomic_write_text(out_dir / "ablation.md", table_markdown(table) + "\n")
+    return save_figure(delta_chart(table), out_dir / "ablation_recall_delta.png")

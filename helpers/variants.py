@@ -1,0 +1,165 @@
+"""Ablation modifications, each a named flag with its own code; the baseline stays untouched.
+
+``VARIANT`` is ``"baseline"`` or flags joined by ``+`` (``"head_ln+augment"``); the run
+name derives from it. Every variant goes through the same resumable trainer and the
+same evaluation. The flags:
+
+- ``head_ln``   projection head Linear -> LayerNorm -> GELU -> Dropout(0.1) -> Linear.
+- ``head_bn``   projection head Linear -> BatchNorm1d -> GELU -> Linear (an earlier kit's flag).
+- ``attn_pool`` learned attention pooling over ResNet50's 7x7 feature map instead of global
+                average pooling (a learned query attends over the 49 positions).
+- ``augment``   caption-safe augmentation: RandomResizedCrop with a mild scale range (0.7-1)
+                and mild brightness/contrast jitter. *No horizontal flips* ("a dog on the left"
+                would become wrong) and *no hue jitter* ("a red bus" would become a green one).
+- ``optim``     linear warmup (5% of steps), cosine decay, gradient clipping at 1.0 and a
+                learnable temperature.
+- ``disc_lr``   discriminative learning rates: the pretrained trunk at 0.1x LR, the new head at 1x.
+- ``freeze_bn`` frozen BatchNorm statistics in the trunk (ImageNet running means/vars kept).
+- ``restval``   more data: train2014 plus the ~30k "restval" val2014 images that are in neither
+                Karpathy split (cache them with INCLUDE_RESTVAL=True in notebook 01).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+FLAGS = ("head_ln", "head_bn", "attn_pool", "augment", "optim", "disc_lr", "freeze_bn", "restval")
+EXCLUSIVE = (("head_ln", "head_bn"),)
+BASELINE = "baseline"
+DISC_LR_TRUNK_FACTOR = 0.1
+OPTIM_WARMUP_FRACTION = 0.05
+OPTIM_GRAD_CLIP = 1.0
+
+
+def parse_variant(variant: str) -> frozenset[str]:
+    """``"baseline"`` -> {}; ``"head_ln+augment"`` -> {"head_ln", "augment"}; unknown flags are errors."""
+    if variant == BASELINE:
+        return frozenset()
+    flags = [f.strip() for f in variant.split("+") if f.strip()]
+    unknown = [f for f in flags if f not in FLAGS]
+    if unknown or not flags:
+        raise ValueError(f"VARIANT={variant!r}: unknown flag(s) {unknown}. Use 'baseline' or '+'-joined flags from {', '.join(FLAGS)}")
+    for group in EXCLUSIVE:
+        both = [f for f in group if f in flags]
+        if len(both) > 1:
+            raise ValueError(f"VARIANT={variant!r}: {' and '.join(both)} are alternatives; pick one")
+    return frozenset(flags)
+
+
+def canonical(variant: str) -> str:
+    """A stable spelling (flags in FLAGS order), so equal variants share a run name."""
+    flags = parse_variant(variant)
+    return "+".join(f for f in FLAGS if f in flags) or BASELINE
+
+
+# ----------------------------------------------------------------------------- heads
+def head_ln(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float = 0.1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, embed_dim)
+    )
+
+
+def head_bn(in_dim: int, hidden_dim: int, embed_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+
+
+class AttentionPool2d(nn.Module):
+    """Learned attention pooling (as in CLIP's ResNets): the mean token, plus positional
+    embeddings, queries all spatial positions; output has the input's channel count."""
+
+    def __init__(self, channels: int, spatial: int = 7, heads: int = 8):
+        super().__init__()
+        self.positional = nn.Parameter(torch.randn(spatial * spatial + 1, channels) / channels**0.5)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.spatial = spatial
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        pos = self.positional
+        if tokens.shape[1] != pos.shape[0]:  # other input sizes: interpolate the positional grid
+            grid = pos[1:].T.reshape(1, -1, self.spatial, self.spatial)
+            side = math.isqrt(tokens.shape[1] - 1)
+            grid = nn.functional.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
+            pos = torch.cat([pos[:1], grid.reshape(pos.shape[1], -1).T])
+        tokens = tokens + pos.to(tokens.dtype)
+        out, _ = self.attn(tokens[:, :1], tokens, tokens, need_weights=False)
+        return out[:, 0]
+
+
+def build_head(flags: frozenset[str], in_dim: int, hidden_dim: int, embed_dim: int) -> nn.Module | None:
+    """The variant's head, or None for the baseline head."""
+    if "head_ln" in flags:
+        return head_ln(in_dim, hidden_dim, embed_dim)
+    if "head_bn" in flags:
+        return head_bn(in_dim, hidden_dim, embed_dim)
+    return None
+
+
+def apply_pooling(flags: frozenset[str], trunk: nn.Module, channels: int) -> None:
+    """Swap the trunk's global average pooling for attention pooling (``attn_pool``)."""
+    if "attn_pool" in flags:
+        trunk.avgpool = _AttentionPoolFlatten(AttentionPool2d(channels))
+
+
+class _AttentionPoolFlatten(nn.Module):
+    """ResNet.forward flattens after avgpool; attention pooling already returns [B, C], with a
+    trailing [1, 1] view so that flatten is a no-op."""
+
+    def __init__(self, pool: AttentionPool2d):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x)[:, :, None, None]
+
+
+# ----------------------------------------------------------------------------- training
+def training_overrides(flags: frozenset[str]) -> dict[str, Any]:
+    """Config changes a variant implies (``optim``)."""
+    if "optim" in flags:
+        return {"lr_schedule": "cosine", "grad_clip": OPTIM_GRAD_CLIP, "learnable_temperature": True}
+    return {}
+
+
+def warmup_steps(flags: frozenset[str], configured: int, total_steps: int) -> int:
+    if configured or "optim" not in flags:
+        return configured
+    return max(1, int(OPTIM_WARMUP_FRACTION * total_steps))
+
+
+def lr_multiplier(flags: frozenset[str], parameter_name: str) -> float:
+    """``disc_lr``: the pretrained trunk learns 10x slower than the new head."""
+    return DISC_LR_TRUNK_FACTOR if "disc_lr" in flags and parameter_name.startswith("trunk.") else 1.0
+
+
+def freeze_batchnorm_stats(flags: frozenset[str], model: nn.Module) -> None:
+    """``freeze_bn``: keep the trunk's BatchNorm layers in eval mode (running stats frozen)."""
+    if "freeze_bn" in flags:
+        for module in model.trunk.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+class CaptionSafeAugment:
+    """RandomResizedCrop (scale 0.7-1, aspect 3/4-4/3) back to the same size, plus mild
+    brightness/contrast jitter, on uint8 CHW tensors. No flips, no hue changes."""
+
+    def __init__(self, scale: tuple[float, float] = (0.7, 1.0), jitter: float = 0.15):
+        self.scale, self.jitter = scale, jitter
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        size = image.shape[-1]
+        crop = v2.RandomResizedCrop(size, scale=self.scale, ratio=(3 / 4, 4 / 3), antialias=True)
+        color = v2.ColorJitter(brightness=self.jitter, contrast=self.jitter)
+        return color(crop(image))
+
+
+def train_transform(flags: frozenset[str]) -> CaptionSafeAugment | None:
+    return CaptionSafeAugment() if "augment" in flags else None
