@@ -1,6 +1,7 @@
 """The notebooks themselves: committed in sync with tools/build_notebooks.py, and executed by papermill."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -134,3 +135,33 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
     assert "published, not re-measured" in text and "I→T R@1" in text
     widgets = [o for c in nb["cells"] for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widgets, "the explorer widget was not displayed"
+
+
+def test_notebooks_04_and_05_ablation_and_report(nb01):
+    _, params, out = nb01
+    art = Path(params["ARTIFACTS_DIR"])
+    tiny = dict(TINY_TRAINING, EPOCHS=1, MAX_STEPS_PER_EPOCH=3)
+    common = dict(
+        ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], VARIANTS=["head_ln", "augment"], SEEDS=[0], **tiny
+    )
+    (out / "nb04").mkdir()
+    nb = run_notebook("04_ablation.ipynb", out / "nb04", **common)
+    summary = json.loads((art / "ablation" / "ablation.json").read_text())
+    assert list(summary["table"]) == ["baseline", "head_ln", "augment"]
+    assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
+    assert "| head_ln |" in _text(nb)
+    (out / "nb04b").mkdir()
+    again = run_notebook("04_ablation.ipynb", out / "nb04b", **common)
+    assert _text(again).count("already finished") == 3  # every run reused, none retrained
+
+    (out / "nb05").mkdir()
+    nb5 = run_notebook("05_report.ipynb", out / "nb05", ARTIFACTS_DIR=params["ARTIFACTS_DIR"])
+    report = art / "report" / "report.md"
+    text = report.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links and all((report.parent / link).exists() for link in links)
+    assert "## 10. Ablation" in text and "| head_ln |" in text
+    run = summary["runs"][0]["run_name"]
+    ev = json.loads((art / "runs" / run / "eval_test.json").read_text())["metrics"]
+    assert f"{100 * ev['i2t_R@1']:.1f}" in text
+    assert "report:" in _text(nb5)

@@ -1,0 +1,88 @@
+"""Ablation summary and the report assembled from artifacts (complete and with pieces missing)."""
+
+import re
+import shutil
+
+import pytest
+
+from helpers import ablation, evaluate, report
+from helpers.ablation import RunOutcome
+from helpers.storage import read_json
+
+
+def _outcome(variant, seed, r1):
+    metrics = {k: 0.5 for k in ablation.RECALL_KEYS}
+    metrics["t2i_R@1"] = r1
+    metrics["rsum"] = sum(metrics[k] for k in ablation.RECALL_KEYS)
+    return RunOutcome(variant, seed, f"{variant}-s{seed}", metrics, 2.0, False)
+
+
+def test_summary_with_seeds_flags_noise():
+    outcomes = [_outcome("baseline", 0, 0.30), _outcome("baseline", 1, 0.34), _outcome("head_ln", 0, 0.33), _outcome("head_ln", 1, 0.35)]
+    outcomes += [_outcome("optim", 0, 0.45), _outcome("optim", 1, 0.47)]
+    table = ablation.summarise(outcomes)
+    assert table["baseline"]["t2i_R@1"] == pytest.approx(32.0) and table["baseline"]["t2i_R@1_std"] > 2
+    assert table["head_ln"]["t2i_R@1_delta"] == pytest.approx(2.0) and table["head_ln"]["t2i_R@1_within_noise"]
+    assert table["optim"]["t2i_R@1_delta"] == pytest.approx(14.0) and not table["optim"]["t2i_R@1_within_noise"]
+    md = ablation.table_markdown(table)
+    assert "(+2.0~)" in md and "(+14.0)" in md and "± " in md and "indistinguishable from noise" in md
+    single = ablation.table_markdown(ablation.summarise([_outcome("baseline", 0, 0.3), _outcome("augment", 0, 0.31)]))
+    assert "One seed only" in single and "~" not in single.split("\n")[3]
+
+
+@pytest.fixture(scope="module")
+def full_artifacts(trained, tmp_path_factory):
+    """A copy of the trained workspace with an evaluation, figures and an ablation summary."""
+    from helpers import figures, qualitative
+
+    cfg, paths, _ = trained
+    result = evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)
+    index = qualitative.RetrievalIndex.from_eval(result, cfg.text_model)
+    figures.save_figure(qualitative.query_grid(index, ["a red circle"], k=3), result.data.run_dir / "figures_test" / "text_queries.png")
+    outcomes = [RunOutcome("baseline", 0, "shared", result.metrics, 1.0, True), _outcome("augment", 0, 0.2)]
+    ablation.save(ablation.summarise(outcomes), outcomes, cfg, paths.artifacts_dir / "ablation")
+    return paths.artifacts_dir
+
+
+def _image_links(text):
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+
+def test_report_from_complete_artifacts(full_artifacts):
+    rep = report.build_report(full_artifacts, "shared")
+    text = rep.path.read_text()
+    for heading in (
+        "## 1. Summary", "## 2. Data", "## 3. Hyperparameters", "## 4. Hardware and runtime", "## 5. The CLIP loss: intuition",
+        "## 6. Retrieval results", "## 7. Training curves", "## 8. Qualitative retrievals",
+        "## 9. Observations: stability, convergence, retrieval quality", "## 10. Ablation", "## 11. Reflection on LLM use",
+    ):  # fmt: skip
+        assert heading in text, heading
+    for word in ("anchor", "positive", "negatives", "temperature", "Link to the conversation", "prompts"):
+        assert word in text
+    links = _image_links(text)
+    assert links and all((rep.path.parent / link).exists() for link in links)  # no broken image links
+    assert "figures/ablation_recall_delta.png" in links and "figures/shared_loss_curves.png" in links
+    # numbers match the metrics files
+    ev = read_json(full_artifacts / "runs" / "shared" / "eval_test.json")["metrics"]
+    metrics = read_json(full_artifacts / "runs" / "shared" / "metrics.json")
+    assert f"text→image R@1/5/10 = {100 * ev['t2i_R@1']:.1f} / {100 * ev['t2i_R@5']:.1f} / {100 * ev['t2i_R@10']:.1f}" in text
+    assert f"best epoch **{metrics['best_epoch']}** of {metrics['epochs']}" in text
+    assert f"| {metrics['img_per_s']:.0f} |" in text
+    assert "image_classes" in " ".join(rep.missing)  # only text_queries was drawn for this copy
+
+
+def test_report_degrades_gracefully(tmp_path, full_artifacts):
+    empty = report.build_report(tmp_path / "nothing")
+    text = empty.path.read_text()
+    assert "Run `01_dataset_prep.ipynb`" in text and "Run `02_train_clip.ipynb`" in text and "Run `04_ablation.ipynb`" in text
+    assert "## 11. Reflection on LLM use" in text and not _image_links(text)
+    partial = tmp_path / "partial"
+    shutil.copytree(full_artifacts, partial)
+    shutil.rmtree(partial / "ablation")
+    (partial / "runs" / "shared" / "eval_test.json").unlink()
+    (partial / "runs" / "shared" / "loss_curves.png").unlink()
+    rep = report.build_report(partial, "shared")
+    text = rep.path.read_text()
+    assert "Run `03_evaluate_clip.ipynb`" in text and "Run `04_ablation.ipynb`" in text
+    assert all((rep.path.parent / link).exists() for link in _image_links(text))
+    assert "best epoch" in text  # what exists is still reported

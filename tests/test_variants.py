@@ -1,0 +1,93 @@
+"""Every ablation variant builds and trains; augmentation is caption-safe; restval adds data."""
+
+import pytest
+import torch
+
+from helpers import config, env, model, prepare, train, variants
+from helpers.config import ConfigError
+from helpers.synthetic import make_synthetic_coco
+
+
+def quiet(cfg, paths):
+    return train.train(cfg, paths, progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize(
+    "variant", ["head_ln", "head_bn", "attn_pool", "augment", "optim", "disc_lr", "freeze_bn", "head_ln+optim+augment"]
+)
+def test_every_variant_trains(workspace, variant):
+    cfg, paths = workspace
+    result = quiet(cfg.replace(variant=variant, epochs=1, max_steps_per_epoch=3, run_name=None), paths)
+    assert result.run_dir.name.startswith(variants.canonical(variant) + "-resnet18")
+    assert result.history[0]["train_loss"] > 0 and "val_rsum" in result.history[0]
+    loaded, state = train.load_trained(result.run_dir / "best.pt")
+    assert state["arch"]["variant"] == variant
+    assert loaded.encode_image(torch.randn(2, 3, 64, 64)).shape == (2, 64)
+
+
+def test_variant_code_is_what_it_claims(workspace):
+    cfg, _ = workspace
+
+    def build(v):
+        return model.build_model(model.model_config(cfg.replace(variant=v), 64), pretrained=False)
+
+    assert isinstance(build("head_ln").head[1], torch.nn.LayerNorm) and isinstance(build("head_ln").head[3], torch.nn.Dropout)
+    assert isinstance(build("head_bn").head[1], torch.nn.BatchNorm1d)
+    assert isinstance(build("attn_pool").trunk.avgpool.pool, variants.AttentionPool2d)
+    base = build("baseline")
+    assert [type(m) for m in base.head] == [torch.nn.Linear, torch.nn.GELU, torch.nn.Linear]  # baseline untouched
+
+
+def test_training_side_flags(workspace):
+    cfg, paths = workspace
+    t = train.Trainer(cfg.replace(variant="optim+disc_lr+freeze_bn", epochs=2, run_name="flags"), paths, progress=False, log=lambda m: None)
+    assert t.cfg.learnable_temperature and t.cfg.lr_schedule == "cosine" and t.cfg.grad_clip == 1.0
+    t._build(pretrained=False)
+    mults = {g["lr_mult"] for g in t.optimizer.param_groups}
+    assert mults == {0.1, 1.0}
+    trunk_group = next(g for g in t.optimizer.param_groups if g["lr_mult"] == 0.1)
+    assert trunk_group["lr"] < t.cfg.lr  # warmup starts low, and the trunk is at 0.1x
+    assert variants.warmup_steps(t.flags, 0, 100) == 5
+    t.model.train()
+    variants.freeze_batchnorm_stats(t.flags, t.model)
+    assert not t.model.trunk.bn1.training and t.model.head.training
+
+
+def test_augmentation_is_caption_safe():
+    image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    image[0, :, :20] = 255  # a red band on the left
+    aug = variants.CaptionSafeAugment()
+    torch.manual_seed(0)
+    for _ in range(20):
+        out = aug(image)
+        assert out.shape == image.shape and out.dtype == torch.uint8
+        red = out[0].float()
+        assert red[:, :32].mean() > red[:, 32:].mean()  # never flipped: the red stays on the left
+        assert (out[1] < 40).all() and (out[2] < 40).all()  # never recoloured: red stays red
+
+
+def test_bad_variant_names():
+    with pytest.raises(ConfigError, match="unknown flag.*'head_xx'"):
+        config.from_params(VARIANT="head_xx")
+    with pytest.raises(ConfigError, match="alternatives"):
+        config.from_params(VARIANT="head_ln+head_bn")
+    with pytest.raises(ConfigError, match="unknown flag"):
+        config.from_params(VARIANTS=["augment", "flip"])
+    assert variants.canonical("augment+head_ln") == variants.canonical("head_ln+augment") == "head_ln+augment"
+
+
+def test_restval_needs_cached_images_then_adds_them(workspace, tmp_path, tiny_tower):
+    cfg, paths = workspace
+    with pytest.raises(ConfigError, match="INCLUDE_RESTVAL=True"):
+        train.Trainer(cfg.replace(variant="restval", run_name="rv"), paths, progress=False)
+    coco = make_synthetic_coco(tmp_path / "coco", n_train=40, n_val=60, seed=2)
+    cfg2 = cfg.replace(data_dir=str(coco), artifacts_dir=str(tmp_path / "art"), val_images=20, test_images=20, include_restval=True)
+    paths2 = env.resolve_paths(cfg2, environment="local")
+    data = prepare.scan(coco)
+    splits = prepare.build_splits(cfg2, paths2, data)
+    prepare.cache_images(cfg2, paths2, data, splits, workers=1, progress=False)
+    prepare.cache_captions(cfg2, paths2, data, splits, device="cpu", progress=False)
+    t = train.Trainer(cfg2.replace(variant="restval", epochs=1, max_steps_per_epoch=1), paths2, progress=False, log=lambda m: None)
+    assert len(t.train_set) == 40 + 20 and not set(splits.restval) & (set(splits.val) | set(splits.test))
+    _, emb, image_id, caption = t.train_set[len(t.train_set) - 1]
+    assert image_id in splits.restval and caption and emb.shape == (64,)
