@@ -101,7 +101,7 @@ def table_markdown(table: dict[str, dict[str, Any]]) -> str:
         "| variant | I→T R@1 | I→T R@5 | I→T R@10 | T→I R@1 | T→I R@5 | T→I R@10 | rsum | train min |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant, row in table.items():
+    for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE):  # baseline first (JSON sorts keys)
         lines.append(f"| {variant} | " + " | ".join(cell(row, k) for k in METRIC_KEYS) + f" | {row['train_minutes']:.1f} |")
     seeds = sorted({s for r in table.values() for s in r["seeds"]})
     lines += ["", f"Recall@K in % on the test split; (±x.x) is the change against the baseline. Seeds: {seeds}."]

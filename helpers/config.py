@@ -51,6 +51,7 @@ class Config:
     # --- text tower --------------------------------------------------------------------
     text_model: str = "openai/clip-vit-base-patch32"  # hub name or a local save_pretrained folder
     text_batch_size: int = 512
+    caption_part_size: int = 50_000  # captions per resumable part of the caption cache
     # --- model and training ------------------------------------------------------------
     variant: str = "baseline"
     image_weights: str | None = "IMAGENET1K_V2"  # torchvision weights enum name; None: random init
@@ -79,6 +80,7 @@ class Config:
     queries: list[str] = field(default_factory=lambda: ["a dog playing", "sport"])
     classes: list[str] = field(default_factory=lambda: ["a person", "an animal", "a landscape"])
     compare_zero_shot: bool = False
+    interactive: bool = True  # show the ipywidgets explorer; False for headless runs (papermill)
     # --- ablation ------------------------------------------------------------------------
     variants: list[str] = field(default_factory=lambda: ["head_ln", "augment", "optim", "disc_lr"])  # + baseline
     seeds: list[int] = field(default_factory=lambda: [0])  # several seeds: mean and spread
@@ -217,7 +219,17 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"Config key NUM_WORKERS must be >= 0 or None, got {cfg.num_workers}")
     for name in ("train_images", "val_images", "test_images", "max_steps_per_epoch"):
         positive(name, allow_none=True)
-    for name in ("image_size", "shard_size", "text_batch_size", "hidden_dim", "epochs", "batch_size", "lr", "temperature"):
+    for name in (
+        "image_size",
+        "shard_size",
+        "text_batch_size",
+        "caption_part_size",
+        "hidden_dim",
+        "epochs",
+        "batch_size",
+        "lr",
+        "temperature",
+    ):
         positive(name)
     if cfg.weight_decay < 0:
         raise ConfigError(f"Config key WEIGHT_DECAY must be >= 0, got {cfg.weight_decay}")

@@ -138,14 +138,19 @@ def make_loader(
     num_workers: int | None = None,
     drop_last: bool = False,
     pin_memory: bool | None = None,
+    sampler: torch.utils.data.Sampler | None = None,
 ) -> DataLoader:
-    """A DataLoader whose shuffle order is a function of (seed, epoch): resume sees the same order."""
+    """A DataLoader whose shuffle order is a function of (seed, epoch): resume sees the same order.
+
+    Under DDP pass a DistributedSampler (its own per-epoch seeding replaces ``shuffle``).
+    """
     workers = default_num_workers(num_workers)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         generator=generator,
         num_workers=workers,
         drop_last=drop_last,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .faults import kill_point
 from .storage import atomic_copy, atomic_write_bytes, atomic_write_json, ensure_free_space, read_json, sha256_file
 
 # torchvision 0.29 deprecates its JPEG codec in favour of TorchCodec, yet it decodes 224 px JPEGs
@@ -194,6 +195,7 @@ def build_image_cache(
                 atomic_copy(idx_path, publish / idx_path.name)
             manifest["parts"][part.name]["shards"][name] = record
             atomic_write_json(publish / MANIFEST, manifest)  # last: the shard now counts
+            kill_point("image_cache_shard")
             if failed:
                 warnings.warn(
                     f"{name}: skipped {len(failed)} unreadable image(s), e.g. {failed[0]['file']} ({failed[0]['error']}); "

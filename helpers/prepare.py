@@ -7,6 +7,7 @@ skips itself when that artifact is already there and was built from the same inp
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .dataset import load_text_embeds
 from .env import Paths
 from .image_cache import CachePart, build_image_cache, failures, restore_cache
 from .splits import Splits, make_splits
-from .storage import atomic_torch_save, atomic_write_json, read_json
+from .storage import atomic_torch_save, atomic_write_json, read_json, torch_load
 from .text_tower import EncodeStats, encode_text, load_text_tower
 
 
@@ -105,6 +106,52 @@ def _digest(ids: list[int]) -> str:
     return hashlib.sha256(torch.tensor(ids, dtype=torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
+def _encode_in_parts(
+    texts: list[str], tower: Any, cfg: Config, parts_dir: Path, digest: str, stats: EncodeStats, progress: bool
+) -> torch.Tensor:
+    """Encode in parts of CAPTION_PART_SIZE, each saved as it finishes: a killed run resumes at the next part.
+
+    A part counts only when ``manifest.json`` (written after it) lists it with its size; the
+    manifest also pins TEXT_MODEL and the caption ids, so parts of another run are never mixed in.
+    """
+    from .faults import kill_point
+    from .storage import sha256_file
+
+    key = {"model": cfg.text_model, "caption_ids_digest": digest, "part_size": cfg.caption_part_size}
+    manifest_path = parts_dir / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.exists() else {}
+    if {k: manifest.get(k) for k in key} != key:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        manifest = {**key, "parts": {}}
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for k, start in enumerate(range(0, len(texts), cfg.caption_part_size)):
+        name = f"part-{k:05d}.pt"
+        done = manifest["parts"].get(name)
+        if done and (parts_dir / name).exists() and (parts_dir / name).stat().st_size == done["bytes"]:
+            chunks.append(torch_load(parts_dir / name)["embeddings"].float())
+            stats.extra["parts_reused"] = stats.extra.get("parts_reused", 0) + 1
+            stats.captions += done["count"]
+            stats.tokens += done["tokens"]
+            stats.tokens_if_padded_to_77 += 77 * done["count"]
+            continue
+        before = stats.tokens
+        emb = encode_text(
+            texts[start : start + cfg.caption_part_size], tower, batch_size=cfg.text_batch_size, progress=progress, stats=stats
+        )
+        part = atomic_torch_save({"embeddings": emb.half()}, parts_dir / name)
+        manifest["parts"][name] = {
+            "bytes": part.stat().st_size,
+            "sha256": sha256_file(part),
+            "count": len(emb),
+            "tokens": stats.tokens - before,
+        }
+        atomic_write_json(manifest_path, manifest)
+        kill_point("caption_part")
+        chunks.append(emb.half().float())
+    return torch.cat(chunks) if chunks else torch.empty(0, tower.dim)
+
+
 def cache_captions(
     cfg: Config, paths: Paths, data: CocoData, splits: Splits, device: str | None = None, progress: bool = True
 ) -> dict[str, dict[str, Any]]:
@@ -138,7 +185,7 @@ def cache_captions(
         stats = EncodeStats()
         t0 = time.perf_counter()
         texts = [table.captions[r] for r in rows]
-        emb = encode_text(texts, tower, batch_size=cfg.text_batch_size, progress=progress, stats=stats)
+        emb = _encode_in_parts(texts, tower, cfg, paths.artifacts_dir / "text_embeds_parts" / split, _digest(caption_ids), stats, progress)
         seconds = time.perf_counter() - t0
         info = {
             "captions": len(texts),
@@ -147,6 +194,7 @@ def cache_captions(
             "token_reduction": round(stats.token_reduction, 2),
             "truncated_to_77": stats.truncated,
             "seconds": round(seconds, 2),
+            "parts_reused": stats.extra.get("parts_reused", 0),
         }
         atomic_torch_save(
             {
@@ -160,6 +208,7 @@ def cache_captions(
             },
             path,
         )
+        shutil.rmtree(paths.artifacts_dir / "text_embeds_parts" / split, ignore_errors=True)
         if stats.truncated:
             warnings.warn(f"{split}: {stats.truncated} caption(s) longer than 77 tokens were truncated", stacklevel=2)
         summary[split] = info

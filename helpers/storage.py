@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .faults import kill_point
+
 T = TypeVar("T")
 
 # Errors worth retrying: I/O error (Drive's Errno 5), busy, timed out, try again.
@@ -76,7 +78,15 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, retrying transient errors."""
     path = Path(path)
-    with_retries(lambda: _atomic_write(path, lambda fh: fh.write(data)), f"writing {path}")
+
+    def write(fh: io.BufferedWriter) -> None:
+        half = len(data) // 2
+        fh.write(data[:half])
+        fh.flush()
+        kill_point(f"write:{path.name}")  # tests: die with a half-written temporary file
+        fh.write(data[half:])
+
+    with_retries(lambda: _atomic_write(path, write), f"writing {path}")
     return path
 
 

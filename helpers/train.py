@@ -33,7 +33,9 @@ import torch
 from . import env
 from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
+from .distributed import backward_scale, fix_replicated_grads, global_clip_loss, init_distributed
 from .env import Paths
+from .faults import kill_point
 from .image_cache import ImageCache, restore_cache
 from .loss import clip_loss, in_batch_accuracy
 from .metrics import retrieval_metrics
@@ -140,8 +142,14 @@ class Trainer:
         self.run_name = run_name_for(cfg)  # from the settings as given, before variant overrides
         self.flags = parse_variant(cfg.variant)
         cfg = cfg.replace(**training_overrides(self.flags))
+        self.dist = init_distributed()
+        if not self.dist.is_main:  # rank 0 alone logs, plots and writes
+            progress, on_epoch, on_step, log = False, None, None, lambda message: None
         self.cfg, self.paths, self.progress, self.on_epoch, self.on_step, self.log = cfg, paths, progress, on_epoch, on_step, log
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        default_device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device or default_device)
+        if cfg.batch_size % self.dist.world_size:
+            raise ConfigError(f"BATCH_SIZE={cfg.batch_size} must divide evenly over {self.dist.world_size} processes")
         self.run_dir = paths.runs_dir / self.run_name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.events: list[str] = []
@@ -197,6 +205,12 @@ class Trainer:
         self.model: ClipImageModel = build_model(self.arch, pretrained=pretrained).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -285,6 +299,8 @@ class Trainer:
     # ----------------------------------------------------------------- training
     def fit(self) -> TrainResult:
         cfg = self.cfg
+        for stale in self.run_dir.glob(".*.tmp"):  # temporary files of a write that was killed
+            stale.unlink(missing_ok=True)
         if cfg.force_retrain:
             for name in ("checkpoint.pt", "best.pt", "history.json", "metrics.json"):
                 (self.run_dir / name).unlink(missing_ok=True)
@@ -311,11 +327,14 @@ class Trainer:
                 continue
             if record is None:  # diverged: rolled back, try the epoch again
                 continue
-            record.update(self._validate())
-            self.history.append(record)
-            self._end_of_epoch(epoch, record)
+            if self.dist.is_main:
+                kill_point("validation")
+                record.update(self._validate())
+                self.history.append(record)
+                self._end_of_epoch(epoch, record)
+            self.dist.barrier()  # the checkpoint is on disk before any rank goes on
             epoch += 1
-        metrics = self._final_metrics()
+        metrics = self._final_metrics() if self.dist.is_main else {}
         return TrainResult(self.run_dir, self.history, metrics, start_epoch, False, self.events)
 
     def _event(self, message: str) -> None:
@@ -325,6 +344,11 @@ class Trainer:
     def _handle_oom(self, epoch: int) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        if self.dist.enabled:
+            raise RuntimeError(
+                f"CUDA out of memory at BATCH_SIZE={self.batch_size} over {self.dist.world_size} processes: "
+                "lower BATCH_SIZE (automatic halving is single-process only)"
+            )
         if self.batch_size // 2 < MIN_BATCH:
             raise RuntimeError(
                 f"CUDA out of memory even at BATCH_SIZE={self.batch_size}: free GPU memory (restart the runtime) "
@@ -355,8 +379,11 @@ class Trainer:
             group["lr"] = group["initial_lr"] * factor
 
     def _forward_loss(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (global-batch) loss and the local image features; forward through DDP when distributed."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            features = self.model.encode_image(images)
+            features = self.train_model(images)
+        if self.dist.enabled:
+            return global_clip_loss(features, text, self.model.scale(), self.dist), features
         return clip_loss(features, text, self.model.scale()), features
 
     def _train_epoch(self, epoch: int) -> dict[str, Any] | None:
@@ -366,8 +393,22 @@ class Trainer:
         self.model.train()
         freeze_batchnorm_stats(self.flags, self.model)
         self.train_set.set_epoch(epoch)
+        sampler = None
+        if self.dist.enabled:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(self.train_set, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        local_batch = self.batch_size // self.dist.world_size
         loader = make_loader(
-            self.train_set, self.batch_size, True, cfg.seed, epoch, cfg.num_workers, drop_last=len(self.train_set) >= self.batch_size
+            self.train_set,
+            local_batch,
+            True,
+            cfg.seed,
+            epoch,
+            cfg.num_workers,
+            drop_last=len(self.train_set) >= self.batch_size,
+            sampler=sampler,
         )
         steps = self._steps_per_epoch()
         recent: list[float] = [e["loss"] for e in self.step_log[-SPIKE_WINDOW // STEP_LOG_EVERY :]]
@@ -380,6 +421,7 @@ class Trainer:
                 break
             images = normalize_images(images, self.device, self.channels_last)
             text = text.to(self.device, non_blocking=True)
+            kill_point("train_step")
             loss, features = self._forward_loss(images, text)
             value = loss.item()
             spike = len(recent) >= 10 and value > SPIKE_FACTOR * statistics.median(recent)
@@ -391,7 +433,8 @@ class Trainer:
                 if skipped > max(3, steps // 4):
                     return self._diverged(epoch)
                 continue
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss * backward_scale(self.dist)).backward()
+            fix_replicated_grads(self.model, self.dist)
             if cfg.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -496,6 +539,7 @@ class Trainer:
                 self.run_dir / "best.pt",
             )
         self._save(state, self.checkpoint_path)  # last: the epoch now counts
+        kill_point("after_checkpoint")
         atomic_write_json(
             self.run_dir / "history.json",
             {"run_name": self.run_name, "epochs": self.history, "steps": self.step_log, "events": self.events},
@@ -619,7 +663,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.load(args.config, **overrides)
     paths = env.resolve_paths(cfg)
     result = train(cfg, paths, progress=not args.no_progress)
-    print(json.dumps({"run_dir": str(result.run_dir), "best_epoch": result.metrics["best_epoch"], "skipped": result.skipped}))
+    if result.metrics:  # rank 0 (or the only process)
+        print(json.dumps({"run_dir": str(result.run_dir), "best_epoch": result.metrics["best_epoch"], "skipped": result.skipped}))
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 

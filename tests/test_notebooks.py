@@ -32,7 +32,10 @@ def test_committed_notebook_is_generated_and_clean(name):
 
 def run_notebook(name, out_dir, **params):
     out = Path(out_dir) / f"out_{name}"
-    pm.execute_notebook(str(ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+    params.setdefault("INTERACTIVE", False)  # widgets can stall headless execution (jupyter/nbclient#312)
+    pm.execute_notebook(
+        str(ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False, execution_timeout=600
+    )
     return json.loads(out.read_text())
 
 
@@ -133,8 +136,7 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
         assert (run / "figures_test" / f"{name}.png").exists(), name
     text = _text(nb)
     assert "published, not re-measured" in text and "I→T R@1" in text
-    widgets = [o for c in nb["cells"] for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert widgets, "the explorer widget was not displayed"
+    assert len(re.findall(r"-?\d\.\d{3}  image \d+: \w", text)) == 5  # the explorer's query callback, headless
 
 
 def test_notebooks_04_and_05_ablation_and_report(nb01):
@@ -147,7 +149,7 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     (out / "nb04").mkdir()
     nb = run_notebook("04_ablation.ipynb", out / "nb04", **common)
     summary = json.loads((art / "ablation" / "ablation.json").read_text())
-    assert list(summary["table"]) == ["baseline", "head_ln", "augment"]
+    assert set(summary["table"]) == {"baseline", "head_ln", "augment"}
     assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
     assert "| head_ln |" in _text(nb)
     (out / "nb04b").mkdir()

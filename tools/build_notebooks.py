@@ -256,7 +256,9 @@ def notebook_03() -> nbformat.NotebookNode:
             'QUERIES = ["a dog playing", "sport"]  #@param {type:"raw"}\n'
             'CLASSES = ["a person", "an animal", "a landscape"]  #@param {type:"raw"}\n'
             'COMPARE_ZERO_SHOT = False  #@param {type:"boolean"}\n'
-            "# ^ also score the zero-shot CLIP image tower on the same split (downloads ~600 MB)"
+            "# ^ also score the zero-shot CLIP image tower on the same split (downloads ~600 MB)\n"
+            'INTERACTIVE = True  #@param {type:"boolean"}\n'
+            "# ^ the query widget; headless runs set False (widgets can stall papermill, jupyter/nbclient#312)"
         ),
         code(
             "from IPython.display import Markdown, display\n\n"
@@ -320,7 +322,14 @@ def notebook_03() -> nbformat.NotebookNode:
             "Type any query (press Enter) and move the slider; pick an image or upload your own to score it "
             "against `CLASSES`."
         ),
-        code("explorer = widget.Explorer(index, cfg.classes, query=cfg.queries[0])\nexplorer.show()"),
+        code(
+            "explorer = widget.Explorer(index, cfg.classes, query=cfg.queries[0])\n"
+            "if cfg.interactive:\n"
+            "    explorer.show()\n"
+            "else:  # headless: the same callback, printed\n"
+            "    for hit in explorer.run_query():\n"
+            '        print(f"{hit.score:.3f}  image {hit.image_id}: {hit.caption}")'
+        ),
     ]
     return _notebook(cells)
 
