@@ -276,8 +276,12 @@ class Trainer:
         }
 
     def _save(self, state: dict[str, Any], dest: Path) -> None:
-        """Write locally first, then copy into ARTIFACTS_DIR (Drive) atomically."""
-        if self.paths.environment == "colab":
+        """On Colab/Kaggle: write to local disk first, then copy into ARTIFACTS_DIR atomically.
+
+        Drive's FUSE mount fails now and then (Errno 5); the copy is retried with backoff,
+        and a failed copy never leaves a half-written checkpoint behind.
+        """
+        if self.paths.environment != "local":
             with tempfile.TemporaryDirectory(dir=self.paths.cache_dir) as tmp:
                 local = atomic_torch_save(state, Path(tmp) / dest.name)
                 atomic_copy(local, dest)

@@ -258,7 +258,7 @@ def notebook_03() -> nbformat.NotebookNode:
             'COMPARE_ZERO_SHOT = False  #@param {type:"boolean"}\n'
             "# ^ also score the zero-shot CLIP image tower on the same split (downloads ~600 MB)\n"
             'INTERACTIVE = True  #@param {type:"boolean"}\n'
-            "# ^ the query widget; headless runs set False (widgets can stall papermill, jupyter/nbclient#312)"
+            "# ^ the query widget; headless runs set False (creating widgets can stall papermill: jupyter/nbclient#312)"
         ),
         code(
             "from IPython.display import Markdown, display\n\n"
@@ -323,11 +323,11 @@ def notebook_03() -> nbformat.NotebookNode:
             "against `CLASSES`."
         ),
         code(
-            "explorer = widget.Explorer(index, cfg.classes, query=cfg.queries[0])\n"
             "if cfg.interactive:\n"
+            "    explorer = widget.Explorer(index, cfg.classes, query=cfg.queries[0])\n"
             "    explorer.show()\n"
-            "else:  # headless: the same callback, printed\n"
-            "    for hit in explorer.run_query():\n"
+            "else:  # headless (papermill): widgets can stall execution, so the explorer's search, printed\n"
+            "    for hit in index.search(cfg.queries[0], k=5):\n"
             '        print(f"{hit.score:.3f}  image {hit.image_id}: {hit.caption}")'
         ),
     ]
