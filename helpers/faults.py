@@ -20,9 +20,10 @@ def kill_point(name: str) -> None:
     target = os.environ.get(ENV)
     if not target:
         return
-    wanted, _, nth = target.partition(":")
+    head, sep, tail = target.rpartition(":")
+    wanted, nth = (head, int(tail)) if sep and tail.isdigit() else (target, 1)
     if wanted != name:
         return
     _passes[name] = _passes.get(name, 0) + 1
-    if _passes[name] == int(nth or 1):
+    if _passes[name] == nth:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -137,6 +137,9 @@ def build_image_cache(
     publish = Path(publish_dir) if publish_dir is not None else cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
     publish.mkdir(parents=True, exist_ok=True)
+    for folder in {cache_dir, publish}:
+        for stale in folder.glob(".*.tmp"):  # half-written shards of a killed build: never used, just removed
+            stale.unlink(missing_ok=True)
     manifest = _load_manifest(publish, size, quality)
     workers = workers or os.cpu_count() or 1
 

@@ -152,7 +152,8 @@ def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Repo
     if main and runs[main]["eval"]:
         ev = runs[main]["eval"]["metrics"]
         b.add(
-            f"A ResNet50 image tower trained into the frozen text space of `{(prep or {}).get('text_model', 'CLIP')}` "
+            f"A {(runs[main]['config'] or {}).get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
+            f"of `{(prep or {}).get('text_model', 'CLIP')}` "
             f"(run `{main}`) reaches, on the {runs[main]['eval']['split']} split "
             f"({runs[main]['eval']['num_images']:,} images, protocol `{runs[main]['eval']['protocol']}`): "
             f"image→text R@1/5/10 = {100 * ev['i2t_R@1']:.1f} / {100 * ev['i2t_R@5']:.1f} / {100 * ev['i2t_R@10']:.1f}, "

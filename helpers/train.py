@@ -317,6 +317,8 @@ class Trainer:
                 self.log(f"Run {self.run_name} already finished ({start_epoch} epochs): nothing to train. FORCE_RETRAIN=True retrains.")
                 return TrainResult(self.run_dir, self.history, read_json(self.run_dir / "metrics.json"), start_epoch, True, self.events)
             self.log(f"Resuming {self.run_name} after epoch {start_epoch} of {cfg.epochs}")
+            if self.dist.is_main and self.history:
+                self._write_history()  # a kill between checkpoint and history may have left them out of step
         else:
             self._build(pretrained=True)
         cfg.save(self.run_dir / "config.json")
@@ -558,6 +560,16 @@ class Trainer:
         )
         if self.on_epoch is not None:
             self.on_epoch(self)
+
+    def _write_history(self) -> None:
+        """history.json and loss_curves.png, derived from the state (the checkpoint is the source of truth)."""
+        from .curves import save_training_curves
+
+        atomic_write_json(
+            self.run_dir / "history.json",
+            {"run_name": self.run_name, "epochs": self.history, "steps": self.step_log, "events": self.events},
+        )
+        save_training_curves(self.history, self.step_log, self.run_dir / "loss_curves.png", title=self.run_name)
 
     def _final_metrics(self) -> dict[str, Any]:
         best = max(self.history, key=lambda r: (r[f"val_{SELECTION_METRIC}"], -r["val_loss"]))
