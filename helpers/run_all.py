@@ -114,14 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     from .config import from_params
 
     artifacts = Path(args.artifacts or ("artifacts/demo" if args.demo else "artifacts")).absolute()
+    overrides = _parse_sets(args.set)
+    from_params(overrides)  # a misspelt or mistyped key fails here, before anything runs
     params: dict[str, Any] = {"LIVE_PLOT": False, "INTERACTIVE": False}  # headless: no live panel, no widgets
     if args.demo:
         print("DEMO MODE: synthetic COCO-layout data and a tiny random text tower, on the CPU, offline.")
         print("All Recall@K numbers it prints come from SYNTHETIC data: they test the pipeline, not the model.\n")
         params.update(DEMO_PARAMETERS)
         params.update(make_demo_data(artifacts.parent / f"{artifacts.name}_data"))
-    params.update(_parse_sets(args.set))
-    from_params(params)  # fail now, not inside notebook 3, on a misspelt or mistyped key
+    params.update(overrides)
+    from_params(params)
     notebooks = tuple(n for n in NOTEBOOKS if args.only is None or n[:2] in args.only)
     t0 = time.perf_counter()
     try:

@@ -1,0 +1,32 @@
+"""The headless runner: parameters, progress lines, and failures that name the notebook and cell."""
+
+import pytest
+
+from helpers import run_all
+from helpers.config import ConfigError
+
+
+def test_failure_names_the_notebook_and_the_cell(tmp_path):
+    lines = []
+    params = {"DATA_SOURCE": "local", "DATA_DIR": str(tmp_path / "no-such-coco"), "LIVE_PLOT": False}
+    with pytest.raises(run_all.NotebookFailed, match=r"01_dataset_prep.ipynb failed in cell \d+ .*DataError: DATA_DIR=.*does not exist"):
+        run_all.run_notebooks(params, tmp_path / "art", ("01_dataset_prep.ipynb", "02_train_clip.ipynb"), log=lines.append)
+    assert lines == ["[1/2] 01_dataset_prep.ipynb ..."]  # notebook 02 never started
+    assert (tmp_path / "art" / "executed" / "01_dataset_prep.ipynb").exists()  # kept for inspection
+
+
+def test_bad_parameters_fail_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="EPOCS"):
+        run_all.main(["--artifacts", str(tmp_path / "a"), "--set", "EPOCS=1"])
+    with pytest.raises(SystemExit):
+        run_all.main(["--set", "EPOCHS"])
+    assert not (tmp_path / "a").exists()
+
+
+def test_set_values_are_json_or_strings():
+    assert run_all._parse_sets(["epochs=3", 'VARIANTS=["head_ln"]', "DATA_SOURCE=coco", "IMAGE_WEIGHTS=null"]) == {
+        "EPOCHS": 3,
+        "VARIANTS": ["head_ln"],
+        "DATA_SOURCE": "coco",
+        "IMAGE_WEIGHTS": None,
+    }
