@@ -163,14 +163,16 @@ def test_full_disk_stops_downloads_before_writing(tmp_path, monkeypatch):
     assert not list((tmp_path / "dl").glob("*"))
 
 
-def test_fake_kaggle_key_never_leaks(tmp_path):
+def test_full_demo_runs_offline_and_never_leaks_a_kaggle_key(tmp_path):
+    """`python -m helpers.run_all --demo` (01 -> 05), offline, with a fake Kaggle key in the environment."""
     secret = "kgl-FAKE-0123456789abcdef0123456789"
     art = tmp_path / "artifacts"
-    cmd = [sys.executable, "-m", "helpers.run_all", "--demo", "--artifacts", str(art), "--only", "01", "02"]
-    cmd += ["--set", "EPOCHS=1", "MAX_STEPS_PER_EPOCH=2"]
-    out = subprocess.run(cmd, cwd=ROOT, env=_env(KAGGLE_USERNAME="student", KAGGLE_KEY=secret), capture_output=True, text=True, timeout=900)
+    cmd = [sys.executable, "-m", "helpers.run_all", "--demo", "--artifacts", str(art), "--set", "MAX_STEPS_PER_EPOCH=4"]
+    environ = _env(KAGGLE_USERNAME="student", KAGGLE_KEY=secret, HF_HUB_OFFLINE="1")
+    out = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "SYNTHETIC" in out.stdout
+    assert "SYNTHETIC" in out.stdout and out.stdout.count(".ipynb done in") == 5
+    assert (art / "report" / "report.md").exists() and (art / "ablation" / "ablation.json").exists()
     assert secret not in out.stdout + out.stderr
     scanned = 0
     for root in (art, tmp_path / "artifacts_data"):
@@ -178,7 +180,7 @@ def test_fake_kaggle_key_never_leaks(tmp_path):
             if path.is_file():
                 scanned += 1
                 assert secret.encode() not in path.read_bytes(), path
-    assert scanned > 10 and (art / "executed" / "02_train_clip.ipynb").exists()
+    assert scanned > 30 and (art / "executed" / "05_report.ipynb").exists()
 
 
 def _python_files():
