@@ -328,7 +328,7 @@ class Trainer:
         while epoch < cfg.epochs:
             try:
                 record = self._train_epoch(epoch)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # the same class as torch.OutOfMemoryError in torch >= 2.5
                 self._handle_oom(epoch)
                 continue
             if record is None:  # diverged: rolled back, try the epoch again
