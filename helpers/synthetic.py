@@ -157,6 +157,7 @@ def make_tiny_text_tower(out_dir: str | Path, corpus: list[str], projection_dim:
         pad_token=SPECIALS[1],
         unk_token=SPECIALS[1],
         model_max_length=77,
+        model_input_names=["input_ids", "attention_mask"],  # as CLIP's tokenizer: no token_type_ids
     )
     fast.save_pretrained(out)
     torch.manual_seed(seed)
