@@ -75,8 +75,8 @@ def resolve_paths(cfg: Config, environment: str | None = None, mount: bool = Tru
         cache = Path(cfg.cache_dir or "/content/image_cache")
     elif env == "kaggle":
         artifacts = Path(cfg.artifacts_dir or "/kaggle/working/clip_coco")
-        data = Path(cfg.data_dir or "/kaggle/tmp/coco")
-        cache = Path(cfg.cache_dir or "/kaggle/tmp/image_cache")
+        data = Path(cfg.data_dir or "/kaggle/temp/coco")
+        cache = Path(cfg.cache_dir or "/kaggle/temp/image_cache")
     else:
         artifacts = Path(cfg.artifacts_dir or "artifacts").absolute()
         data = Path(cfg.data_dir or "data/coco").absolute()
