@@ -153,9 +153,9 @@ def _train_steps(device: torch.device, backbone: str, batch: int, steps: int, fa
     """img/s of full training steps (forward, InfoNCE, backward, AdamW) on random data."""
     from helpers import config
     from helpers.dataset import normalize_images
+    from helpers.embed import amp_dtype
     from helpers.loss import clip_loss
     from helpers.model import build_model, model_config
-    from helpers.train import amp_dtype
 
     torch.manual_seed(0)
     cfg = config.from_params(IMAGE_BACKBONE=backbone, IMAGE_WEIGHTS=None)

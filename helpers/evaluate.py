@@ -20,14 +20,15 @@ from typing import Any
 import torch
 
 from .config import Config
-from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
+from .dataset import CocoCacheDataset, load_text_embeds
+from .embed import encode_images
 from .env import Paths
 from .image_cache import ImageCache, restore_cache
 from .metrics import fold_metrics, retrieval_metrics
 from .model import ClipImageModel
 from .prepare import load_splits
 from .storage import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-from .train import amp_dtype, load_trained, run_name_for
+from .train import load_trained, run_name_for
 
 # Published 5k-test figures (%), I->T R@1/5/10 | T->I R@1/5/10. Quoted, not re-measured here.
 REFERENCES: dict[str, dict[str, float]] = {
@@ -102,32 +103,6 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     return EvalData(run_dir, model, checkpoint, cache, text, dataset, cfg.eval_split, load_splits(paths).protocol)
 
 
-@torch.no_grad()
-def encode_images(
-    model: ClipImageModel,
-    dataset: CocoCacheDataset,
-    device: torch.device,
-    batch_size: int = 128,
-    progress: bool = True,
-    num_workers: int | None = None,
-) -> torch.Tensor:
-    """Unit embeddings [N_images, D] in dataset order (AMP on CUDA)."""
-    from tqdm.auto import tqdm
-
-    model.eval()
-    dtype = amp_dtype(device, True)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    out = []
-    loader = make_loader(dataset, batch_size, False, num_workers=num_workers)
-    for images, *_ in tqdm(loader, desc="Encoding images", unit="batch", disable=not progress):
-        x = normalize_images(images, device, channels_last)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out.append(model.encode_image(x).float().cpu())
-    return torch.cat(out)
-
-
 @dataclass
 class EvalResult:
     data: EvalData
@@ -146,7 +121,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = load_eval_data(cfg, paths, device)
     t0 = time.perf_counter()
-    image_features = encode_images(data.model, data.dataset, device, progress=progress, num_workers=cfg.num_workers)
+    image_features = encode_images(data.model, data.dataset, device, num_workers=cfg.num_workers, progress=progress)
     rows = data.dataset.caption_rows
     text_features = data.text["embeddings"][rows].float()
     t2i = data.dataset.caption_image_index

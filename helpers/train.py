@@ -34,6 +34,7 @@ from . import env
 from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
 from .distributed import backward_scale, fix_replicated_grads, global_clip_loss, init_distributed
+from .embed import amp_dtype, encode_images
 from .env import Paths
 from .faults import kill_point
 from .image_cache import ImageCache, restore_cache
@@ -116,14 +117,6 @@ class TrainResult:
     resumed_from_epoch: int = 0
     skipped: bool = False  # the run had already finished: nothing was trained
     events: list[str] = field(default_factory=list)
-
-
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bf16 on GPUs with native support (Ampere+), fp16 (+ GradScaler) on older ones such as the T4."""
-    if not enabled or device.type != "cuda":
-        return None
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
 
 
 class Trainer:
@@ -507,22 +500,10 @@ class Trainer:
         return None
 
     @torch.no_grad()
-    def encode_images(self, image_ids_set: CocoCacheDataset, batch_size: int | None = None) -> torch.Tensor:
-        """Unit image embeddings for every image of an eval-mode dataset, in its order."""
-        self.model.eval()
-        out = []
-        loader = make_loader(image_ids_set, batch_size or self.batch_size, False, num_workers=self.cfg.num_workers)
-        for images, *_ in loader:
-            images = normalize_images(images, self.device, self.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                out.append(self.model.encode_image(images).float())
-        return torch.cat(out)
-
-    @torch.no_grad()
     def _validate(self) -> dict[str, Any]:
         """Val loss (one fixed caption per image, batches of BATCH_SIZE) and val Recall@K over all captions."""
         t0 = time.perf_counter()
-        image_features = self.encode_images(self.val_set)
+        image_features = encode_images(self.model, self.val_set, self.device, self.batch_size, self.cfg.amp, self.cfg.num_workers)
         first_caption = torch.stack([self.val_set.embeddings[self.val_set.caption_row(i)].float() for i in range(len(self.val_set))])
         scale = self.model.scale().float().cpu()
         losses = []
