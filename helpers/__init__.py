@@ -2,7 +2,7 @@
 
 One concern per module: ``config`` (typed run settings), ``env`` (Colab/Kaggle/local paths),
 ``storage`` (atomic, retried writes), ``coco``/``splits``/``acquire``/``download`` (data),
-``image_cache``/``text_tower``/``dataset``/``prepare`` (notebook 01), ``model``/``loss``/``train``/
+``image_cache``/``text_tower``/``dataset``/``prepare`` (notebook 01), ``model``/``loss``/``train``/``embed``/
 ``curves``/``distributed`` (02), ``metrics``/``evaluate``/``qualitative``/``widget``/``zero_shot`` (03),
 ``variants``/``ablation`` (04), ``report`` (05), ``run_all`` (headless), ``synthetic`` (offline data).
 """
