@@ -167,8 +167,8 @@ def notebook_02() -> nbformat.NotebookNode:
         _parameters(
             'ARTIFACTS_DIR = None  #@param {type:"raw"}\n'
             'TEXT_MODEL = "openai/clip-vit-base-patch32"  #@param {type:"string"}\n'
-            'IMAGE_WEIGHTS = "IMAGENET1K_V2"  #@param ["IMAGENET1K_V2", "IMAGENET1K_V1"] {type:"raw", allow-input: true}\n'
-            "# ^ torchvision ResNet50 weights; None trains from scratch\n"
+            'IMAGE_WEIGHTS = "IMAGENET1K_V2"  #@param ["IMAGENET1K_V2", "IMAGENET1K_V1"] {allow-input: true}\n'
+            "# ^ torchvision ResNet50 weights; write None (no quotes) here to train from scratch\n"
             'VARIANT = "baseline"  #@param {type:"string"}\n'
             'EPOCHS = 10  #@param {type:"integer"}\n'
             'BATCH_SIZE = 64  #@param {type:"integer"}\n'
