@@ -38,8 +38,14 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
 
 
 @torch.no_grad()
-def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[float, float]:
-    """Top-1 retrieval accuracy inside the batch: (image->text, text->image)."""
+def in_batch_hits(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Top-1 hits inside the batch, [image->text, text->image], left on the device (no sync)."""
     sims = image_features.float() @ text_features.float().t()
     labels = torch.arange(sims.shape[0], device=sims.device)
-    return (sims.argmax(1) == labels).float().mean().item(), (sims.argmax(0) == labels).float().mean().item()
+    return torch.stack([(sims.argmax(1) == labels).sum(), (sims.argmax(0) == labels).sum()])
+
+
+def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[float, float]:
+    """Top-1 retrieval accuracy inside the batch: (image->text, text->image)."""
+    i2t, t2i = (in_batch_hits(image_features, text_features).float() / image_features.shape[0]).tolist()
+    return i2t, t2i

@@ -38,7 +38,7 @@ from .embed import amp_dtype, encode_images
 from .env import Paths
 from .faults import kill_point
 from .image_cache import ImageCache, restore_cache
-from .loss import clip_loss, in_batch_accuracy
+from .loss import clip_loss, in_batch_hits
 from .metrics import retrieval_metrics
 from .model import ClipImageModel, build_model, check_same_architecture, model_config
 from .splits import Splits
@@ -411,7 +411,8 @@ class Trainer:
         )
         steps = self._steps_per_epoch()
         recent: list[float] = [e["loss"] for e in self.step_log[-SPIKE_WINDOW // STEP_LOG_EVERY :]]
-        totals = {"loss": 0.0, "i2t_acc": 0.0, "t2i_acc": 0.0, "images": 0, "steps": 0}
+        totals = {"loss": 0.0, "images": 0, "steps": 0}
+        hits_total = torch.zeros(2, dtype=torch.long, device=self.device)
         skipped = 0
         t0 = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not self.progress, leave=False)
@@ -442,11 +443,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.global_step += 1
-            acc_i, acc_t = in_batch_accuracy(features.detach(), text)
+            hits = in_batch_hits(features.detach(), text)  # stays on the device: no sync per step
+            hits_total += hits
             n = images.shape[0]
-            for key, v in (("loss", value * n), ("i2t_acc", acc_i * n), ("t2i_acc", acc_t * n), ("images", n), ("steps", 1)):
+            for key, v in (("loss", value * n), ("images", n), ("steps", 1)):
                 totals[key] += v
             if self.global_step % STEP_LOG_EVERY == 0 or step == 0:
+                acc_i, acc_t = (hits.float() / n).tolist()
                 entry = {
                     "step": self.global_step,
                     "epoch": epoch + step / steps,
@@ -472,8 +475,8 @@ class Trainer:
         return {
             "epoch": epoch + 1,
             "train_loss": totals["loss"] / n,
-            "train_i2t_acc": totals["i2t_acc"] / n,
-            "train_t2i_acc": totals["t2i_acc"] / n,
+            "train_i2t_acc": hits_total[0].item() / n,
+            "train_t2i_acc": hits_total[1].item() / n,
             "lr": self._head_lr(),
             "temperature": 1.0 / self.model.scale().item(),
             "batch_size": self.batch_size,
