@@ -27,6 +27,7 @@ from .image_cache import ImageCache, restore_cache
 from .metrics import fold_metrics, retrieval_metrics
 from .model import ClipImageModel
 from .prepare import load_splits
+from .splits import Splits
 from .storage import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from .train import load_trained, run_name_for
 
@@ -74,8 +75,7 @@ class EvalData:
     protocol: str
 
 
-def split_image_ids(paths: Paths, split: str, cache: ImageCache) -> list[int]:
-    splits = load_splits(paths)
+def split_image_ids(splits: Splits, split: str, cache: ImageCache) -> list[int]:
     if split == "test":
         return splits.test
     if split == "val":
@@ -97,10 +97,11 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     model, state = load_trained(ckpt_path, device)
     cache = ImageCache(restore_cache(paths.image_cache_dir, paths.cache_dir))
     text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)
-    ids = split_image_ids(paths, cfg.eval_split, cache)
+    splits = load_splits(paths)
+    ids = split_image_ids(splits, cfg.eval_split, cache)
     dataset = CocoCacheDataset(cache, text, ids, mode="eval", normalize=False)
     checkpoint = {"path": str(ckpt_path), "epoch": state["epoch"], "sha256": sha256_file(ckpt_path), "arch": state["arch"]}
-    return EvalData(run_dir, model, checkpoint, cache, text, dataset, cfg.eval_split, load_splits(paths).protocol)
+    return EvalData(run_dir, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol)
 
 
 @dataclass
