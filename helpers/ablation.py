@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .artifacts import load_json
 from .config import Config
 from .env import Paths
 from .evaluate import RECALL_KEYS, evaluate
-from .storage import atomic_write_json, atomic_write_text, read_json
+from .storage import atomic_write_json, atomic_write_text
 from .train import run_name_for, train
 from .variants import BASELINE, canonical
 
@@ -57,7 +58,7 @@ def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, 
     run = paths.runs_dir / cfg.run_name
     existing = run / "eval_test.json"
     if existing.exists():
-        record = read_json(existing)
+        record = load_json(existing, "eval")
         if record["checkpoint"]["sha256"] == sha256_file(run / "best.pt"):
             return record
     return evaluate(cfg, paths, progress=progress).record

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -138,7 +139,10 @@ def load(path: str | os.PathLike, **overrides: Any) -> Config:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"Config file {path} does not exist")
-    data = read_json(path)
+    try:
+        data = read_json(path)
+    except ValueError as exc:
+        raise ConfigError(f"Config file {path} is not valid JSON ({exc}): fix it, or write it again with Config.save") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a JSON object, not {type(data).__name__}")
     return from_params({**data, **{k.lower(): v for k, v in overrides.items()}})
@@ -151,8 +155,8 @@ def _check_types(cfg: Config) -> None:
         expected = hints[f.name]
         if not _matches(value, expected):
             raise ConfigError(f"Config key {f.name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})")
-        if expected is float and isinstance(value, int):
-            setattr(cfg, f.name, float(value))
+        if isinstance(value, int) and not isinstance(value, bool) and float in (expected, *typing.get_args(expected)):
+            setattr(cfg, f.name, float(value))  # LR=1 and GRAD_CLIP=1 are stored as floats, like 1.0
 
 
 def _matches(value: Any, expected: Any) -> bool:
@@ -184,7 +188,18 @@ def _describe(expected: Any) -> str:
     return expected.__name__
 
 
+# Ranges that make sense, with the reason a value outside them is refused. Every message names
+# the parameter, the value given and the allowed range; the same check runs for notebook
+# parameters, papermill ``-p``, ``--set`` and ``--config`` files (they all build a Config).
+MIN_TEMPERATURE = 0.01  # CLIP clamps the logit scale at 100, i.e. tau >= 0.01
+MAX_TEMPERATURE = 1.0  # above 1 the softmax over cosines in [-1, 1] is nearly flat: nothing trains
+MIN_BATCH_SIZE = 2  # the contrastive loss needs at least one negative, BatchNorm at least 2 values
+
+
 def _check_values(cfg: Config) -> None:
+    def fail(name: str, allowed: str) -> None:
+        raise ConfigError(f"Config key {name.upper()}={getattr(cfg, name)!r} is out of range: {allowed}")
+
     def choice(name: str, allowed: tuple[str, ...]) -> None:
         value = getattr(cfg, name)
         if value not in allowed:
@@ -197,20 +212,30 @@ def _check_values(cfg: Config) -> None:
         if value is None or value <= 0:
             raise ConfigError(f"Config key {name.upper()} must be positive, got {value!r}")
 
+    for f in dataclasses.fields(cfg):  # NaN and infinity pass every comparison below: refuse them first
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f.name, "it must be a finite number (not NaN or infinity)")
     choice("data_source", DATA_SOURCES)
     choice("optimizer", OPTIMIZERS)
     choice("eval_split", EVAL_SPLITS)
     choice("image_backbone", BACKBONES)
     choice("lr_schedule", LR_SCHEDULES)
-    from .variants import parse_variant
+    from .variants import canonical
 
-    for variant in [cfg.variant, *cfg.variants]:
-        try:
-            parse_variant(variant)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+    try:
+        cfg.variant = canonical(cfg.variant)  # one spelling everywhere: run names, stored arch, resume
+        cfg.variants = [canonical(v) for v in cfg.variants]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not cfg.seeds:
         raise ConfigError("Config key SEEDS must hold at least one seed, e.g. [0]")
+    if len(set(cfg.seeds)) < len(cfg.seeds):
+        fail("seeds", "each seed at most once, e.g. [0, 1, 2]")
+    if not cfg.queries:
+        fail("queries", "at least one text query, e.g. ['a dog playing', 'sport']")
+    if len(cfg.classes) < 2:
+        fail("classes", "at least two class prompts to choose between, e.g. ['a person', 'an animal', 'a landscape']")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"Config key WARMUP_STEPS must be >= 0, got {cfg.warmup_steps}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:
@@ -219,18 +244,18 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"Config key NUM_WORKERS must be >= 0 or None, got {cfg.num_workers}")
     for name in ("train_images", "val_images", "test_images", "max_steps_per_epoch"):
         positive(name, allow_none=True)
-    for name in (
-        "image_size",
-        "shard_size",
-        "text_batch_size",
-        "caption_part_size",
-        "hidden_dim",
-        "epochs",
-        "batch_size",
-        "lr",
-        "temperature",
-    ):
+    for name in ("image_size", "shard_size", "text_batch_size", "caption_part_size", "hidden_dim", "epochs", "batch_size"):
         positive(name)
+    if cfg.batch_size < MIN_BATCH_SIZE:
+        fail("batch_size", f"the contrastive loss needs >= {MIN_BATCH_SIZE} pairs per batch (the lab uses 64)")
+    if not 0 < cfg.lr < 1:
+        fail("lr", "0 < LR < 1 (the lab uses 1e-4)")
+    if not MIN_TEMPERATURE < cfg.temperature <= MAX_TEMPERATURE:
+        fail(
+            "temperature",
+            f"{MIN_TEMPERATURE} < TEMPERATURE <= {MAX_TEMPERATURE} (CLIP starts at 0.07; below {MIN_TEMPERATURE} CLIP's clamp "
+            f"would change it silently, above {MAX_TEMPERATURE} the softmax is too flat to train)",
+        )
     if cfg.weight_decay < 0:
         raise ConfigError(f"Config key WEIGHT_DECAY must be >= 0, got {cfg.weight_decay}")
     if not 1 <= cfg.cache_quality <= 100:

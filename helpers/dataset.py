@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .artifacts import load_torch
 from .env import default_num_workers
 from .image_cache import ImageCache
-from .storage import torch_load
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -39,10 +39,7 @@ class TextCacheMismatch(RuntimeError):
 
 def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:
     """Load a ``*_text_embeds.pt`` (weights_only) and check it came from ``expected_model``."""
-    data = torch_load(path)
-    missing = [k for k in TEXT_CACHE_KEYS if k not in data] if isinstance(data, dict) else list(TEXT_CACHE_KEYS)
-    if missing:
-        raise TextCacheMismatch(f"{path} is not a caption-embedding cache (missing {missing}): delete it and re-run 01_dataset_prep.ipynb")
+    data = load_torch(path, "text_embeds")  # damaged or foreign files: ArtifactError naming the fix
     if expected_model is not None and data["model"] != expected_model:
         raise TextCacheMismatch(
             f"{path} was encoded with TEXT_MODEL={data['model']!r}, but this run uses {expected_model!r}. "

@@ -19,16 +19,17 @@ from typing import Any
 
 import torch
 
+from .artifacts import load_json
 from .config import Config
 from .dataset import CocoCacheDataset, load_text_embeds
 from .embed import encode_images
 from .env import Paths
 from .image_cache import ImageCache, restore_cache
-from .metrics import fold_metrics, retrieval_metrics
+from .metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
 from .model import ClipImageModel
 from .prepare import load_splits
 from .splits import Splits
-from .storage import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from .storage import atomic_write_bytes, atomic_write_json, sha256_file
 from .train import load_trained, run_name_for
 
 # Published 5k-test figures (%), I->T R@1/5/10 | T->I R@1/5/10. Quoted, not re-measured here.
@@ -40,7 +41,6 @@ REFERENCES: dict[str, dict[str, float]] = {
     "VSE++ ResNet-152, trained on COCO (Faghri et al. 2018)": dict(zip(
         ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"), (41.3, 71.1, 81.2, 30.3, 59.4, 72.4))),
 }  # fmt: skip
-RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
 
 def find_run(cfg: Config, paths: Paths) -> Path:
@@ -147,7 +147,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         "zero_shot_model": cfg.text_model if zero_shot else None,
         "seconds": time.perf_counter() - t0,
         "config": cfg.to_dict(),
-        "train_config": read_json(data.run_dir / "config.json") if (data.run_dir / "config.json").exists() else None,
+        "train_config": load_json(data.run_dir / "config.json", "config") if (data.run_dir / "config.json").exists() else None,
     }
     atomic_write_json(data.run_dir / f"eval_{data.split}.json", record)
     atomic_write_bytes(data.run_dir / f"eval_{data.split}.csv", results_csv(record).encode())

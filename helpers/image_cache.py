@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .artifacts import load_json
 from .faults import kill_point
 from .storage import atomic_copy, atomic_write_bytes, atomic_write_json, ensure_free_space, read_json, sha256_file
 
@@ -242,7 +243,7 @@ def restore_cache(publish_dir: str | os.PathLike, cache_dir: str | os.PathLike, 
     src_manifest_path = publish / MANIFEST
     if not src_manifest_path.exists():
         raise FileNotFoundError(f"No image cache in {publish}: run 01_dataset_prep.ipynb first")
-    manifest = read_json(src_manifest_path)
+    manifest = load_json(src_manifest_path, "manifest")
     shards = [s for part in manifest["parts"].values() for s in part["shards"].values()]
     need = sum(s["bytes"] + s["index_bytes"] for s in shards if not _shard_ok(local, s))
     if need:
@@ -271,7 +272,7 @@ class ImageCache:
         path = self.cache_dir / MANIFEST
         if not path.exists():
             raise FileNotFoundError(f"No image cache manifest at {path}: run 01_dataset_prep.ipynb (cache images) first")
-        self.manifest = read_json(path)
+        self.manifest = load_json(path, "manifest")
         self.image_size: int = self.manifest["image_size"]
         self.shard_files: list[str] = []
         locs: dict[int, tuple[int, int, int]] = {}

@@ -21,6 +21,7 @@ import math
 
 import torch
 
+RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")  # the keys every results file holds
 BYTES_PER_SCORE = 14  # float32 scores + a masked copy + three boolean masks, per element of a chunk
 
 

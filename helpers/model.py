@@ -26,7 +26,7 @@ from torch import nn
 from .config import Config
 from .loss import MAX_LOGIT_SCALE
 from .text_tower import encode_text  # noqa: F401  (re-exported: live queries use the caption-cache encoder)
-from .variants import apply_pooling, build_head, parse_variant
+from .variants import apply_pooling, build_head, canonical, parse_variant
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
 
@@ -48,8 +48,19 @@ def model_config(cfg: Config, embed_dim: int) -> dict[str, Any]:
     }
 
 
+def _comparable(arch: dict[str, Any]) -> dict[str, Any]:
+    """The architecture keys, with the variant in its canonical spelling ("head_ln+augment" == "augment+head_ln")."""
+    out = {k: arch.get(k) for k in ARCH_KEYS}
+    try:
+        out["variant"] = canonical(out["variant"])
+    except (ValueError, TypeError, AttributeError):
+        pass  # an unknown stored variant differs from any requested one: reported below
+    return out
+
+
 def check_same_architecture(stored: dict[str, Any], requested: dict[str, Any], where: str) -> None:
-    diffs = {k: (stored.get(k), requested.get(k)) for k in ARCH_KEYS if stored.get(k) != requested.get(k)}
+    stored, requested = _comparable(stored), _comparable(requested)
+    diffs = {k: (stored[k], requested[k]) for k in ARCH_KEYS if stored[k] != requested[k]}
     if diffs:
         detail = ", ".join(f"{k.upper()}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diffs.items())
         raise CheckpointMismatch(

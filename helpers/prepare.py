@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .artifacts import load_json
 from .coco import CaptionTable, check_layout, load_captions
 from .config import Config
 from .dataset import load_text_embeds
@@ -62,9 +63,7 @@ def build_splits(cfg: Config, paths: Paths, data: CocoData) -> Splits:
 
 
 def load_splits(paths: Paths) -> Splits:
-    if not paths.splits_path.exists():
-        raise FileNotFoundError(f"No {paths.splits_path}: run 01_dataset_prep.ipynb first (same ARTIFACTS_DIR)")
-    return Splits.from_dict(read_json(paths.splits_path))
+    return Splits.from_dict(load_json(paths.splits_path, "splits"))
 
 
 def cache_parts(cfg: Config, data: CocoData, splits: Splits) -> list[CachePart]:
@@ -119,8 +118,11 @@ def _encode_in_parts(
 
     key = {"model": cfg.text_model, "caption_ids_digest": digest, "part_size": cfg.caption_part_size}
     manifest_path = parts_dir / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.exists() else {}
-    if {k: manifest.get(k) for k in key} != key:
+    try:
+        manifest = read_json(manifest_path) if manifest_path.exists() else {}
+    except ValueError:  # a damaged parts manifest: its parts cannot be trusted, encode them again
+        manifest = {}
+    if not isinstance(manifest, dict) or {k: manifest.get(k) for k in key} != key:
         shutil.rmtree(parts_dir, ignore_errors=True)
         manifest = {**key, "parts": {}}
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,7 @@ def _encode_in_parts(
     for k, start in enumerate(range(0, len(texts), cfg.caption_part_size)):
         name = f"part-{k:05d}.pt"
         done = manifest["parts"].get(name)
-        if done and (parts_dir / name).exists() and (parts_dir / name).stat().st_size == done["bytes"]:
+        if done and (parts_dir / name).exists() and sha256_file(parts_dir / name) == done["sha256"]:  # size alone misses bit flips
             chunks.append(torch_load(parts_dir / name)["embeddings"].float())
             stats.extra["parts_reused"] = stats.extra.get("parts_reused", 0) + 1
             stats.captions += done["count"]

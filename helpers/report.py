@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .artifacts import ArtifactError, ArtifactMissing, load_history, try_load_json
 from .evaluate import results_markdown
-from .storage import atomic_write_text, read_json
+from .storage import atomic_write_text
 
 HYPERPARAMETERS = (
     "variant", "image_backbone", "image_weights", "hidden_dim", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
@@ -77,10 +78,24 @@ class _Builder:
         self.add(f"![{caption}](figures/{name})", f"*{caption}*", "")
 
 
-def _load(path: Path) -> Any | None:
+DAMAGED: list[str] = []  # problems found while reading artifacts for the current report
+
+
+def _load(path: Path, kind: str) -> Any | None:
+    """The artifact, or None when absent or damaged (a damaged one is listed at the top of the report, with its fix)."""
+    data, problem = try_load_json(path, kind)
+    if problem:
+        DAMAGED.append(problem)
+    return data
+
+
+def _history(run: Path) -> Any | None:
     try:
-        return read_json(path) if path.exists() else None
-    except ValueError:
+        return load_history(run)  # rewritten from checkpoint.pt when history.json is damaged
+    except ArtifactMissing:
+        return None
+    except ArtifactError as exc:
+        DAMAGED.append(str(exc))
         return None
 
 
@@ -90,10 +105,10 @@ def _runs(artifacts: Path) -> dict[str, dict[str, Any]]:
         if run.is_dir():
             runs[run.name] = {
                 "dir": run,
-                "config": _load(run / "config.json"),
-                "metrics": _load(run / "metrics.json"),
-                "history": _load(run / "history.json"),
-                "eval": _load(run / "eval_test.json"),
+                "config": _load(run / "config.json", "config"),
+                "metrics": _load(run / "metrics.json", "metrics"),
+                "history": _history(run),
+                "eval": _load(run / "eval_test.json", "eval"),
             }
     return runs
 
@@ -141,13 +156,17 @@ def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Repo
     if (out / "figures").exists():
         shutil.rmtree(out / "figures")  # no stale figures from an earlier report
     b = _Builder(artifacts, out)
+    DAMAGED.clear()
     runs = _runs(artifacts)
     main = _main_run(runs, run_name)
-    splits, prep = _load(artifacts / "splits.json"), _load(artifacts / "config_01_dataset_prep.json")
-    manifest = _load(artifacts / "image_cache" / "manifest.json")
-    ablation = _load(artifacts / "ablation" / "ablation.json")
+    splits, prep = _load(artifacts / "splits.json", "splits"), _load(artifacts / "config_01_dataset_prep.json", "config")
+    manifest = _load(artifacts / "image_cache" / "manifest.json", "manifest")
+    ablation = _load(artifacts / "ablation" / "ablation.json", "ablation")
 
     b.add("# CLIP fine-tuning on MS COCO 2014: lab report", "")
+    for problem in DAMAGED:
+        b.missing.append(problem)
+        b.add(f"_Damaged artifact, left out of this report: {problem}_", "")
     b.add("## 1. Summary", "")
     if main and runs[main]["eval"]:
         ev = runs[main]["eval"]["metrics"]

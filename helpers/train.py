@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from . import env
+from .artifacts import load_history, load_json, load_torch
 from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
 from .distributed import backward_scale, fix_replicated_grads, global_clip_loss, init_distributed
@@ -41,8 +43,9 @@ from .image_cache import ImageCache, restore_cache
 from .loss import clip_loss, in_batch_hits
 from .metrics import retrieval_metrics
 from .model import ClipImageModel, build_model, check_same_architecture, model_config
+from .runlock import holding
 from .splits import Splits
-from .storage import atomic_copy, atomic_torch_save, atomic_write_json, read_json, torch_load
+from .storage import atomic_copy, atomic_torch_save, atomic_write_json
 from .variants import canonical, freeze_batchnorm_stats, lr_multiplier, parse_variant, train_transform, training_overrides, warmup_steps
 
 SELECTION_METRIC = "rsum"  # on the val split
@@ -58,10 +61,14 @@ class TrainingDiverged(RuntimeError):
 
 
 def run_name_for(cfg: Config) -> str:
-    """A readable run name from the variant and the settings that change results."""
+    """A readable run name from the variant and the settings that change results.
+
+    EPOCHS is left out on purpose: it is what a student raises to train longer, and the same
+    run folder then continues after its last epoch instead of starting again from epoch 1.
+    """
     if cfg.run_name:
         return cfg.run_name
-    parts = [canonical(cfg.variant), cfg.image_backbone, f"e{cfg.epochs}", f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
+    parts = [canonical(cfg.variant), cfg.image_backbone, f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
     if cfg.learnable_temperature:
         parts.append("learnT")
     elif cfg.temperature != 0.07:
@@ -295,21 +302,39 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def fit(self) -> TrainResult:
+        """Train, resume or skip, holding the run folder's lock (one writer per run folder: helpers/runlock.py)."""
+        with holding(self.run_dir, "training", enabled=self.dist.is_main, log=self.log):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         for stale in self.run_dir.glob(".*.tmp"):  # temporary files of a write that was killed
             stale.unlink(missing_ok=True)
         if cfg.force_retrain:
             for name in ("checkpoint.pt", "best.pt", "history.json", "metrics.json"):
                 (self.run_dir / name).unlink(missing_ok=True)
+            for stale in [*self.run_dir.glob("eval_*.json"), *self.run_dir.glob("eval_*.csv")]:
+                stale.unlink()  # results of the model being replaced must never reach a report
+            for folder in self.run_dir.glob("figures_*"):
+                shutil.rmtree(folder, ignore_errors=True)
         start_epoch = 0
         if self.checkpoint_path.exists():
-            state = torch_load(self.checkpoint_path)
+            state = load_torch(self.checkpoint_path, "checkpoint")
             self._restore(state)
             start_epoch = state["epoch"]
             if start_epoch >= cfg.epochs and (self.run_dir / "metrics.json").exists():
                 self.log(f"Run {self.run_name} already finished ({start_epoch} epochs): nothing to train. FORCE_RETRAIN=True retrains.")
-                return TrainResult(self.run_dir, self.history, read_json(self.run_dir / "metrics.json"), start_epoch, True, self.events)
+                metrics = load_json(self.run_dir / "metrics.json", "metrics")
+                if self.dist.is_main:
+                    load_history(self.run_dir)  # a damaged history.json is rewritten from the checkpoint
+                return TrainResult(self.run_dir, self.history, metrics, start_epoch, True, self.events)
             self.log(f"Resuming {self.run_name} after epoch {start_epoch} of {cfg.epochs}")
+            trained_for = state["config"].get("epochs")
+            if trained_for != cfg.epochs:
+                self._event(
+                    f"EPOCHS changed from {trained_for} to {cfg.epochs}: continuing after epoch {start_epoch}"
+                    + (" (the cosine schedule is stretched to the new length)" if cfg.lr_schedule == "cosine" else "")
+                )
             if self.dist.is_main and self.history:
                 self._write_history()  # a kill between checkpoint and history may have left them out of step
         else:
@@ -361,7 +386,7 @@ class Trainer:
         lr, batch, rollbacks, events = self.lr * lr_scale, new_batch or self.batch_size, self.rollbacks, list(self.events)
         from_checkpoint = epoch > 0 and self.checkpoint_path.exists()
         if from_checkpoint:
-            self._restore(torch_load(self.checkpoint_path))
+            self._restore(load_torch(self.checkpoint_path, "checkpoint"))
         else:
             self.history, self.step_log, self.global_step = [], [], 0
         self.lr, self.batch_size, self.rollbacks, self.events = lr, batch, rollbacks, events
@@ -635,7 +660,7 @@ def summary_markdown(result: TrainResult) -> str:
 
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ClipImageModel, dict[str, Any]]:
     """Rebuild the architecture stored in ``best.pt``/``checkpoint.pt`` and load its weights (weights_only)."""
-    state = torch_load(path)
+    state = load_torch(path, "best" if Path(path).name == "best.pt" else "checkpoint")
     model = build_model(state["arch"], pretrained=False)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

@@ -47,6 +47,9 @@ def parse_variant(variant: str) -> frozenset[str]:
         both = [f for f in group if f in flags]
         if len(both) > 1:
             raise ValueError(f"VARIANT={variant!r}: {' and '.join(both)} are alternatives; pick one")
+    repeated = sorted({f for f in flags if flags.count(f) > 1})
+    if repeated:
+        raise ValueError(f"VARIANT={variant!r}: flag(s) {', '.join(repeated)} given twice; name each flag once")
     return frozenset(flags)
 
 

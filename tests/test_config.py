@@ -39,8 +39,8 @@ def test_wrong_types_and_values_name_the_key(key, value, fragment):
 
 
 def test_int_is_accepted_for_float_and_stored_as_float():
-    cfg = config.from_params(LR=1)
-    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    cfg = config.from_params(GRAD_CLIP=1)
+    assert cfg.grad_clip == 1.0 and isinstance(cfg.grad_clip, float)
 
 
 def test_keys_are_case_insensitive_but_not_duplicated():

@@ -65,6 +65,18 @@ def test_finished_run_is_not_retrained_unless_forced(workspace):
     assert longer.resumed_from_epoch == 1 and len(longer.history) == 2
 
 
+def test_more_epochs_with_the_default_run_name_continue_the_same_run(workspace):
+    cfg, paths = workspace
+    cfg = cfg.replace(epochs=1, run_name=None, seed=11, max_steps_per_epoch=3)
+    first = quiet(cfg, paths)
+    more = quiet(cfg.replace(epochs=2), paths)
+    assert more.run_dir == first.run_dir and more.resumed_from_epoch == 1 and not more.skipped
+    assert more.history[0] == first.history[0]  # epoch 1 was not recomputed (its timings are identical)
+    assert [r["epoch"] for r in more.history] == [1, 2]
+    assert any("EPOCHS changed from 1 to 2" in e for e in more.events)
+    assert sorted(p.name for p in paths.runs_dir.iterdir() if p.name.endswith("-s11")) == [first.run_dir.name]
+
+
 def _weights(path):
     return torch_load(path)["model"]
 
@@ -161,7 +173,8 @@ def test_lr_schedule():
 
 def test_run_names_derive_from_settings():
     a = train.run_name_for(config.from_params({}))
-    assert a == "baseline-resnet50-e10-b64-lr0.0001-adamw-s0"
+    assert a == "baseline-resnet50-b64-lr0.0001-adamw-s0"
+    assert train.run_name_for(config.from_params(EPOCHS=3)) == a  # EPOCHS may grow: the same run continues
     assert train.run_name_for(config.from_params(LEARNABLE_TEMPERATURE=True, SEED=3)).endswith("learnT-s3")
     assert train.run_name_for(config.from_params(RUN_NAME="mine")) == "mine"
 

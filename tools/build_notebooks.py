@@ -179,7 +179,7 @@ def notebook_02() -> nbformat.NotebookNode:
             'TEMPERATURE = 0.07  #@param {type:"number"}\n'
             'LEARNABLE_TEMPERATURE = False  #@param {type:"boolean"}\n'
             'RUN_NAME = None  #@param {type:"raw"}\n'
-            "# ^ None: derived from the variant and settings, e.g. baseline-resnet50-e10-b64-lr0.0001-adamw-s0\n"
+            "# ^ None: derived from the variant and settings, e.g. baseline-resnet50-b64-lr0.0001-adamw-s0\n"
             'SEED = 0  #@param {type:"integer"}\n'
             'IMAGE_SIZE = 224  #@param {type:"integer"}\n'
             "# ^ must match the image cache built by notebook 01\n"
