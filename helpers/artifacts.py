@@ -11,6 +11,7 @@ notebook rebuilds it. A missing file raises :class:`ArtifactMissing` (also a
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any
 
 from .metrics import RECALL_KEYS
 from .storage import read_json, torch_load
+
+_IO_ERRNOS = {errno.EIO, errno.EBUSY, errno.ETIMEDOUT, errno.EAGAIN, errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC}
 
 
 class ArtifactError(RuntimeError):
@@ -103,6 +106,11 @@ KINDS: dict[str, Kind] = {
 }  # fmt: skip
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, shortened (library messages can run to pages)."""
+    return (str(exc).splitlines() or [""])[0][:limit]
+
+
 def _fail(path: Path, kind: Kind, problem: str) -> ArtifactError:
     return ArtifactError(f"{path} ({kind.what}) is damaged: {problem}. To fix: {kind.rebuild}.")
 
@@ -145,10 +153,12 @@ def load_torch(path: str | os.PathLike, kind: str, map_location: Any = "cpu") ->
         raise _missing(path, kind)
     try:
         data = torch_load(path, map_location=map_location)
-    except OSError:
-        raise
+    except OSError as exc:
+        if exc.errno in _IO_ERRNOS:  # the disk or Drive failed, not the file
+            raise
+        raise _fail(path, KINDS[kind], f"unreadable ({exc.__class__.__name__}: {first_line(exc)})") from None
     except Exception as exc:  # zip/pickle/EOF errors of a truncated or foreign file
-        raise _fail(path, KINDS[kind], f"unreadable ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise _fail(path, KINDS[kind], f"unreadable ({exc.__class__.__name__}: {first_line(exc)})") from None
     return _validate(path, kind, data)
 
 
@@ -187,3 +197,11 @@ def load_history(run_dir: str | os.PathLike) -> dict[str, Any]:
     atomic_write_json(path, record)
     warnings.warn(f"{path} was {problem}: rewritten from {checkpoint.name} ({len(record['epochs'])} epochs)", stacklevel=2)
     return record
+
+
+def load_weights(model: Any, state: dict[str, Any], path: str | os.PathLike, kind: str) -> None:
+    """``model.load_state_dict(state["model"])``; tensors of the wrong shape or names become an :class:`ArtifactError`."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise _fail(Path(path), KINDS[kind], f"its weights do not fit the stored architecture ({first_line(exc)})") from None

@@ -54,42 +54,90 @@ def load_captions(data_dir: str | Path, folder: str) -> CaptionTable:
             f"No {path.name} under {Path(data_dir) / 'annotations'}: set DATA_DIR to a folder in COCO 2014 layout "
             f"(train2014/, val2014/, annotations/captions_*2014.json) or let DATA_SOURCE='coco' download it."
         )
-    try:
-        from pycocotools.coco import COCO
-
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing chatter
-            coco = COCO(str(path))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(
-            f"{path} is not a valid COCO captions file ({exc.__class__.__name__}: {exc}). "
-            "It may be truncated: delete it and re-run the data-acquisition step to fetch it again."
-        ) from exc
-    if "images" not in coco.dataset or "annotations" not in coco.dataset:
-        raise DataError(f"{path} lacks 'images' or 'annotations': it is not a COCO captions file. Delete it and re-download.")
-
+    coco = _read_coco(path)
     table = CaptionTable(
         folder=folder,
         image_files={int(i): img["file_name"] for i, img in coco.imgs.items()},
         coco_urls={int(i): img.get("coco_url", "") for i, img in coco.imgs.items()},
     )
-    empty = unknown = 0
-    for ann in sorted(coco.dataset["annotations"], key=lambda a: a["id"]):
-        image_id = int(ann["image_id"])
-        text = " ".join(str(ann.get("caption", "")).split())
-        if image_id not in table.image_files:
-            unknown += 1
+    dropped: dict[str, list[int]] = {"empty_caption": [], "unknown_image": [], "non_text_caption": []}
+    for ann in sorted(coco.dataset["annotations"], key=lambda a: a.get("id", 0)):
+        image_id, caption = ann.get("image_id"), ann.get("caption")
+        if not isinstance(caption, str):  # None, a number or a list would be encoded as the text "None", "12345" ...
+            dropped["non_text_caption"].append(ann.get("id"))
+            continue
+        text = " ".join(caption.split())
+        if not isinstance(image_id, int) or image_id not in table.image_files:
+            dropped["unknown_image"].append(ann.get("id"))
             continue
         if not text:
-            empty += 1
+            dropped["empty_caption"].append(ann.get("id"))
             continue
         table.caption_ids.append(int(ann["id"]))
         table.caption_image_ids.append(image_id)
         table.captions.append(text)
-    table.dropped = {"empty_caption": empty, "unknown_image": unknown}
-    for reason, count in table.dropped.items():
-        if count:
-            warnings.warn(f"{path.name}: dropped {count} caption(s): {reason.replace('_', ' ')}", stacklevel=2)
+    table.dropped = {reason: len(ids) for reason, ids in dropped.items()}
+    for reason, ids in dropped.items():
+        if ids:
+            warnings.warn(
+                f"{path.name}: dropped {len(ids)} caption(s): {reason.replace('_', ' ')} (annotation ids {_some(ids)})", stacklevel=2
+            )
     return table
+
+
+def _some(ids: list, n: int = 5) -> str:
+    return ", ".join(map(str, ids[:n])) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def _read_coco(path: Path):  # -> pycocotools.coco.COCO
+    """Parse and shape-check the JSON first, then index it with pycocotools (which asserts on anything odd)."""
+    from pycocotools.coco import COCO
+
+    fix = "It may be truncated or not a COCO file: delete it and re-run the data-acquisition step to fetch it again."
+    try:
+        with open(path, "rb") as fh:
+            raw = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not a valid COCO captions file ({exc.__class__.__name__}: {exc}). {fix}") from None
+    expected = "a JSON object with 'images' and 'annotations' lists"
+    if not isinstance(raw, dict):
+        raise DataError(f"{path} is not a COCO captions file: expected {expected}, found a JSON {type(raw).__name__}. {fix}")
+    if not isinstance(raw.get("images"), list) or not isinstance(raw.get("annotations"), list):
+        raise DataError(f"{path} lacks 'images' or 'annotations': it is not a COCO captions file (expected {expected}). {fix}")
+    bad = [img for img in raw["images"] if not isinstance(img, dict) or not isinstance(img.get("id"), int) or "file_name" not in img]
+    if bad:
+        raise DataError(f"{path}: {len(bad)} image record(s) lack an integer 'id' or a 'file_name', e.g. {str(bad[0])[:120]}. {fix}")
+    if any(not isinstance(a, dict) for a in raw["annotations"]):
+        raise DataError(f"{path}: 'annotations' must be a list of objects. {fix}")
+    raw["images"] = _unique_images(path, raw["images"])
+    coco = COCO()
+    coco.dataset = raw
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing chatter
+        coco.createIndex()
+    return coco
+
+
+def _unique_images(path: Path, images: list[dict]) -> list[dict]:
+    """Duplicate image ids: identical records are merged (counted); conflicting ones are refused.
+
+    pycocotools would keep the last record silently, so an id could be cached with another
+    image's pixels under its own captions.
+    """
+    first: dict[int, dict] = {}
+    repeated: list[int] = []
+    conflicting: list[int] = []
+    for img in images:
+        seen = first.setdefault(img["id"], img)
+        if seen is not img:
+            (repeated if seen.get("file_name") == img.get("file_name") else conflicting).append(img["id"])
+    if conflicting:
+        raise DataError(
+            f"{path}: image id(s) {_some(sorted(set(conflicting)))} appear more than once with different file names, so their "
+            "captions cannot be matched to pixels. Fix or re-download the annotation file."
+        )
+    if repeated:
+        warnings.warn(f"{path.name}: {len(repeated)} duplicate image record(s) merged (ids {_some(sorted(set(repeated)))})", stacklevel=3)
+    return list(first.values())
 
 
 def check_layout(data_dir: str | Path) -> None:

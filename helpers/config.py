@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 import types
@@ -134,6 +135,23 @@ def from_notebook(namespace: dict[str, Any]) -> Config:
     return from_params(params)
 
 
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``["EPOCHS=3", 'VARIANTS=["head_ln"]', "DATA_SOURCE=coco"]`` -> parameters (values as JSON, else strings).
+
+    JSON's ``NaN`` and ``Infinity`` parse as floats and are refused by the range checks, like any other value.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (values as JSON, e.g. EPOCHS=3), got {item!r}")
+        try:
+            out[key.upper()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.upper()] = value  # a bare string
+    return out
+
+
 def load(path: str | os.PathLike, **overrides: Any) -> Config:
     """Load a JSON config file (as written by :meth:`Config.save`), then apply overrides."""
     path = Path(path)
@@ -212,10 +230,16 @@ def _check_values(cfg: Config) -> None:
         if value is None or value <= 0:
             raise ConfigError(f"Config key {name.upper()} must be positive, got {value!r}")
 
+    lr_range = "0 < LR < 1 (the lab uses 1e-4)"
+    temperature_range = (
+        f"{MIN_TEMPERATURE} < TEMPERATURE <= {MAX_TEMPERATURE} (CLIP starts at 0.07; below {MIN_TEMPERATURE} CLIP's clamp "
+        f"would change it silently, above {MAX_TEMPERATURE} the softmax is too flat to train)"
+    )
+    ranges = {"lr": lr_range, "temperature": temperature_range, "weight_decay": "WEIGHT_DECAY >= 0", "grad_clip": "GRAD_CLIP > 0 or None"}
     for f in dataclasses.fields(cfg):  # NaN and infinity pass every comparison below: refuse them first
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            fail(f.name, "it must be a finite number (not NaN or infinity)")
+            fail(f.name, f"{ranges.get(f.name, 'a number')}, and finite (not NaN or infinity)")
     choice("data_source", DATA_SOURCES)
     choice("optimizer", OPTIMIZERS)
     choice("eval_split", EVAL_SPLITS)
@@ -249,13 +273,9 @@ def _check_values(cfg: Config) -> None:
     if cfg.batch_size < MIN_BATCH_SIZE:
         fail("batch_size", f"the contrastive loss needs >= {MIN_BATCH_SIZE} pairs per batch (the lab uses 64)")
     if not 0 < cfg.lr < 1:
-        fail("lr", "0 < LR < 1 (the lab uses 1e-4)")
+        fail("lr", lr_range)
     if not MIN_TEMPERATURE < cfg.temperature <= MAX_TEMPERATURE:
-        fail(
-            "temperature",
-            f"{MIN_TEMPERATURE} < TEMPERATURE <= {MAX_TEMPERATURE} (CLIP starts at 0.07; below {MIN_TEMPERATURE} CLIP's clamp "
-            f"would change it silently, above {MAX_TEMPERATURE} the softmax is too flat to train)",
-        )
+        fail("temperature", temperature_range)
     if cfg.weight_decay < 0:
         raise ConfigError(f"Config key WEIGHT_DECAY must be >= 0, got {cfg.weight_decay}")
     if not 1 <= cfg.cache_quality <= 100:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .artifacts import load_json
+from .artifacts import ArtifactError, first_line, load_json
 from .faults import kill_point
 from .storage import atomic_copy, atomic_write_bytes, atomic_write_json, ensure_free_space, read_json, sha256_file
 
@@ -60,7 +60,7 @@ def prepare_image(path: str | os.PathLike, size: int, quality: int) -> bytes:
         if im.format == "JPEG":
             # libjpeg DCT scaling: decode straight to >= the target size, 2-8x less work.
             im.draft("RGB", (max(size, int(w * scale + 1)), max(size, int(h * scale + 1))))
-        im = im.convert("RGB")
+        im = to_rgb(im)
         w, h = im.size
         scale = size / min(w, h)
         new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -70,6 +70,40 @@ def prepare_image(path: str | os.PathLike, size: int, quality: int) -> bytes:
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=quality, optimize=False)
         return buf.getvalue()
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any pixel mode a COCO-like folder can hold, with the right brightness.
+
+    ``Image.convert("RGB")`` alone clips 16-bit and 32-bit integer images (a mid-grey 16-bit
+    PNG became pure white), and drops alpha onto whatever colour hides under transparent
+    pixels. Here 16-bit values are scaled to 8 bits, transparency is composited onto white,
+    and modes with no sensible mapping (floating point) are refused with the reason, so the
+    image is counted as unreadable instead of cached wrong.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(im, dtype=np.float64)
+        if mode in SIXTEEN_BIT_MODES or values.max(initial=0) > 255:  # a 16-bit range
+            values = values / 257.0
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if mode == "F":
+        raise ValueError("floating-point pixels (mode F) have no standard 8-bit mapping; convert the file to 8-bit RGB")
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    except ValueError as exc:
+        raise ValueError(f"pixel mode {mode} cannot be converted to RGB ({exc})") from None
 
 
 def _prepare_job(job: tuple[int, str, int, int]) -> tuple[int, bytes | None, str | None]:
@@ -108,12 +142,24 @@ def _load_manifest(cache_dir: Path, size: int, quality: int) -> dict[str, Any]:
     return {"format": CACHE_FORMAT, "image_size": size, "quality": quality, "parts": {}}
 
 
-def _shard_ok(cache_dir: Path, shard: dict[str, Any]) -> bool:
+def _shard_ok(cache_dir: Path, shard: dict[str, Any], verify: bool = False) -> bool:
+    """Both files present with the manifest's sizes; ``verify``: the data file's sha256 matches too
+    (a bit flip keeps the size; streaming the hash costs seconds, a rebuild minutes)."""
     for key in ("file", "index_file"):
         p = cache_dir / shard[key]
         if not p.exists() or p.stat().st_size != shard[key.replace("file", "bytes")]:
             return False
-    return True
+    return not verify or sha256_file(cache_dir / shard["file"]) == shard.get("sha256")
+
+
+def _layout_shard_size(entry: dict[str, Any], requested: int) -> int:
+    """The shard size a part was built with: the manifest is the truth, whatever SHARD_SIZE says now."""
+    if entry.get("shard_size"):
+        return int(entry["shard_size"])
+    shards = [entry["shards"][name] for name in sorted(entry["shards"])]
+    if len(shards) >= 2:  # manifests of older versions: the first full shard's size
+        return shards[0]["count"] + len(shards[0]["failed"])
+    return max(requested, int(entry.get("num_images", 0))) if shards else requested
 
 
 def build_image_cache(
@@ -148,16 +194,21 @@ def build_image_cache(
     for part in parts:
         entry = manifest["parts"].get(part.name)
         if entry is None or entry.get("ids_digest") != part.ids_digest():
-            entry = {"ids_digest": part.ids_digest(), "num_images": len(part.files), "shards": {}}
+            entry = {"ids_digest": part.ids_digest(), "num_images": len(part.files), "shard_size": shard_size, "shards": {}}
             manifest["parts"][part.name] = entry
+        layout = entry["shard_size"] = _layout_shard_size(entry, shard_size)
+        if layout != shard_size and len(part.files) > min(layout, shard_size):
+            print(f"{part.name}: the cache was built with SHARD_SIZE={layout}; keeping that layout (delete {publish} to rebuild)")
         ids = sorted(part.files)
-        for k in range(0, max(1, len(ids)), shard_size):
-            shard_ids = ids[k : k + shard_size]
-            name = f"{part.name}-{k // shard_size:05d}"
+        for k in range(0, max(1, len(ids)), layout):
+            shard_ids = ids[k : k + layout]
+            name = f"{part.name}-{k // layout:05d}"
             done = entry["shards"].get(name)
-            if done is not None and _shard_ok(publish, done):
+            if done is not None and _shard_ok(publish, done, verify=True):
                 continue
-            todo.append((part, k // shard_size, shard_ids))
+            if done is not None:
+                print(f"{name}: missing, incomplete or damaged (checksum): rebuilding it")
+            todo.append((part, k // layout, shard_ids))
     if not todo:
         return manifest
 
@@ -230,10 +281,11 @@ def failures(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for part in manifest["parts"].values() for s in part["shards"].values() for f in s["failed"]]
 
 
-def restore_cache(publish_dir: str | os.PathLike, cache_dir: str | os.PathLike, progress: bool = True) -> Path:
+def restore_cache(publish_dir: str | os.PathLike, cache_dir: str | os.PathLike, progress: bool = True, verify: bool = False) -> Path:
     """Copy the persistent cache (Drive) to fast local disk, skipping shards already there.
 
-    The local manifest is written last, so an interrupted restore is simply redone.
+    The local manifest is written last, so an interrupted restore is simply redone. ``verify``
+    (notebook 01) also checks each local shard's sha256, so a damaged local copy is replaced.
     """
     from tqdm.auto import tqdm
 
@@ -245,12 +297,11 @@ def restore_cache(publish_dir: str | os.PathLike, cache_dir: str | os.PathLike, 
         raise FileNotFoundError(f"No image cache in {publish}: run 01_dataset_prep.ipynb first")
     manifest = load_json(src_manifest_path, "manifest")
     shards = [s for part in manifest["parts"].values() for s in part["shards"].values()]
-    need = sum(s["bytes"] + s["index_bytes"] for s in shards if not _shard_ok(local, s))
+    stale = [s for s in shards if not _shard_ok(local, s, verify)]
+    need = sum(s["bytes"] + s["index_bytes"] for s in stale)
     if need:
         ensure_free_space(local, need, "the local copy of the image cache")
-    for shard in tqdm(shards, desc="Restoring image cache", unit="shard", disable=not progress or not need):
-        if _shard_ok(local, shard):
-            continue
+    for shard in tqdm(stale, desc="Restoring image cache", unit="shard", disable=not progress or not need):
         for key in ("file", "index_file"):
             atomic_copy(publish / shard[key], local / shard[key])
         if sha256_file(local / shard["file"]) != shard["sha256"]:
@@ -318,9 +369,16 @@ class ImageCache:
         """Decode one cached image to a uint8 CHW tensor (libjpeg-turbo via torchvision)."""
         import torch
 
-        if _decode_jpeg is None:
-            return torch.from_numpy(np.asarray(self.load_pil(image_id)).copy()).permute(2, 0, 1).contiguous()
-        return _decode_jpeg(torch.from_numpy(np.array(self.jpeg_bytes(image_id))))
+        try:
+            if _decode_jpeg is None:
+                return torch.from_numpy(np.asarray(self.load_pil(image_id)).copy()).permute(2, 0, 1).contiguous()
+            return _decode_jpeg(torch.from_numpy(np.array(self.jpeg_bytes(image_id))))
+        except (RuntimeError, OSError, ValueError) as exc:
+            shard = self.cache_dir / self.shard_files[self._locs[image_id][0]]
+            raise ArtifactError(
+                f"Image {image_id} in the image-cache shard {shard} cannot be decoded ({first_line(exc)}): the shard "
+                "is damaged. Re-run 01_dataset_prep.ipynb: it verifies every shard's checksum and rebuilds or re-copies damaged ones."
+            ) from None
 
     def load_pil(self, image_id: int) -> Image.Image:
         return Image.open(io.BytesIO(self.jpeg_bytes(image_id).tobytes())).convert("RGB")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .artifacts import load_json
-from .coco import CaptionTable, check_layout, load_captions
+from .coco import CaptionTable, DataError, check_layout, load_captions
 from .config import Config
 from .dataset import load_text_embeds
 from .env import Paths
@@ -89,7 +89,16 @@ def cache_images(
         publish_dir=paths.image_cache_dir,
         progress=progress,
     )
-    restore_cache(paths.image_cache_dir, paths.cache_dir, progress=progress)
+    restore_cache(paths.image_cache_dir, paths.cache_dir, progress=progress, verify=True)
+    for part in cache_parts(cfg, data, splits):
+        cached = sum(s["count"] for s in manifest["parts"][part.name]["shards"].values())
+        if part.files and not cached:
+            example = failures({"parts": {part.name: manifest["parts"][part.name]}})[:1]
+            raise DataError(
+                f"None of the {len(part.files):,} {part.name} images under {part.folder} could be decoded"
+                + (f" (e.g. {example[0]['file']}: {example[0]['error']})" if example else "")
+                + ". The image files are unreadable: check DATA_DIR and re-download them; re-running 01 alone will not help."
+            )
     n = sum(s["count"] for p in manifest["parts"].values() for s in p["shards"].values())
     size = sum(s["bytes"] for p in manifest["parts"].values() for s in p["shards"].values())
     print(f"Image cache: {n:,} images, {size / 1e9:.2f} GB, {len(failures(manifest))} skipped ({time.perf_counter() - t0:.1f}s)")
@@ -214,6 +223,9 @@ def cache_captions(
         if stats.truncated:
             warnings.warn(f"{split}: {stats.truncated} caption(s) longer than 77 tokens were truncated", stacklevel=2)
         summary[split] = info
+        parts_root = paths.artifacts_dir / "text_embeds_parts"
+        if parts_root.is_dir() and not any(parts_root.iterdir()):
+            parts_root.rmdir()  # nothing left to resume: no empty folder stays behind
         print(
             f"{path.name}: {len(texts):,} captions, {stats.tokens:,} tokens ({stats.token_reduction:.1f}x fewer than "
             f"padding to 77), {seconds:.1f}s"

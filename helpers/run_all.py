@@ -10,7 +10,6 @@ notebook. A failure stops the run and names the notebook and the cell that faile
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -90,19 +89,6 @@ def run_notebooks(
     return out_dir
 
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.upper()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.upper()] = value  # a bare string
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", action="store_true", help="offline demo on synthetic data with a tiny text tower (CPU, minutes)")
@@ -111,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, metavar="NN", help="run only these notebooks, e.g. --only 01 02")
     args = parser.parse_args(argv)
 
-    from .config import from_params
+    from .config import from_params, parse_sets
 
     artifacts = Path(args.artifacts or ("artifacts/demo" if args.demo else "artifacts")).absolute()
-    overrides = _parse_sets(args.set)
+    overrides = parse_sets(args.set)
     from_params(overrides)  # a misspelt or mistyped key fails here, before anything runs
     params: dict[str, Any] = {"LIVE_PLOT": False, "INTERACTIVE": False}  # headless: no live panel, no widgets
     if args.demo:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import env
-from .artifacts import load_history, load_json, load_torch
+from .artifacts import load_history, load_json, load_torch, load_weights
 from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
 from .distributed import backward_scale, fix_replicated_grads, global_clip_loss, init_distributed
@@ -292,7 +292,7 @@ class Trainer:
         check_same_architecture(state["arch"], self.arch, str(self.checkpoint_path))
         self.batch_size, self.lr, self.rollbacks = state["batch_size"], state["lr"], state["rollbacks"]
         self._build(pretrained=False)
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state, self.checkpoint_path, "checkpoint")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -660,9 +660,10 @@ def summary_markdown(result: TrainResult) -> str:
 
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ClipImageModel, dict[str, Any]]:
     """Rebuild the architecture stored in ``best.pt``/``checkpoint.pt`` and load its weights (weights_only)."""
-    state = load_torch(path, "best" if Path(path).name == "best.pt" else "checkpoint")
+    kind = "best" if Path(path).name == "best.pt" else "checkpoint"
+    state = load_torch(path, kind)
     model = build_model(state["arch"], pretrained=False)
-    model.load_state_dict(state["model"])
+    load_weights(model, state, path, kind)
     return model.to(device).eval(), state
 
 
@@ -678,13 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, values as JSON")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = config_mod.parse_sets(args.set)
     cfg = config_mod.load(args.config, **overrides)
     paths = env.resolve_paths(cfg)
     result = train(cfg, paths, progress=not args.no_progress)

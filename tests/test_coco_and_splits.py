@@ -11,7 +11,7 @@ def test_load_captions(synthetic_coco):
     table = coco.load_captions(synthetic_coco, "train2014")
     assert len(table.image_files) == 120 and len(table.captions) == 600
     assert all(len(rows) == 5 for rows in table.captions_by_image().values())
-    assert table.dropped == {"empty_caption": 0, "unknown_image": 0}
+    assert table.dropped == {"empty_caption": 0, "unknown_image": 0, "non_text_caption": 0}
 
 
 def test_bad_captions_are_dropped_and_counted(coco_copy):
@@ -27,7 +27,7 @@ def test_bad_captions_are_dropped_and_counted(coco_copy):
     path.write_text(json.dumps(doc))
     with pytest.warns(UserWarning, match="dropped 1 caption"):
         table = coco.load_captions(coco_copy, "val2014")
-    assert table.dropped == {"empty_caption": 1, "unknown_image": 1}
+    assert table.dropped == {"empty_caption": 1, "unknown_image": 1, "non_text_caption": 0}
     assert "un café à côté d'un vélo rouge ☕" in table.captions  # whitespace collapsed, unicode kept
     assert any(len(c.split()) == 300 for c in table.captions)  # kept; truncated later by the tokenizer
 

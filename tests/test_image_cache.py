@@ -24,6 +24,44 @@ def test_prepare_image_any_mode(tmp_path, mode):
     assert out.format == "JPEG" and out.mode == "RGB" and out.size == (224, 224)
 
 
+def _gray16(value):
+    return Image.fromarray(np.full((48, 64), value, dtype=np.uint16))  # mode I;16, as a 16-bit PNG opens
+
+
+def _transparent(mode):
+    rgba = Image.new("RGBA", (64, 48), (0, 0, 0, 0))  # fully transparent black: must come out white
+    return rgba.convert(mode) if mode != "RGBA" else rgba
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "fmt", "expected_rgb"),
+    [
+        ("RGB", lambda: Image.new("RGB", (64, 48), (200, 30, 30)), "PNG", (200, 30, 30)),
+        ("L", lambda: Image.new("L", (64, 48), 90), "PNG", (90, 90, 90)),
+        ("1", lambda: Image.new("1", (64, 48), 1), "PNG", (255, 255, 255)),
+        ("P", lambda: Image.new("RGB", (64, 48), (30, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG", (30, 200, 30)),
+        ("CMYK JPEG", lambda: Image.new("CMYK", (64, 48), (0, 255, 255, 0)), "JPEG", (255, 0, 0)),
+        ("16-bit grey PNG", lambda: _gray16(40000), "PNG", (156, 156, 156)),  # 40000 / 257; was clipped to 255
+        ("16-bit dark PNG", lambda: _gray16(2570), "PNG", (10, 10, 10)),
+        ("32-bit integer TIFF", lambda: Image.fromarray(np.full((48, 64), 51400, dtype=np.int32)), "TIFF", (200, 200, 200)),
+        ("RGBA, transparent", lambda: _transparent("RGBA"), "PNG", (255, 255, 255)),
+        ("LA, transparent", lambda: _transparent("LA"), "PNG", (255, 255, 255)),
+    ],
+)
+def test_every_pixel_mode_is_decoded_with_the_right_brightness(tmp_path, name, make, fmt, expected_rgb):
+    path = tmp_path / "x.jpg"  # whatever the content, COCO names it .jpg
+    make().save(path, format=fmt)
+    out = np.asarray(Image.open(io.BytesIO(ic.prepare_image(path, 32, 95))), dtype=np.float64)
+    assert np.abs(out.reshape(-1, 3).mean(0) - np.array(expected_rgb)).max() < 6, name
+
+
+def test_floating_point_images_are_counted_unreadable_with_the_reason(tmp_path):
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.full((48, 64), 0.5, dtype=np.float32)).save(path)
+    image_id, data, error = ic._prepare_job((7, str(path), 32, 90))
+    assert (image_id, data) == (7, None) and "mode F" in error
+
+
 def test_resize_policy_is_shorter_side_then_centre_crop(tmp_path):
     im = Image.new("RGB", (400, 200), (0, 0, 255))
     im.paste((255, 0, 0), (0, 0, 50, 200))  # red strip on the far left: cropped away

@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import run_all
+from helpers import config, run_all
 from helpers.config import ConfigError
 
 
@@ -18,15 +18,33 @@ def test_failure_names_the_notebook_and_the_cell(tmp_path):
 def test_bad_parameters_fail_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="EPOCS"):
         run_all.main(["--artifacts", str(tmp_path / "a"), "--set", "EPOCS=1"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         run_all.main(["--set", "EPOCHS"])
     assert not (tmp_path / "a").exists()
 
 
 def test_set_values_are_json_or_strings():
-    assert run_all._parse_sets(["epochs=3", 'VARIANTS=["head_ln"]', "DATA_SOURCE=coco", "IMAGE_WEIGHTS=null"]) == {
+    assert config.parse_sets(["epochs=3", 'VARIANTS=["head_ln"]', "DATA_SOURCE=coco", "IMAGE_WEIGHTS=null"]) == {
         "EPOCHS": 3,
         "VARIANTS": ["head_ln"],
         "DATA_SOURCE": "coco",
         "IMAGE_WEIGHTS": None,
     }
+
+
+def test_each_notebook_prints_the_two_progress_lines_the_readme_shows(tmp_path):
+    import re
+
+    from conftest import ROOT
+
+    lines = []
+    run_all.run_notebooks({"LIVE_PLOT": False}, tmp_path / "art", ("05_report.ipynb",), log=lines.append)
+    assert len(lines) == 2
+    assert lines[0] == "[1/1] 05_report.ipynb ..."
+    assert re.fullmatch(r"\[1/1\] 05_report.ipynb done in \d+s -> .*executed/05_report.ipynb", lines[1])
+    readme = (ROOT / "README.md").read_text()
+    assert "prints two\nprogress lines, `[2/5] 02_train_clip.ipynb ...`" in readme and "done in 95s -> <executed copy>" in readme
+
+
+def test_caption_caching_leaves_no_parts_folder_behind(prepared):
+    assert not (prepared["paths"].artifacts_dir / "text_embeds_parts").exists()  # README: "the folder is removed at the end"

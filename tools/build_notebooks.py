@@ -59,7 +59,7 @@ def notebook_01() -> nbformat.NotebookNode:
             "**once** into a compact cache, and encodes every caption **once** with the frozen CLIP text tower. "
             "Notebooks 02–05 read only these artifacts from `ARTIFACTS_DIR`, so a new Colab session never has to "
             "download or decode COCO again. Re-running skips finished work.\n\n"
-            "Typical times on a free Colab T4: download 10–20 min (`coco`), image cache ~8 min, caption cache ~2 min."
+            "Typical times on a free Colab T4: download 10–20 min (`coco`), image cache ~4–6 min (2 vCPUs), caption cache ~2 min."
         ),
         code(BOOTSTRAP),
         md("## Parameters\n`None` means *default / full*. In Colab this cell is a form."),
