@@ -68,6 +68,7 @@ class Config:
     warmup_steps: int = 0  # linear warmup from 0 to LR over this many steps
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
     temperature: float = 0.07
+    bank_size: int = 32_768  # ``bank`` variant: cached captions drawn per step as extra negatives; 0: all of them
     learnable_temperature: bool = False
     seed: int = 0
     run_name: str | None = None  # None: derived from the variant and key settings
@@ -260,6 +261,8 @@ def _check_values(cfg: Config) -> None:
         fail("queries", "at least one text query, e.g. ['a dog playing', 'sport']")
     if len(cfg.classes) < 2:
         fail("classes", "at least two class prompts to choose between, e.g. ['a person', 'an animal', 'a landscape']")
+    if cfg.bank_size < 0:
+        fail("bank_size", "BANK_SIZE >= 0 (0: the whole training caption cache; default 32768)")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"Config key WARMUP_STEPS must be >= 0, got {cfg.warmup_steps}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:

@@ -49,3 +49,60 @@ def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor)
     """Top-1 retrieval accuracy inside the batch: (image->text, text->image)."""
     i2t, t2i = (in_batch_hits(image_features, text_features).float() / image_features.shape[0]).tolist()
     return i2t, t2i
+
+
+def clip_loss_with_bank(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    bank: torch.Tensor,
+    bank_is_own_caption: torch.Tensor,
+) -> torch.Tensor:
+    """Symmetric InfoNCE whose image->text term also scores a bank of cached captions (``bank`` variant).
+
+    Each image picks its caption among the B batch captions *and* the K bank captions: K more
+    negatives per anchor, for the price of one [B, K] matrix product. ``bank_is_own_caption``
+    ([B, K] bool) marks bank captions of the anchor's own image (COCO has ~5 per image): they
+    are removed from the softmax (logit -inf), so an image is never pushed away from a caption
+    that describes it. The text->image term stays in-batch: the bank holds no images.
+    """
+    img, txt = image_features.float(), text_features.float()
+    logits = clip_logits(img, txt, logit_scale)  # [B, B]
+    mm_dtype = bank.dtype if bank.is_cuda else torch.float32  # fp16 matmul on the GPU; CPUs are faster in fp32
+    bank_logits = logit_scale * (img.to(mm_dtype) @ bank.to(mm_dtype).t()).float()  # [B, K]
+    bank_logits = bank_logits.masked_fill(bank_is_own_caption, float("-inf"))
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    image_to_text = F.cross_entropy(torch.cat([logits, bank_logits], dim=1), labels)
+    return 0.5 * (image_to_text + F.cross_entropy(logits.t(), labels))
+
+
+VSE_MARGIN = 0.2  # VSE++'s margin (Faghri et al. 2018) on cosine similarities
+
+
+def max_hinge_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    margin: float = VSE_MARGIN,
+    bank: torch.Tensor | None = None,
+    bank_is_own_caption: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """VSE++'s max-of-hinges loss (``hardneg`` variant): only the *hardest* negative of each anchor counts.
+
+    For image i with caption i: ``[margin - s(i,i) + max_j s(i,j)]_+`` over the other captions j, plus
+    the same from the caption's side over the other images. No temperature: the margin sets the
+    scale. Averaged over the batch (VSE++ sums; the mean keeps the learning rate independent of
+    the batch size). With a caption bank, its captions are candidate hardest negatives too.
+    """
+    img, txt = image_features.float(), text_features.float()
+    sims = img @ txt.t()
+    positive = sims.diag()
+    is_pair = torch.eye(sims.shape[0], dtype=torch.bool, device=sims.device)
+    image_to_text = (margin + sims - positive[:, None]).clamp(min=0).masked_fill(is_pair, 0).max(dim=1).values
+    text_to_image = (margin + sims - positive[None, :]).clamp(min=0).masked_fill(is_pair, 0).max(dim=0).values
+    if bank is not None:
+        bank_sims = img @ bank.float().t()
+        bank_cost = (margin + bank_sims - positive[:, None]).clamp(min=0)
+        if bank_is_own_caption is not None:
+            bank_cost = bank_cost.masked_fill(bank_is_own_caption, 0)
+        image_to_text = torch.maximum(image_to_text, bank_cost.max(dim=1).values)
+    return (image_to_text + text_to_image).mean()

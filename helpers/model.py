@@ -116,8 +116,15 @@ class ClipImageModel(nn.Module):
         return self.encode_image(images)
 
     def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)``, clamped at 100 (tau >= 0.01) as in CLIP."""
-        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        """``exp(logit_scale)``. The trainer clamps the parameter to [0, ln 100] after every optimizer
+        step (:meth:`clamp_logit_scale`), as open_clip does: clamping here instead would zero its
+        gradient above the cap, and a scale stuck above it could never come back down."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep 1 <= scale <= 100 (0.01 <= tau <= 1), CLIP's range."""
+        self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
 
 
 def build_model(arch: dict[str, Any], pretrained: bool = True) -> ClipImageModel:

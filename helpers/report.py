@@ -19,7 +19,8 @@ from .storage import atomic_write_text
 
 HYPERPARAMETERS = (
     "variant", "image_backbone", "image_weights", "hidden_dim", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
-    "lr_schedule", "warmup_steps", "grad_clip", "temperature", "learnable_temperature", "image_size", "amp", "seed", "train_images",
+    "lr_schedule", "warmup_steps", "grad_clip", "temperature", "learnable_temperature", "bank_size", "image_size", "amp", "seed",
+    "train_images",
 )  # fmt: skip
 
 LOSS_INTUITION = """\

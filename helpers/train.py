@@ -35,12 +35,12 @@ from . import env
 from .artifacts import load_history, load_json, load_torch, load_weights
 from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
-from .distributed import backward_scale, fix_replicated_grads, global_clip_loss, init_distributed
+from .distributed import backward_scale, fix_replicated_grads, gather_with_local_grad, global_clip_loss, init_distributed
 from .embed import amp_dtype, encode_images
 from .env import Paths
 from .faults import kill_point
 from .image_cache import ImageCache, restore_cache
-from .loss import clip_loss, in_batch_hits
+from .loss import clip_loss, clip_loss_with_bank, in_batch_hits, max_hinge_loss
 from .metrics import retrieval_metrics
 from .model import ClipImageModel, build_model, check_same_architecture, model_config
 from .runlock import holding
@@ -116,6 +116,38 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CaptionBank:
+    """The ``bank`` variant's extra negatives: cached training-caption embeddings, drawn afresh each step.
+
+    The whole training caption cache is moved to the device once, in fp16 (~424 MB for COCO's
+    414k captions); each step draws ``size`` rows from it (with replacement: cheap, and
+    repeats are harmless), from a generator seeded by (seed, step, rank), so a resumed run
+    draws the same banks. ``size=0`` uses every caption every step.
+    """
+
+    def __init__(self, train_set: CocoCacheDataset, size: int, seed: int, rank: int = 0):
+        rows = torch.tensor(train_set.caption_rows)
+        self.embeddings = train_set.embeddings[rows].half()
+        self.image_ids = torch.tensor(train_set.image_ids)[train_set.caption_image_index]
+        self.size, self.seed, self.rank = size, seed, rank
+        self.device: torch.device | None = None
+
+    def to(self, device: torch.device) -> CaptionBank:
+        self.embeddings, self.image_ids, self.device = self.embeddings.to(device), self.image_ids.to(device), device
+        return self
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def draw(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [K, D] fp16, their image ids [K]) for this step."""
+        if self.size == 0 or self.size >= len(self):
+            return self.embeddings, self.image_ids
+        generator = torch.Generator(device=self.embeddings.device).manual_seed(self.seed * 1_000_003 + step * 7919 + self.rank)
+        rows = torch.randint(len(self), (self.size,), generator=generator, device=self.embeddings.device)
+        return self.embeddings[rows], self.image_ids[rows]
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -141,7 +173,7 @@ class Trainer:
     ):
         self.run_name = run_name_for(cfg)  # from the settings as given, before variant overrides
         self.flags = parse_variant(cfg.variant)
-        cfg = cfg.replace(**training_overrides(self.flags))
+        cfg = cfg.replace(**training_overrides(self.flags, cfg.batch_size, cfg.lr))
         self.dist = init_distributed()
         if not self.dist.is_main:  # rank 0 alone logs, plots and writes
             progress, on_epoch, on_step, log = False, None, None, lambda message: None
@@ -183,6 +215,7 @@ class Trainer:
         )
         self.val_set = CocoCacheDataset(self.cache, self.val_text, self.splits.val, "eval", self.cfg.seed, normalize=False)
         self.embed_dim = int(self.train_text["embeddings"].shape[1])
+        self.caption_bank = CaptionBank(self.train_set, self.cfg.bank_size, self.cfg.seed) if "bank" in self.flags else None
         self.arch = model_config(self.cfg, self.embed_dim)
 
     def _with_restval(self) -> tuple[list[int], dict[str, Any]]:
@@ -203,6 +236,9 @@ class Trainer:
     def _build(self, pretrained: bool) -> None:
         seed_everything(self.cfg.seed)
         self.model: ClipImageModel = build_model(self.arch, pretrained=pretrained).to(self.device)
+        if self.caption_bank is not None:
+            self.caption_bank.rank = self.dist.rank  # each process draws its own bank
+            self.caption_bank.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_model: torch.nn.Module = self.model
@@ -402,13 +438,24 @@ class Trainer:
             group["initial_lr"] = lr * group["lr_mult"]
             group["lr"] = group["initial_lr"] * factor
 
-    def _forward_loss(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_loss(self, images: torch.Tensor, text: torch.Tensor, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (global-batch) loss and the local image features; forward through DDP when distributed."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             features = self.train_model(images)
-        if self.dist.enabled:
-            return global_clip_loss(features, text, self.model.scale(), self.dist), features
-        return clip_loss(features, text, self.model.scale()), features
+        if not self.flags & {"bank", "hardneg"}:  # the lab's loss
+            if self.dist.enabled:
+                return global_clip_loss(features, text, self.model.scale(), self.dist), features
+            return clip_loss(features, text, self.model.scale()), features
+        all_features = gather_with_local_grad(features, self.dist)
+        all_text = gather_with_local_grad(text, self.dist)
+        all_ids = gather_with_local_grad(image_ids, self.dist)
+        bank = own = None
+        if "bank" in self.flags:
+            bank, bank_ids = self.caption_bank.draw(self.global_step)
+            own = all_ids[:, None] == bank_ids[None, :]  # the anchor's own captions: never negatives
+        if "hardneg" in self.flags:
+            return max_hinge_loss(all_features, all_text, bank=bank, bank_is_own_caption=own), features
+        return clip_loss_with_bank(all_features, all_text, self.model.scale(), bank, own), features
 
     def _train_epoch(self, epoch: int) -> dict[str, Any] | None:
         from tqdm.auto import tqdm
@@ -441,13 +488,13 @@ class Trainer:
         skipped = 0
         t0 = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not self.progress, leave=False)
-        for step, (images, text, _, _) in enumerate(loader):
+        for step, (images, text, image_ids, _) in enumerate(loader):
             if step >= steps:
                 break
             images = normalize_images(images, self.device, self.channels_last)
             text = text.to(self.device, non_blocking=True)
             kill_point("train_step")
-            loss, features = self._forward_loss(images, text)
+            loss, features = self._forward_loss(images, text, image_ids.to(self.device, non_blocking=True))
             value = loss.item()
             spike = len(recent) >= 10 and value > SPIKE_FACTOR * statistics.median(recent)
             if not math.isfinite(value) or spike:
@@ -465,6 +512,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.model.clamp_logit_scale()  # after the step, never inside the forward pass (model.py)
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.global_step += 1

@@ -17,6 +17,37 @@ same evaluation. The flags:
 - ``freeze_bn`` frozen BatchNorm statistics in the trunk (ImageNet running means/vars kept).
 - ``restval``   more data: train2014 plus the ~30k "restval" val2014 images that are in neither
                 Karpathy split (cache them with INCLUDE_RESTVAL=True in notebook 01).
+- ``temp``      a temperature that can actually learn: ``logit_scale`` gets its own parameter
+                group at 100x the base LR (AdamW moves a parameter by about its LR per step, so at
+                LR 1e-4 the scale could rise from 14 to at most ~52 in a 10-epoch run), no weight
+                decay, and is clamped to [0, ln 100] *after* each step, as open_clip does (a clamp
+                inside the forward pass zeroes its gradient, so it could never come back down).
+- ``bank``      caption-bank negatives: the image->text term scores each image against its batch's
+                captions plus BANK_SIZE cached caption embeddings drawn afresh each step (default
+                32,768; 0: all ~414k). Possible only because the text tower is frozen: the cached
+                embeddings are exactly what the tower would output now, so the bank is never stale.
+                Bank captions of the anchor's own image are masked, never pushed away. Cost per
+                step: one [B, K] x 512 matrix product (docs/PERFORMANCE.md). Caveat: near-identical
+                captions of *other* images ("a man riding a wave on a surfboard") stay negatives
+                (false negatives); with 32k of 414k captions drawn, few collide. Under DDP each
+                process draws its own bank, used by the image->text term of its own images.
+- ``bigbatch``  batch 256 (4x more in-batch negatives) with the LR scaled by the square-root rule
+                (x sqrt(256 / BATCH_SIZE) = x2 from the lab's 64), the usual rule for Adam-type
+                optimizers. ResNet50 at 224 px with AMP fits batch 256 in 16 GB (NVIDIA's own
+                ResNet50 AMP recipe trains 256 per 16 GB V100); if it does not, the OOM fallback
+                halves the batch and logs it.
+- ``hardneg``   VSE++'s max-of-hinges loss (margin 0.2): only the hardest negative per anchor
+                counts. The published comparison point (VSE++ 41.3 / 30.3 R@1); combines with
+                ``bank`` (bank captions become candidate hardest negatives).
+
+Preset ``best`` = ``augment+optim+disc_lr+temp+bank``: the kit's recommendation, each part for a
+reason. ``temp`` and ``bank`` attack the two weaknesses of the baseline's loss (a softmax that
+cannot sharpen, 63 negatives); ``optim`` (warmup, cosine decay, clipping) keeps the larger
+effective step of a learnable temperature stable; ``disc_lr`` protects the pretrained trunk from
+the new head's early gradients; ``augment`` delays the overfitting peers saw after ~3 epochs.
+``restval`` is left out only because it needs a larger cache (INCLUDE_RESTVAL=True in 01):
+``best+restval`` adds 30k images when you have it. ``hardneg`` is left out: VSE++ needed a
+long warm start without it, and InfoNCE with a bank already weights hard negatives.
 """
 
 from __future__ import annotations
@@ -27,8 +58,11 @@ from typing import Any
 import torch
 from torch import nn
 
-FLAGS = ("head_ln", "head_bn", "attn_pool", "augment", "optim", "disc_lr", "freeze_bn", "restval")
+FLAGS = ("head_ln", "head_bn", "attn_pool", "augment", "optim", "disc_lr", "freeze_bn", "restval", "temp", "bank", "bigbatch", "hardneg")
+PRESETS = {"best": ("augment", "optim", "disc_lr", "temp", "bank")}  # see the module docstring for the reasons
 EXCLUSIVE = (("head_ln", "head_bn"),)
+TEMP_LR_FACTOR = 100.0  # logit_scale's LR / base LR under ``temp``
+BIGBATCH_SIZE = 256
 BASELINE = "baseline"
 DISC_LR_TRUNK_FACTOR = 0.1
 OPTIM_WARMUP_FRACTION = 0.05
@@ -39,17 +73,21 @@ def parse_variant(variant: str) -> frozenset[str]:
     """``"baseline"`` -> {}; ``"head_ln+augment"`` -> {"head_ln", "augment"}; unknown flags are errors."""
     if variant == BASELINE:
         return frozenset()
-    flags = [f.strip() for f in variant.split("+") if f.strip()]
-    unknown = [f for f in flags if f not in FLAGS]
-    if unknown or not flags:
-        raise ValueError(f"VARIANT={variant!r}: unknown flag(s) {unknown}. Use 'baseline' or '+'-joined flags from {', '.join(FLAGS)}")
+    given = [f.strip() for f in variant.split("+") if f.strip()]
+    unknown = [f for f in given if f not in FLAGS and f not in PRESETS]
+    if unknown or not given:
+        raise ValueError(
+            f"VARIANT={variant!r}: unknown flag(s) {unknown}. Use 'baseline', a preset ({', '.join(PRESETS)}) or "
+            f"'+'-joined flags from {', '.join(FLAGS)}"
+        )
+    repeated = sorted({f for f in given if given.count(f) > 1})
+    if repeated:
+        raise ValueError(f"VARIANT={variant!r}: flag(s) {', '.join(repeated)} given twice; name each flag once")
+    flags = [f for token in given for f in PRESETS.get(token, (token,))]
     for group in EXCLUSIVE:
         both = [f for f in group if f in flags]
         if len(both) > 1:
             raise ValueError(f"VARIANT={variant!r}: {' and '.join(both)} are alternatives; pick one")
-    repeated = sorted({f for f in flags if flags.count(f) > 1})
-    if repeated:
-        raise ValueError(f"VARIANT={variant!r}: flag(s) {', '.join(repeated)} given twice; name each flag once")
     return frozenset(flags)
 
 
@@ -122,11 +160,16 @@ class _AttentionPoolFlatten(nn.Module):
 
 
 # ----------------------------------------------------------------------------- training
-def training_overrides(flags: frozenset[str]) -> dict[str, Any]:
-    """Config changes a variant implies (``optim``)."""
+def training_overrides(flags: frozenset[str], batch_size: int, lr: float) -> dict[str, Any]:
+    """Config changes a variant implies (``optim``, ``temp``, ``bigbatch``)."""
+    out: dict[str, Any] = {}
     if "optim" in flags:
-        return {"lr_schedule": "cosine", "grad_clip": OPTIM_GRAD_CLIP, "learnable_temperature": True}
-    return {}
+        out.update(lr_schedule="cosine", grad_clip=OPTIM_GRAD_CLIP, learnable_temperature=True)
+    if "temp" in flags:
+        out.update(learnable_temperature=True)
+    if "bigbatch" in flags and batch_size < BIGBATCH_SIZE:
+        out.update(batch_size=BIGBATCH_SIZE, lr=lr * math.sqrt(BIGBATCH_SIZE / batch_size))
+    return out
 
 
 def warmup_steps(flags: frozenset[str], configured: int, total_steps: int) -> int:
@@ -136,7 +179,9 @@ def warmup_steps(flags: frozenset[str], configured: int, total_steps: int) -> in
 
 
 def lr_multiplier(flags: frozenset[str], parameter_name: str) -> float:
-    """``disc_lr``: the pretrained trunk learns 10x slower than the new head."""
+    """``disc_lr``: the pretrained trunk learns 10x slower than the new head; ``temp``: the logit scale 100x faster."""
+    if "temp" in flags and parameter_name == "logit_scale":
+        return TEMP_LR_FACTOR
     return DISC_LR_TRUNK_FACTOR if "disc_lr" in flags and parameter_name.startswith("trunk.") else 1.0
 
 

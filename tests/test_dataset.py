@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from helpers import dataset as ds
+from helpers.artifacts import ArtifactError
 from helpers.image_cache import ImageCache
 from helpers.storage import atomic_torch_save
 
@@ -79,8 +80,8 @@ def test_text_cache_from_another_model_is_refused(prepared, tmp_path):
     with pytest.raises(ds.TextCacheMismatch, match="encoded with TEXT_MODEL=.*re-run 01_dataset_prep"):
         ds.load_text_embeds(path, expected_model="openai/clip-vit-large-patch14")
     atomic_torch_save({"embeddings": torch.zeros(1)}, tmp_path / "x.pt")
-    with pytest.raises(ds.TextCacheMismatch, match="not a caption-embedding cache"):
-        ds.load_text_embeds(tmp_path / "x.pt")
+    with pytest.raises(ArtifactError, match=r"x.pt \(the caption-embedding cache\) is damaged: missing caption_ids"):
+        ds.load_text_embeds(tmp_path / "x.pt")  # a foreign file: the one artifact error, naming the fix
 
 
 def test_images_missing_from_cache_are_counted(parts):

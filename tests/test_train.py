@@ -82,15 +82,20 @@ def _weights(path):
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(workspace, tmp_path):
+    _kill_then_resume_matches(workspace, tmp_path)
+
+
+def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3):
+    """SIGKILL a headless training after its first epoch, re-run it: it must end as an uninterrupted run."""
     cfg, paths = workspace
-    cfg = cfg.replace(epochs=3)
-    reference = quiet(cfg.replace(run_name="uninterrupted"), paths)
-    killed_cfg = cfg.replace(run_name="killed")
+    cfg = cfg.replace(epochs=epochs, variant=variant)
+    reference = quiet(cfg.replace(run_name=f"uninterrupted-{variant}"), paths)
+    killed_cfg = cfg.replace(run_name=f"killed-{variant}")
     cfg_file = killed_cfg.save(tmp_path / "cfg.json")
     cmd = [sys.executable, "-m", "helpers.train", "--config", str(cfg_file), "--no-progress"]
     environ = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    history = paths.runs_dir / "killed" / "history.json"
+    history = paths.runs_dir / killed_cfg.run_name / "history.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if history.exists() and len(read_json(history)["epochs"]) >= 1:
@@ -99,17 +104,17 @@ def test_resume_after_sigkill_matches_uninterrupted_run(workspace, tmp_path):
     assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert torch_load(paths.runs_dir / "killed" / "checkpoint.pt")["epoch"] < 3
-    assert not (paths.runs_dir / "killed" / "metrics.json").exists()
+    assert torch_load(paths.runs_dir / killed_cfg.run_name / "checkpoint.pt")["epoch"] < epochs
+    assert not (paths.runs_dir / killed_cfg.run_name / "metrics.json").exists()
     out = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["skipped"] is False
-    resumed = read_json(paths.runs_dir / "killed" / "history.json")["epochs"]
-    assert len(resumed) == 3
+    resumed = read_json(paths.runs_dir / killed_cfg.run_name / "history.json")["epochs"]
+    assert len(resumed) == epochs
     for a, b in zip(reference.history, resumed):
         for key in ("train_loss", "val_loss", "val_rsum", "lr"):
             assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-6), (key, a[key], b[key])
-    ref_w, res_w = _weights(reference.run_dir / "checkpoint.pt"), _weights(paths.runs_dir / "killed" / "checkpoint.pt")
+    ref_w, res_w = _weights(reference.run_dir / "checkpoint.pt"), _weights(paths.runs_dir / killed_cfg.run_name / "checkpoint.pt")
     assert max((ref_w[k].float() - res_w[k].float()).abs().max().item() for k in ref_w) < 1e-4
 
 

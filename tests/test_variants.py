@@ -13,7 +13,9 @@ def quiet(cfg, paths):
 
 
 @pytest.mark.parametrize(
-    "variant", ["head_ln", "head_bn", "attn_pool", "augment", "optim", "disc_lr", "freeze_bn", "head_ln+optim+augment"]
+    "variant",
+    ["head_ln", "head_bn", "attn_pool", "augment", "optim", "disc_lr", "freeze_bn", "head_ln+optim+augment"]
+    + ["temp", "bank", "bigbatch", "hardneg", "best"],
 )
 def test_every_variant_trains(workspace, variant):
     cfg, paths = workspace

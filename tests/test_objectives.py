@@ -1,0 +1,117 @@
+"""The loss-side variants: ``temp`` (a temperature that learns), ``bank`` (caption-bank negatives),
+``hardneg`` (VSE++'s max of hinges), ``bigbatch`` and the ``best`` preset."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import loss, train, variants
+from helpers.loss import MAX_LOGIT_SCALE
+
+
+def _unit(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def _reference_bank_loss(img, txt, scale, bank, own):
+    """Written out term by term: softmax over the batch captions plus the non-own bank captions."""
+    b = img.shape[0]
+    i2t = 0.0
+    for i in range(b):
+        candidates = [scale * img[i] @ txt[j] for j in range(b)]
+        candidates += [scale * img[i] @ bank[k] for k in range(bank.shape[0]) if not own[i, k]]
+        i2t += -(scale * img[i] @ txt[i]) + torch.logsumexp(torch.stack(candidates), 0)
+    t2i = 0.0
+    for j in range(b):
+        t2i += -(scale * img[j] @ txt[j]) + torch.logsumexp(torch.stack([scale * img[i] @ txt[j] for i in range(b)]), 0)
+    return 0.5 * (i2t / b + t2i / b)
+
+
+def test_bank_loss_equals_the_reference_and_skips_own_captions():
+    img, txt, bank = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(6, 8, seed=3)
+    own = torch.zeros(4, 6, dtype=torch.bool)
+    own[0, 2] = own[3, 5] = True  # bank captions 2 and 5 describe images 0 and 3
+    got = loss.clip_loss_with_bank(img, txt, 10.0, bank, own)
+    assert got.item() == pytest.approx(_reference_bank_loss(img, txt, 10.0, bank, own).item(), abs=1e-5)
+    # an own caption never acts as a negative: moving it right onto its anchor changes nothing for that anchor
+    anchor, caption, own0 = img[:1], txt[:1], own[:1]
+    before = loss.clip_loss_with_bank(anchor, caption, 10.0, bank, own0)
+    moved = bank.clone()
+    moved[2] = img[0]
+    assert loss.clip_loss_with_bank(anchor, caption, 10.0, moved, own0).item() == pytest.approx(before.item(), abs=1e-6)
+    # ...while the same move of an unmasked caption makes the anchor's task harder
+    assert loss.clip_loss_with_bank(anchor, caption, 10.0, moved, torch.zeros_like(own0)).item() > before.item() + 1e-3
+    # an empty bank is the lab's loss
+    none = loss.clip_loss_with_bank(img, txt, 10.0, bank[:0], own[:, :0])
+    assert none.item() == pytest.approx(loss.clip_loss(img, txt, 10.0).item(), abs=1e-6)
+
+
+def test_max_hinge_loss_takes_the_hardest_negative_only():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # s = [[1, .6], [0, .8]]
+    # image 0: 0.2 - 1 + 0.6 < 0 -> 0; image 1: 0.2 - 0.8 + 0 < 0 -> 0
+    # caption 0: 0.2 - 1 + 0 < 0 -> 0;  caption 1: 0.2 - 0.8 + 0.6 = 0.0 -> 0
+    assert loss.max_hinge_loss(img, txt).item() == pytest.approx(0.0, abs=1e-6)
+    txt_hard = torch.tensor([[1.0, 0.0], [0.8, 0.6]])  # s = [[1, .8], [0, .6]]
+    # image 0: 0.2 - 1 + 0.8 = 0.0; image 1: 0.2 - 0.6 + 0 -> 0; caption 1: 0.2 - 0.6 + 0.8 = 0.4
+    assert loss.max_hinge_loss(img, txt_hard).item() == pytest.approx(0.4 / 2, abs=1e-6)
+    bank = torch.tensor([[0.0, 1.0]])  # a bank caption equal to image 1's: harder than any batch caption
+    own = torch.tensor([[False], [True]])
+    with_bank = loss.max_hinge_loss(img, txt_hard, bank=bank, bank_is_own_caption=own)
+    assert with_bank.item() == pytest.approx(0.4 / 2, abs=1e-6)  # masked for image 1, harmless for image 0
+    assert loss.max_hinge_loss(img, txt_hard, bank=bank, bank_is_own_caption=~own).item() > with_bank.item()
+
+
+def test_variant_overrides_and_lr_groups():
+    flags = variants.parse_variant("temp+bigbatch")
+    over = variants.training_overrides(flags, 64, 1e-4)
+    assert over == {"learnable_temperature": True, "batch_size": 256, "lr": pytest.approx(2e-4)}  # sqrt(256/64) = 2
+    assert variants.lr_multiplier(flags, "logit_scale") == variants.TEMP_LR_FACTOR == 100.0
+    assert variants.lr_multiplier(frozenset(), "logit_scale") == 1.0
+    assert variants.parse_variant("best") == frozenset(variants.PRESETS["best"])
+    assert variants.canonical("best") == variants.canonical("bank+temp+disc_lr+optim+augment")
+    assert variants.canonical("best+restval") == "augment+optim+disc_lr+restval+temp+bank"
+
+
+def test_temp_lets_the_scale_rise_past_its_start_and_never_past_100(workspace, monkeypatch):
+    cfg, paths = workspace
+    monkeypatch.setattr(train, "STEP_LOG_EVERY", 1)
+    seen = []
+
+    def on_step(trainer):
+        seen.append(trainer.model.logit_scale.item())
+
+    start = math.log(1 / 0.5)  # tau 0.5: far too soft for aligned features
+    cfg = cfg.replace(variant="temp", temperature=0.5, epochs=3, run_name="temp-rises", max_steps_per_epoch=8, seed=3)
+    result = train.Trainer(cfg, paths, progress=False, log=lambda m: None, on_step=on_step).fit()
+    assert max(seen) > start + 0.5  # exp(0.5) = 1.65x the starting scale within 24 steps
+    assert 1 / result.history[-1]["temperature"] > 1.5 * math.exp(start)
+
+    # pushed hard upwards, the parameter stops at ln 100 after every step (and can come down again)
+    real = train.clip_loss
+    monkeypatch.setattr(train, "clip_loss", lambda f, t, s: real(f, t, s) - 50.0 * s)
+    seen.clear()
+    cfg = cfg.replace(temperature=0.0125, run_name="temp-capped", epochs=1)
+    train.Trainer(cfg, paths, progress=False, log=lambda m: None, on_step=on_step).fit()
+    assert max(seen) <= MAX_LOGIT_SCALE + 1e-6 and seen[-1] == pytest.approx(MAX_LOGIT_SCALE)
+
+
+def test_bank_draws_are_reproducible_and_size_zero_is_the_whole_cache(workspace):
+    cfg, paths = workspace
+    trainer = train.Trainer(cfg.replace(variant="bank", bank_size=0, run_name="bank-all"), paths, progress=False, log=lambda m: None)
+    embeddings, ids = trainer.caption_bank.draw(0)
+    assert embeddings.shape == (len(trainer.train_set.caption_rows), trainer.embed_dim) and embeddings.dtype == torch.float16
+    assert sorted(set(ids.tolist())) == sorted(trainer.train_set.image_ids)
+    small = train.CaptionBank(trainer.train_set, 50, seed=0)
+    again = train.CaptionBank(trainer.train_set, 50, seed=0)
+    assert torch.equal(small.draw(7)[0], again.draw(7)[0]) and not torch.equal(small.draw(7)[0], small.draw(8)[0])
+    assert small.draw(7)[0].shape == (50, trainer.embed_dim)
+
+
+@pytest.mark.parametrize("variant", ["temp+bank", "hardneg+bank"])
+def test_new_flags_resume_after_sigkill_to_the_same_state(workspace, tmp_path, variant):
+    from test_train import _kill_then_resume_matches
+
+    _kill_then_resume_matches(workspace, tmp_path, variant, epochs=2)
