@@ -84,7 +84,17 @@ def test_logit_scale_is_clamped_at_100(tiny_model):
     m, _ = tiny_model
     with torch.no_grad():
         m.logit_scale.fill_(10.0)
+    m.clamp_logit_scale()  # the trainer calls it after every optimizer step
     assert abs(m.scale().item() - 100.0) < 1e-3
+    with torch.no_grad():
+        m.logit_scale.fill_(-1.0)
+    m.clamp_logit_scale()
+    assert m.scale().item() == pytest.approx(1.0)  # tau never above 1
+    with torch.no_grad():
+        m.logit_scale.fill_(5.0)
+    m.scale().backward()  # no clamp in the forward pass: the gradient is alive above the cap, so it can come down
+    assert m.logit_scale.grad is not None and m.logit_scale.grad.item() > 0
+    m.logit_scale.grad = None
     with torch.no_grad():
         m.logit_scale.fill_(math.log(1 / 0.07))
 

@@ -157,10 +157,10 @@ def test_out_of_memory_halves_the_batch(workspace, monkeypatch):
     cfg, paths = workspace
     real = train.Trainer._forward_loss
 
-    def oom_at_32(self, images, text):
+    def oom_at_32(self, images, *rest):
         if images.shape[0] == 32:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, images, text)
+        return real(self, images, *rest)
 
     monkeypatch.setattr(train.Trainer, "_forward_loss", oom_at_32)
     result = quiet(cfg.replace(epochs=1, run_name="oom", max_steps_per_epoch=3), paths)
