@@ -86,9 +86,20 @@ def _all_train_images_unreadable(request: pytest.FixtureRequest, tmp: Path) -> A
         return prepare.cache_images(cfg, paths, data, prepare.build_splits(cfg, paths, data), workers=1, progress=False)
 
 
+def _copy_artifacts(paths: env.Paths, dest: Path) -> Path:
+    """The shared workspace's artifacts with only the run "shared" (other tests' runs would cost seconds to copy)."""
+    dest.mkdir(parents=True)
+    for item in paths.artifacts_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, dest / item.name)
+    shutil.copytree(paths.image_cache_dir, dest / "image_cache")
+    shutil.copytree(paths.runs_dir / "shared", dest / "runs" / "shared")
+    return dest
+
+
 def _copy_of_trained(request: pytest.FixtureRequest, tmp: Path) -> tuple[config.Config, env.Paths]:
     cfg, paths, _ = request.getfixturevalue("trained")
-    art = Path(shutil.copytree(paths.artifacts_dir, tmp / "art"))
+    art = _copy_artifacts(paths, tmp / "art")
     cfg = cfg.replace(artifacts_dir=str(art))
     return cfg, env.resolve_paths(cfg, environment="local")
 
@@ -259,7 +270,7 @@ def evaluated(trained):
 @pytest.mark.parametrize("kind", list(READERS))
 def test_every_damaged_artifact_names_the_file_and_the_notebook(evaluated, tmp_path, kind, damage):
     cfg, paths, _ = evaluated
-    art = Path(shutil.copytree(paths.artifacts_dir, tmp_path / "art"))
+    art = _copy_artifacts(paths, tmp_path / "art")
     copy = env.resolve_paths(cfg.replace(artifacts_dir=str(art)), environment="local")
     file, read = READERS[kind]
     read(copy, copy.runs_dir / "shared")  # intact: reads fine
@@ -283,7 +294,7 @@ def test_damaged_history_is_rewritten_from_the_checkpoint(evaluated, tmp_path, d
 
 def test_report_leaves_out_a_damaged_eval_file_and_says_why(evaluated, tmp_path):
     _, paths, _ = evaluated
-    art = Path(shutil.copytree(paths.artifacts_dir, tmp_path / "art"))
+    art = _copy_artifacts(paths, tmp_path / "art")
     _truncate(art / "runs" / "shared" / "eval_test.json")
     text = report.build_report(art, run_name="shared").path.read_text()
     assert "_Damaged artifact, left out of this report:" in text and "eval_test.json (the evaluation results) is damaged" in text
