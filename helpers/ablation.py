@@ -1,9 +1,12 @@
 """The ablation study: train and evaluate each variant (and the baseline) per seed, then compare.
 
-Runs go through the same resumable trainer and the same test-split evaluation, so a
-baseline trained earlier with the same settings is reused, not retrained, and a
-disconnect loses at most one epoch. With several SEEDS the table reports mean and
-standard deviation, and a change smaller than the seeds' spread is flagged as noise.
+Runs go through the same resumable trainer and the same evaluation, so a baseline trained
+earlier with the same settings is reused, not retrained, and a disconnect loses at most one
+epoch. Honest selection: variants are *compared* on the val split (rsum: the sum of
+Recall@1/5/10 in both directions, the same figure that picks each run's best epoch); the
+test split is *reported* for every variant but never used to choose one. With several SEEDS
+the table reports mean and standard deviation, and a change no larger than the seeds' spread
+is flagged as noise.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ class RunOutcome:
     variant: str
     seed: int
     run_name: str
-    metrics: dict[str, float]  # test-split Recall@K (fractions) and rsum
+    metrics: dict[str, float]  # test-split Recall@K (fractions) and rsum: reported
     train_minutes: float
     reused: bool
+    val_metrics: dict[str, float] | None = None  # val-split Recall@K and rsum: used to compare variants
 
 
 def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True) -> list[RunOutcome]:
@@ -40,23 +44,23 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
     outcomes = []
     for seed in seeds:
         for variant in dict.fromkeys(ordered):
-            run_cfg = cfg.replace(variant=variant, seed=seed, run_name=None, eval_split="test")
+            run_cfg = cfg.replace(variant=variant, seed=seed, run_name=None)
             name = run_name_for(run_cfg)
             print(f"── {variant} (seed {seed}): run {name}")
             result = train(run_cfg, paths, progress=progress, log=lambda m: print("   ", m))
-            evaluation = _cached_or_new_eval(run_cfg.replace(run_name=name), paths, progress)
-            outcomes.append(
-                RunOutcome(variant, seed, name, evaluation["metrics"], result.metrics["total_train_seconds"] / 60, result.skipped)
-            )
+            val = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="val"), paths, progress)
+            test = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="test"), paths, progress)
+            minutes = result.metrics["total_train_seconds"] / 60
+            outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"]))
     return outcomes
 
 
 def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, Any]:
-    """Reuse ``eval_test.json`` when it scored the current best checkpoint; else evaluate."""
+    """Reuse ``eval_<split>.json`` when it scored the current best checkpoint; else evaluate."""
     from .storage import sha256_file
 
     run = paths.runs_dir / cfg.run_name
-    existing = run / "eval_test.json"
+    existing = run / f"eval_{cfg.eval_split}.json"
     if existing.exists():
         record = load_json(existing, "eval")
         if record["checkpoint"]["sha256"] == sha256_file(run / "best.pt"):
@@ -77,21 +81,35 @@ def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:
             row[key] = statistics.fmean(values)
             row[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         row["train_minutes"] = statistics.fmean(r.train_minutes for r in runs)
+        if all(r.val_metrics for r in runs):
+            values = [100 * r.val_metrics["rsum"] for r in runs]
+            row["val_rsum"] = statistics.fmean(values)
+            row["val_rsum_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         table[variant] = row
     base = table.get(BASELINE)
     for row in table.values():
-        for key in METRIC_KEYS:
+        keys = METRIC_KEYS + (("val_rsum",) if "val_rsum" in row and base and "val_rsum" in base else ())
+        for key in keys:
             row[key + "_delta"] = row[key] - base[key] if base else None
             spread = max(row[key + "_std"], base[key + "_std"]) if base else 0.0
             row[key + "_within_noise"] = bool(base) and len(row["seeds"]) > 1 and abs(row[key + "_delta"]) <= spread
     return table
 
 
+def chosen_variant(table: dict[str, dict[str, Any]]) -> str | None:
+    """The variant with the highest mean val rsum: the choice the val split makes (None without val figures)."""
+    scored = {v: row["val_rsum"] for v, row in table.items() if "val_rsum" in row}
+    return max(scored, key=scored.__getitem__) if scored else None
+
+
 def table_markdown(table: dict[str, dict[str, Any]]) -> str:
-    """R@1/5/10 both directions, rsum and training time per variant; deltas against the baseline."""
+    """Val rsum (compares), test R@1/5/10 both directions and rsum (reported), training time; deltas against the baseline."""
     multi = any(len(r["seeds"]) > 1 for r in table.values())
+    chosen = chosen_variant(table)
 
     def cell(row: dict[str, Any], key: str) -> str:
+        if key not in row:
+            return "—"
         text = f"{row[key]:.1f}" + (f" ± {row[key + '_std']:.1f}" if multi else "")
         delta = row.get(key + "_delta")
         if delta is not None and row is not table.get(BASELINE):
@@ -99,13 +117,20 @@ def table_markdown(table: dict[str, dict[str, Any]]) -> str:
         return text
 
     lines = [
-        "| variant | I→T R@1 | I→T R@5 | I→T R@10 | T→I R@1 | T→I R@5 | T→I R@10 | rsum | train min |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | **val rsum** (compares) | test I→T R@1 | I→T R@5 | I→T R@10 | T→I R@1 | T→I R@5 | T→I R@10 | test rsum | train min |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE):  # baseline first (JSON sorts keys)
-        lines.append(f"| {variant} | " + " | ".join(cell(row, k) for k in METRIC_KEYS) + f" | {row['train_minutes']:.1f} |")
+        name = f"**{variant}** ★" if variant == chosen else variant
+        cells = [cell(row, "val_rsum"), *(cell(row, k) for k in METRIC_KEYS), f"{row['train_minutes']:.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     seeds = sorted({s for r in table.values() for s in r["seeds"]})
-    lines += ["", f"Recall@K in % on the test split; (±x.x) is the change against the baseline. Seeds: {seeds}."]
+    lines += [
+        "",
+        "Variants are **compared on the val split** (rsum = sum of Recall@1/5/10 both ways, in %); ★ marks the one val chooses. "
+        "Test-split Recall@K (in %) is reported for every variant and never used to choose. "
+        f"(±x.x) is the change against the baseline. Seeds: {seeds}.",
+    ]
     if multi:
         lines.append("`~` marks a change no larger than the standard deviation across seeds: indistinguishable from noise.")
     else:
@@ -114,26 +139,42 @@ def table_markdown(table: dict[str, dict[str, Any]]) -> str:
 
 
 def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
-    """Grouped bars: each variant's Recall@K change against the baseline (error bars: seed std)."""
+    """Left: each variant's val rsum change (the comparison). Right: its test Recall@K changes (the report).
+    Error bars: the standard deviation across seeds."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     variants = [v for v in table if v != BASELINE]
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(RECALL_KEYS)), 4.2))
+    fig, (ax_val, ax) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(RECALL_KEYS) + 4), 4.4), gridspec_kw={"width_ratios": [1, 3]})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    with_val = [v for v in variants if table[v].get("val_rsum_delta") is not None]
+    ax_val.bar(
+        range(len(with_val)),
+        [table[v]["val_rsum_delta"] for v in with_val],
+        yerr=[table[v]["val_rsum_std"] for v in with_val] if any(table[v]["val_rsum_std"] for v in with_val) else None,
+        color=[colours[variants.index(v) % len(colours)] for v in with_val],
+        capsize=3,
+    )
+    ax_val.set_xticks(range(len(with_val)), with_val, rotation=30, ha="right", fontsize=8)
+    ax_val.set(title="val rsum change (compares)", ylabel="change vs baseline (rsum points, %)")
     width = 0.8 / max(1, len(variants))
     x = np.arange(len(RECALL_KEYS))
     for i, variant in enumerate(variants):
         row = table[variant]
         deltas = [row[k + "_delta"] or 0.0 for k in RECALL_KEYS]
         errors = [row[k + "_std"] for k in RECALL_KEYS]
-        ax.bar(x + (i - (len(variants) - 1) / 2) * width, deltas, width, yerr=errors if any(errors) else None, label=variant, capsize=3)
-    ax.axhline(0, color="black", linewidth=0.8)
+        ax.bar(
+            x + (i - (len(variants) - 1) / 2) * width, deltas, width, yerr=errors if any(errors) else None, label=variant, capsize=3,
+            color=colours[i % len(colours)],
+        )
     ax.set_xticks(x, [k.replace("i2t_", "I→T ").replace("t2i_", "T→I ") for k in RECALL_KEYS])
-    ax.set_ylabel("change vs baseline (Recall points, %)")
-    ax.set_title("Ablation: Recall@K change against the baseline (test split)")
+    ax.set(title="test Recall@K change (reported, never used to choose)", ylabel="change vs baseline (Recall points, %)")
     if variants:
         ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    for a in (ax_val, ax):
+        a.axhline(0, color="black", linewidth=0.8)
+        a.grid(axis="y", alpha=0.3)
+    fig.suptitle("Ablation against the baseline")
     fig.tight_layout()
     return fig
 

@@ -86,3 +86,25 @@ def test_report_degrades_gracefully(tmp_path, full_artifacts):
     assert "Run `03_evaluate_clip.ipynb`" in text and "Run `04_ablation.ipynb`" in text
     assert all((rep.path.parent / link).exists() for link in _image_links(text))
     assert "best epoch" in text  # what exists is still reported
+
+
+def _with_val(outcome, val_rsum):
+    outcome.val_metrics = {**outcome.metrics, "rsum": val_rsum}
+    return outcome
+
+
+def test_variants_are_chosen_on_val_even_when_test_disagrees():
+    # augment is better on test, optim on val: the table must choose optim (val), and still report augment's test figure
+    outcomes = [
+        _with_val(_outcome("baseline", 0, 0.30), 3.0),
+        _with_val(_outcome("augment", 0, 0.60), 3.1),
+        _with_val(_outcome("optim", 0, 0.35), 3.5),
+    ]
+    table = ablation.summarise(outcomes)
+    assert ablation.chosen_variant(table) == "optim"
+    assert table["optim"]["val_rsum_delta"] == pytest.approx(50.0)
+    md = ablation.table_markdown(table)
+    assert "| **optim** ★ |" in md and "| augment |" in md and "compared on the val split" in md
+    assert "(+30.0)" in md  # augment's test T->I R@1 change is reported, not hidden
+    fig = ablation.delta_chart(table)
+    assert [a.get_title() for a in fig.axes][:2] == ["val rsum change (compares)", "test Recall@K change (reported, never used to choose)"]
