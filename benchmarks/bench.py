@@ -219,6 +219,59 @@ def bench_train(args: argparse.Namespace) -> None:
     )
 
 
+@benchmark
+def bench_bank(args: argparse.Namespace) -> None:
+    """The ``bank`` variant's cost: loss + backward with K bank captions against the plain in-batch loss,
+    and that extra time next to a ResNet50 training step (measured at a small batch, scaled per image)."""
+    from helpers.loss import clip_loss, clip_loss_with_bank
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n_captions = 414_113  # train2014's captions
+    bank_all = torch.nn.functional.normalize(torch.randn(n_captions, 512, device=device), dim=-1).half()
+    bank_ids = torch.randint(0, 82_783, (n_captions,), device=device)
+    reps = 20 if device.type == "cuda" else 3
+
+    def timed(fn) -> float:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / reps
+
+    model_batch = 64 if device.type == "cuda" else 8
+    model_s_per_image = 1.0 / _train_steps(device, "resnet50", model_batch, 3 if device.type == "cpu" else 20, fast=device.type == "cuda")
+    for batch in (64, 256):
+        feats = torch.nn.functional.normalize(torch.randn(batch, 512, device=device), dim=-1).requires_grad_()
+        text = torch.nn.functional.normalize(torch.randn(batch, 512, device=device), dim=-1)
+        ids = torch.randint(0, 82_783, (batch,), device=device)
+        plain = timed(lambda: clip_loss(feats, text, 14.3).backward())  # noqa: B023
+        for k in (32_768, n_captions):
+
+            def step(k: int = k) -> None:
+                rows = torch.randint(n_captions, (k,), device=device) if k < n_captions else slice(None)
+                bank, bids = bank_all[rows], bank_ids[rows]
+                clip_loss_with_bank(feats, text, 14.3, bank, ids[:, None] == bids[None, :]).backward()  # noqa: B023
+
+            with_bank = timed(step)
+            model_step = model_s_per_image * batch
+            emit(
+                benchmark="bank_step_cost",
+                batch=batch,
+                bank_size=k,
+                plain_loss_ms=round(1000 * plain, 2),
+                bank_loss_ms=round(1000 * with_bank, 2),
+                ratio_loss=round(with_bank / plain, 1),
+                model_step_ms=round(1000 * model_step, 1),
+                model_step_from=f"resnet50 measured at batch {model_batch}, scaled per image",
+                bank_overhead_of_step_pct=round(100 * (with_bank - plain) / model_step, 2),
+                bank_device_mb=round(bank_all.numel() * 2 / 1e6),
+            )
+
+
 def coco_like_captions(n: int, seed: int = 0) -> list[str]:
     """Captions shaped like COCO's (about 10 words, 12-14 CLIP tokens)."""
     rng = np.random.default_rng(seed)

@@ -85,7 +85,7 @@ class Config:
     compare_zero_shot: bool = False
     interactive: bool = True  # show the ipywidgets explorer; False for headless runs (papermill)
     # --- ablation ------------------------------------------------------------------------
-    variants: list[str] = field(default_factory=lambda: ["head_ln", "augment", "optim", "disc_lr"])  # + baseline
+    variants: list[str] = field(default_factory=lambda: ["temp", "bank", "best"])  # + baseline; "best" is a preset
     seeds: list[int] = field(default_factory=lambda: [0])  # several seeds: mean and spread
 
     def __post_init__(self) -> None:
