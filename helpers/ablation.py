@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import load_json
+from .artifacts import ArtifactError, load_eval
 from .config import Config
 from .env import Paths
 from .evaluate import RECALL_KEYS, evaluate
@@ -57,15 +57,10 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
 
 def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, Any]:
     """Reuse ``eval_<split>.json`` when it scored the current best checkpoint; else evaluate."""
-    from .storage import sha256_file
-
-    run = paths.runs_dir / cfg.run_name
-    existing = run / f"eval_{cfg.eval_split}.json"
-    if existing.exists():
-        record = load_json(existing, "eval")
-        if record["checkpoint"]["sha256"] == sha256_file(run / "best.pt"):
-            return record
-    return evaluate(cfg, paths, progress=progress).record
+    try:
+        return load_eval(paths.runs_dir / cfg.run_name, cfg.eval_split)
+    except ArtifactError:  # absent, damaged, or scored an earlier model of the run: score the current one
+        return evaluate(cfg, paths, progress=progress).record
 
 
 def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:

@@ -205,3 +205,30 @@ def load_weights(model: Any, state: dict[str, Any], path: str | os.PathLike, kin
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
         raise _fail(Path(path), KINDS[kind], f"its weights do not fit the stored architecture ({first_line(exc)})") from None
+
+
+class StaleArtifact(ArtifactError):
+    """A results file scored a model that is no longer the run's checkpoint (it was retrained)."""
+
+
+def load_eval(run_dir: str | os.PathLike, split: str) -> dict[str, Any]:
+    """``eval_<split>.json`` of a run, *only* if it scored the run's current checkpoint.
+
+    Every reader of results goes through here (report, ablation): after a retraining the old
+    figures are never shown; the error names the notebook that scores the new model.
+    """
+    from .storage import sha256_file
+
+    run_dir = Path(run_dir)
+    path = run_dir / f"eval_{split}.json"
+    record = load_json(path, "eval")
+    scored = run_dir / Path(str(record["checkpoint"].get("path", "best.pt"))).name  # by name: Drive paths differ between sessions
+    current = sha256_file(scored) if scored.exists() else None
+    if current != record["checkpoint"]["sha256"]:
+        now = f"now {current[:12]}…" if current else f"{scored.name} is gone"
+        raise StaleArtifact(
+            f"{path} scored an earlier model of this run (checkpoint sha256 {record['checkpoint']['sha256'][:12]}…, {now}): "
+            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run_dir.name!r} "
+            f"and EVAL_SPLIT={split!r}."
+        )
+    return record

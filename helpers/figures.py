@@ -16,7 +16,17 @@ from .image_cache import ImageCache
 from .storage import atomic_write_bytes
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 150) -> Path:
+def footer_for(path: str | Path) -> str | None:
+    """``.../runs/<name>/...`` -> ``"run <name>"``: a figure pasted alone still says which run made it."""
+    parts = Path(path).parts
+    return f"run {parts[parts.index('runs') + 1]}" if "runs" in parts[:-1] and parts.index("runs") + 2 < len(parts) else None
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 150, footer: str | None = None) -> Path:
+    """Save as PNG atomically; the run name (from the path, or ``footer``) goes in small print at the bottom right."""
+    footer = footer or footer_for(path)
+    if footer and not any(t.get_text() == footer for t in fig.texts):
+        fig.text(0.995, 0.005, footer, ha="right", va="bottom", fontsize=6, color="0.4")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return atomic_write_bytes(path, buf.getvalue())

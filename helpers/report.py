@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactError, ArtifactMissing, load_history, try_load_json
+from .artifacts import ArtifactError, ArtifactMissing, load_eval, load_history, try_load_json
 from .evaluate import results_markdown
 from .storage import atomic_write_text
 
@@ -100,6 +100,17 @@ def _history(run: Path) -> Any | None:
         return None
 
 
+def _eval(run: Path, split: str) -> Any | None:
+    """The run's results, never stale ones: a results file of an earlier model is left out and named."""
+    try:
+        return load_eval(run, split)
+    except ArtifactMissing:
+        return None
+    except ArtifactError as exc:  # damaged, or scored a model that was retrained since
+        DAMAGED.append(str(exc))
+        return None
+
+
 def _runs(artifacts: Path) -> dict[str, dict[str, Any]]:
     runs = {}
     for run in sorted((artifacts / "runs").glob("*")) if (artifacts / "runs").exists() else []:
@@ -109,7 +120,7 @@ def _runs(artifacts: Path) -> dict[str, dict[str, Any]]:
                 "config": _load(run / "config.json", "config"),
                 "metrics": _load(run / "metrics.json", "metrics"),
                 "history": _history(run),
-                "eval": _load(run / "eval_test.json", "eval"),
+                "eval": _eval(run, "test"),
             }
     return runs
 
@@ -123,31 +134,78 @@ def _main_run(runs: dict[str, dict[str, Any]], run_name: str | None) -> str | No
     return max(pool, key=lambda n: (runs[n]["dir"] / "metrics.json").stat().st_mtime) if pool else None
 
 
+LOSS_TOLERANCE = 1e-3  # relative: a validation loss within 0.1% of its minimum has not "risen"
+
+
+def convergence_sentence(history: list[dict[str, Any]], best_epoch: int) -> str:
+    """One sentence on convergence, every judgement in it computed from the epoch records."""
+    if len(history) < 2:
+        return "Only one epoch was trained: no trend can be read from the curves."
+    by_loss = min(history, key=lambda r: r["val_loss"])
+    first, last = history[0], history[-1]
+    rose = last["val_loss"] > by_loss["val_loss"] * (1 + LOSS_TOLERANCE) and by_loss is not last
+    if rose and last["train_loss"] < by_loss["train_loss"]:
+        return (
+            f"Validation loss reached its minimum at epoch {by_loss['epoch']} ({by_loss['val_loss']:.3f}) and rose to "
+            f"{last['val_loss']:.3f} by epoch {last['epoch']}, while the training loss kept falling ({by_loss['train_loss']:.3f} → "
+            f"{last['train_loss']:.3f}): the model started to overfit. Selection on val rsum kept epoch {best_epoch}."
+        )
+    if rose:
+        return (
+            f"Validation loss rose after epoch {by_loss['epoch']} ({by_loss['val_loss']:.3f} → {last['val_loss']:.3f}) and the "
+            f"training loss did not fall either ({by_loss['train_loss']:.3f} → {last['train_loss']:.3f}): unstable training "
+            "rather than overfitting."
+        )
+    if by_loss is last:
+        return (
+            f"Validation loss was still falling at the last epoch ({history[-2]['val_loss']:.3f} → {last['val_loss']:.3f}; "
+            f"{first['val_loss']:.3f} at epoch 1): more epochs may help."
+        )
+    return (
+        f"Validation loss levelled off: its minimum was at epoch {by_loss['epoch']} ({by_loss['val_loss']:.3f}) and the last "
+        f"epoch is within {100 * LOSS_TOLERANCE:.1f}% of it ({last['val_loss']:.3f})."
+    )
+
+
+def direction_sentence(metrics: dict[str, float]) -> str:
+    """Which retrieval direction is stronger, as the figures say (never assumed)."""
+    i2t, t2i = 100 * metrics["i2t_R@1"], 100 * metrics["t2i_R@1"]
+    ranks = f"median ranks {metrics['i2t_median_rank']:.0f} (image→text) and {metrics['t2i_median_rank']:.0f} (text→image)"
+    if i2t > t2i:
+        return (
+            f"Image→text R@1 is higher than text→image ({i2t:.1f} vs {t2i:.1f}); {ranks}. The usual reason on COCO: an image "
+            "has about 5 correct captions and scores a hit when any of them ranks first, while a caption has one correct image."
+        )
+    if t2i > i2t:
+        return (
+            f"Text→image R@1 is higher than image→text ({t2i:.1f} vs {i2t:.1f}); {ranks}. On COCO the opposite is usual (an "
+            "image has about 5 correct captions, a caption one image): worth examining in the qualitative figures."
+        )
+    return f"Image→text and text→image R@1 are equal ({i2t:.1f}); {ranks}."
+
+
 def _observations(name: str, run: dict[str, Any]) -> list[str]:
     m, history = run["metrics"], (run["history"] or {}).get("epochs", [])
     if not m or not history:
         return [f"- `{name}`: no finished training history."]
     best = next(r for r in history if r["epoch"] == m["best_epoch"])
-    last = history[-1]
-    out = [
-        f"- `{name}`: best epoch **{m['best_epoch']}** of {len(history)} by {m['selection_metric']} "
-        f"(val rsum {100 * best['val_rsum']:.1f}); train/val loss at the best epoch {best['train_loss']:.3f} / "
-        f"{best['val_loss']:.3f} (gap {best['val_loss'] - best['train_loss']:+.3f}), at the last epoch "
-        f"{last['train_loss']:.3f} / {last['val_loss']:.3f}; {m['img_per_s']:.0f} img/s."
-    ]
-    if m["best_epoch"] < len(history) and last["val_loss"] > min(r["val_loss"] for r in history):
-        out.append(
-            f"  Validation loss rose after epoch {min(history, key=lambda r: r['val_loss'])['epoch']} while the train loss "
-            "kept falling: the model started to overfit, and model selection on the val split kept the earlier epoch."
-        )
-    else:
-        out.append("  Validation loss was still improving at the end: more epochs may help.")
     events = m.get("events") or []
-    out.append(
+    return [
+        f"- `{name}`: best epoch **{m['best_epoch']}** of {len(history)} by {m['selection_metric']} (val rsum "
+        f"{100 * best['val_rsum']:.1f}); train/val loss at that epoch {best['train_loss']:.3f} / {best['val_loss']:.3f}; "
+        f"{m['img_per_s']:.0f} img/s.",
+        f"  Convergence: {convergence_sentence(history, m['best_epoch'])}",
         f"  Stability: {m.get('skipped_steps', 0)} skipped step(s), {len(events)} event(s)"
-        + (": " + "; ".join(events[:5]) if events else " (no divergence, no out-of-memory).")
-    )
-    return out
+        + (": " + "; ".join(events[:5]) if events else " (no divergence, no out-of-memory)."),
+    ]
+
+
+DRAFT = "**Draft: rewrite in your own words.** The figures are computed from the artifacts; the explanation is yours to give."
+
+
+def draft(*lines: str) -> list[str]:
+    """A visibly marked draft, as a quote block: the student replaces it with their own analysis."""
+    return ["> " + DRAFT, ">", *[f"> {line}" if line else ">" for text in lines for line in text.splitlines()], ""]
 
 
 def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Report:
@@ -167,7 +225,7 @@ def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Repo
     b.add("# CLIP fine-tuning on MS COCO 2014: lab report", "")
     for problem in DAMAGED:
         b.missing.append(problem)
-        b.add(f"_Damaged artifact, left out of this report: {problem}_", "")
+        b.add(f"_Left out of this report: {problem}_", "")
     b.add("## 1. Summary", "")
     if main and runs[main]["eval"]:
         ev = runs[main]["eval"]["metrics"]
@@ -234,7 +292,7 @@ def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Repo
     else:
         b.missing_note("training metrics", "02_train_clip.ipynb")
 
-    b.add("## 5. The CLIP loss: intuition", "", LOSS_INTUITION, "")
+    b.add("## 5. The CLIP loss: intuition", "", *draft(LOSS_INTUITION))
 
     b.add("## 6. Retrieval results", "")
     if main and runs[main]["eval"]:
@@ -264,16 +322,10 @@ def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Repo
 
     b.add("## 9. Observations: stability, convergence, retrieval quality", "")
     if finished:
-        for n, r in finished.items():
-            b.add(*_observations(n, r))
+        facts = [line for n, r in finished.items() for line in _observations(n, r)]
         if main and runs[main]["eval"]:
-            ev = runs[main]["eval"]["metrics"]
-            b.add(
-                f"- Retrieval: image→text beats text→image (R@1 {100 * ev['i2t_R@1']:.1f} vs {100 * ev['t2i_R@1']:.1f}) because "
-                f"each image has ~5 correct captions but each caption only one correct image; median ranks "
-                f"{ev['i2t_median_rank']:.0f} (image→text) and {ev['t2i_median_rank']:.0f} (text→image)."
-            )
-        b.add("")
+            facts.append(f"- Retrieval: {direction_sentence(runs[main]['eval']['metrics'])}")
+        b.add(*draft(*facts))
     else:
         b.missing_note("training histories", "02_train_clip.ipynb")
 
@@ -291,6 +343,7 @@ def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Repo
     else:
         b.missing_note("ablation results", "04_ablation.ipynb")
 
-    b.add("## 11. Reflection on LLM use", "", REFLECTION, "")
+    b.add("## 11. Reflection on LLM use", "", "> **Template: complete it yourself.** Answer each prompt; delete this line.", ">")
+    b.add(*[f"> {line}" if line else ">" for line in REFLECTION.splitlines()], "")
     path = atomic_write_text(out / "report.md", "\n".join(b.lines) + "\n")
     return Report(path, b.figures, b.missing)

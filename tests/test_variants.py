@@ -93,3 +93,14 @@ def test_restval_needs_cached_images_then_adds_them(workspace, tmp_path, tiny_to
     assert len(t.train_set) == 40 + 20 and not set(splits.restval) & (set(splits.val) | set(splits.test))
     _, emb, image_id, caption = t.train_set[len(t.train_set) - 1]
     assert image_id in splits.restval and caption and emb.shape == (64,)
+    # all of val2014 for a restval run: the 20 restval images it trained on are never scored
+    from helpers import evaluate
+
+    t.fit()
+    record = evaluate.evaluate(cfg2.replace(variant="restval", eval_split="val2014", run_name=t.run_name), paths2, "cpu", False).record
+    assert record["num_images"] == 40 and record["scored_images"]["excluded_because_trained_on"] == 20
+    assert record["scored_images"]["seen_in_training"] == 0 and record["scored_images"]["used_for_model_selection"] == 20
+    base = t.run_name.replace("restval", "baseline")
+    quiet(cfg2.replace(epochs=1, max_steps_per_epoch=1, run_name=base), paths2)
+    record = evaluate.evaluate(cfg2.replace(eval_split="val2014", run_name=base), paths2, "cpu", False).record
+    assert record["num_images"] == 60 and record["scored_images"]["excluded_because_trained_on"] == 0  # the baseline never saw restval
