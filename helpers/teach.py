@@ -1,0 +1,159 @@
+"""What the notebooks show to teach: the real source of the model, loss and metric, and toy examples.
+
+Why: the lab's sections are the model, the loss and Recall@K, and a student must be able to
+read them in the notebook itself. The package stays the single tested implementation; these
+helpers *display* it (``show_source``) and run it on examples small enough to check by hand.
+Every toy example calls the same functions training and evaluation call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def source_markdown(obj: Any) -> str:
+    """The source of a function or class as a fenced Python block, with where it lives."""
+    module = inspect.getmodule(obj)
+    where = f"{module.__name__}.{obj.__qualname__}" if module else obj.__qualname__
+    return f"`{where}`\n\n```python\n{inspect.getsource(obj).rstrip()}\n```"
+
+
+def show_source(obj: Any) -> None:
+    """Render ``source_markdown(obj)`` as a highlighted code block in Jupyter/Colab (plain text elsewhere)."""
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(source_markdown(obj)))
+    except ImportError:  # pragma: no cover - outside IPython
+        print(source_markdown(obj))
+
+
+def _orthonormal(n: int, dim: int, seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(dim, n, generator=torch.Generator().manual_seed(seed)))
+    return q.t()  # n orthonormal rows
+
+
+def toy_loss_table(batch: int = 4, dim: int = 512, temperature: float = 0.07, seed: int = 0) -> str:
+    """The real ``clip_loss`` on a toy batch: aligned pairs give ~0, random pairs about log B."""
+    from .loss import clip_loss
+
+    scale = 1.0 / temperature
+    captions = _orthonormal(batch, dim, seed)
+    aligned = clip_loss(captions.clone(), captions, scale).item()  # each image equals its own caption
+    generator = torch.Generator().manual_seed(seed + 1)
+    draws = [clip_loss(F.normalize(torch.randn(batch, dim, generator=generator), dim=-1), captions, scale).item() for _ in range(100)]
+    shuffled = sum(draws) / len(draws)
+    swapped = clip_loss(captions.roll(1, dims=0), captions, scale).item()  # each image equals another pair's caption
+    return "\n".join(
+        [
+            f"Toy batch: B = {batch} pairs, {dim}-d unit vectors, τ = {temperature} (scale {scale:.1f}).",
+            "",
+            "| image features | loss | read it as |",
+            "|---|---:|---|",
+            f"| equal to their own captions | {aligned:.4f} | every positive wins: close to 0 |",
+            f"| random (mean of 100 draws) | {shuffled:.4f} | no information: near log B = {math.log(batch):.4f} (chance); "
+            f"random {dim}-d vectors are nearly orthogonal |",
+            f"| equal to *another* pair's caption | {swapped:.4f} | confidently wrong: far above chance |",
+        ]
+    )
+
+
+def temperature_table(
+    similarities: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2), temperatures: tuple[float, ...] = (1.0, 0.1, 0.07, 0.01)
+) -> str:
+    """Softmax over one anchor's cosine similarities at several τ: small τ concentrates on the top candidates."""
+    sims = torch.tensor(similarities)
+    header = "| τ (scale 1/τ) | " + " | ".join(f"cos {s:.1f}" for s in similarities) + " |"
+    lines = [
+        "One anchor's cosine similarities to its positive (first) and three negatives; softmax(cos / τ):",
+        "",
+        header,
+        "|---|" + "---:|" * len(similarities),
+    ]
+    for tau in temperatures:
+        probs = torch.softmax(sims / tau, dim=0).tolist()
+        lines.append(f"| {tau:g} ({1 / tau:.0f}) | " + " | ".join(f"{p:.3f}" for p in probs) + " |")
+    lines += [
+        "",
+        "At τ = 1 the four candidates look almost alike (the loss barely separates them); at τ = 0.07 the positive takes "
+        "most of the mass and the hardest negative (cos 0.6) dominates what remains; at τ = 0.01 the softmax is nearly "
+        "a hard max, and its gradients become spiky. CLIP starts at 0.07 and never goes below 0.01.",
+    ]
+    return "\n".join(lines)
+
+
+def toy_recall_example() -> tuple[str, dict[str, float]]:
+    """Three images with two captions each, scored by the real ``retrieval_metrics``; returns (explanation, metrics).
+
+    The features are chosen by hand so the ranked lists can be checked with a pencil: caption 1
+    (of image 0) lies closest to image 2, so image 2 misses at K = 1 and caption 1 finds image 2
+    first; caption 4 (of image 2) lies closer to image 1.
+    """
+    from .metrics import retrieval_metrics
+
+    images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    captions = F.normalize(
+        torch.tensor(
+            [
+                [1.0, 0.1, 0.0],  # caption 0 of image 0
+                [0.5, 0.0, 0.87],  # caption 1 of image 0: closer to image 2 than to image 0
+                [0.0, 1.0, 0.1],  # caption 2 of image 1
+                [0.1, 0.8, 0.0],  # caption 3 of image 1
+                [0.0, 0.9, 0.7],  # caption 4 of image 2: closer to image 1 than to image 2
+                [0.0, 0.6, 0.8],  # caption 5 of image 2
+            ]
+        ),
+        dim=-1,
+    )
+    owner = torch.tensor([0, 0, 1, 1, 2, 2])
+    sims = images @ captions.t()
+    lines = ["**Image → text** (a hit at K when *any* of the image's captions is in its top K):", ""]
+    for i in range(3):
+        order = sims[i].argsort(descending=True).tolist()
+        ranked = ", ".join(f"c{j}{'✓' if owner[j] == i else ''} ({sims[i, j]:.2f})" for j in order)
+        first = next(r for r, j in enumerate(order) if owner[j] == i)
+        lines.append(f"- image {i}: {ranked} → K=1 {'hit' if first < 1 else 'miss'}, K=2 {'hit' if first < 2 else 'miss'}")
+    lines += ["", "**Text → image** (a hit at K when the caption's own image is in its top K):", ""]
+    for j in range(6):
+        order = sims[:, j].argsort(descending=True).tolist()
+        ranked = ", ".join(f"i{i}{'✓' if i == owner[j] else ''} ({sims[i, j]:.2f})" for i in order)
+        rank = order.index(int(owner[j]))
+        lines.append(f"- caption {j}: {ranked} → K=1 {'hit' if rank < 1 else 'miss'}, K=2 {'hit' if rank < 2 else 'miss'}")
+    metrics = retrieval_metrics(images, captions, owner, ks=(1, 2))
+    lines += [
+        "",
+        f"`retrieval_metrics` on the same features: image→text R@1 = {metrics['i2t_R@1']:.3f}, R@2 = {metrics['i2t_R@2']:.3f}; "
+        f"text→image R@1 = {metrics['t2i_R@1']:.3f}, R@2 = {metrics['t2i_R@2']:.3f} (the fractions of hits above).",
+    ]
+    return "\n".join(lines), metrics
+
+
+def caption_tokens_table(tokenizer: Any, captions: list[str]) -> str:
+    """How a batch of captions becomes model input: tokens, padding to the batch's longest, attention mask."""
+    batch = tokenizer(captions, padding="longest", truncation=True, max_length=77)
+    lines = [
+        f"A batch of {len(captions)} captions, padded to its longest ({len(batch['input_ids'][0])} tokens, never more than 77):",
+        "",
+    ]
+    for caption, ids, mask in zip(captions, batch["input_ids"], batch["attention_mask"]):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        lines += [
+            f"**{caption!r}**",
+            "",
+            "| position | " + " | ".join(str(k) for k in range(len(ids))) + " |",
+            "|---|" + "---|" * len(ids),
+            "| token | " + " | ".join(f"`{t}`" for t in tokens) + " |",
+            "| id | " + " | ".join(str(i) for i in ids) + " |",
+            "| attention mask | " + " | ".join(str(m) for m in mask) + " |",
+            "",
+        ]
+    lines.append(
+        "Mask 0 marks padding. CLIP's text transformer is causal and reads its embedding at the end-of-text token, so "
+        "padding after it never changes the result: that is why the cache pads each batch to its longest caption only."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""The teaching helpers show the real code and run it on examples that can be checked by hand."""
+
+import math
+
+import pytest
+
+from helpers import loss, teach
+
+
+def test_show_source_renders_the_real_function():
+    md = teach.source_markdown(loss.clip_loss)
+    assert md.startswith("`helpers.loss.clip_loss`") and "```python\ndef clip_loss(" in md and "cross_entropy" in md
+
+
+def _cell(table: str, row_start: str, column: int) -> float:
+    row = next(line for line in table.splitlines() if line.startswith(row_start))
+    return float(row.split("|")[column])
+
+
+def test_toy_loss_is_near_zero_when_aligned_and_near_log_b_when_random():
+    table = teach.toy_loss_table(batch=4)
+    assert _cell(table, "| equal to their own captions", 2) < 0.01
+    assert abs(_cell(table, "| random", 2) - math.log(4)) < 0.6
+    assert _cell(table, "| equal to *another*", 2) > 5
+
+
+def test_temperature_table_sharpens_as_tau_falls():
+    table = teach.temperature_table()
+    top = [_cell(table, f"| {tau} (", 2) for tau in ("1", "0.1", "0.07", "0.01")]
+    assert top == sorted(top) and top[0] < 0.4 and top[-1] > 0.99
+
+
+def test_toy_recall_example_matches_the_hand_count():
+    text, metrics = teach.toy_recall_example()
+    assert "- image 2: c1 (0.87), c5✓ (0.80), c4✓ (0.61), c2 (0.10), c0 (0.00), c3 (0.00) → K=1 miss, K=2 hit" in text
+    assert metrics["i2t_R@1"] == pytest.approx(2 / 3) and metrics["t2i_R@1"] == pytest.approx(4 / 6)
+    assert metrics["i2t_R@2"] == metrics["t2i_R@2"] == 1.0
+    assert text.count("K=1 miss") == 3  # image 2, captions 1 and 4
+
+
+def test_caption_tokens_show_padding_and_mask(tiny_tower):
+    from transformers import AutoTokenizer
+
+    table = teach.caption_tokens_table(AutoTokenizer.from_pretrained(tiny_tower), ["a red circle", "a small blue square on the left"])
+    masks = [line for line in table.splitlines() if line.startswith("| attention mask")]
+    assert len(masks) == 2 and masks[0].count(" 0 ") > 0 and masks[1].count(" 0 ") == 0  # only the shorter one is padded
+    assert "`<|startoftext|>`" in table and "`<|endoftext|>`" in table
