@@ -41,8 +41,11 @@ class DistContext:
 
 
 def init_distributed() -> DistContext:
-    """Join the process group torchrun describes in the environment; a no-op for one process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """Join the process group torchrun describes in the environment; a no-op for a plain (non-torchrun) process.
+
+    Under torchrun even one process joins a group (NCCL on GPUs), so the one-GPU torchrun path is the tested DDP path.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistContext()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

@@ -731,9 +731,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.load(args.config, **overrides)
     paths = env.resolve_paths(cfg)
     result = train(cfg, paths, progress=not args.no_progress)
-    if result.metrics:  # rank 0 (or the only process)
-        print(json.dumps({"run_dir": str(result.run_dir), "best_epoch": result.metrics["best_epoch"], "skipped": result.skipped}))
     import torch.distributed as dist
+
+    if result.metrics:  # rank 0 (or the only process)
+        backend = dist.get_backend() if dist.is_initialized() else None
+        summary = {"run_dir": str(result.run_dir), "best_epoch": result.metrics["best_epoch"], "skipped": result.skipped}
+        print(json.dumps({**summary, "backend": backend}))
 
     if dist.is_initialized():
         dist.destroy_process_group()

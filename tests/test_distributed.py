@@ -82,6 +82,7 @@ def test_torchrun_trains_and_resumes(workspace, tmp_path):
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert len([line for line in first.stdout.splitlines() if line.startswith("{")]) == 1  # rank 0 alone reports
+    assert json.loads(first.stdout.strip().splitlines()[-1])["backend"] == "gloo"  # CPU: gloo
     ckpt = torch_load(paths.runs_dir / "ddp" / "checkpoint.pt")
     assert ckpt["epoch"] == 1 and ckpt["batch_size"] == 32
     second = subprocess.run(
