@@ -107,8 +107,17 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
     return facts
 
 
-def time_training(cfg: Config, device: torch.device, steps: int = 3, batch: int | None = None) -> dict[str, Any]:
-    """img/s of real training steps of the configured model and precision (random pixels; no weights downloaded)."""
+_AUTO = "auto"
+
+
+def time_training(
+    cfg: Config, device: torch.device, steps: int = 3, batch: int | None = None, dtype: Any = _AUTO, warmup: int = 1
+) -> dict[str, Any]:
+    """img/s of real training steps of the configured model and precision (random pixels; no weights downloaded).
+
+    ``dtype="auto"`` is the trainer's choice (fp16/bf16 autocast on CUDA with AMP, fp32 otherwise); the
+    benchmark passes its own to compare precisions.
+    """
     from .dataset import normalize_images
     from .embed import amp_dtype
     from .loss import clip_loss
@@ -116,10 +125,10 @@ def time_training(cfg: Config, device: torch.device, steps: int = 3, batch: int 
 
     batch = batch or cfg.batch_size
     model = build_model(model_config(cfg, 512), pretrained=False).to(device).train()
-    channels_last = cfg.channels_last and device.type == "cuda"
+    channels_last = cfg.channels_last and (device.type == "cuda" or dtype is not _AUTO)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    dtype = amp_dtype(device, cfg.amp)
+    dtype = amp_dtype(device, cfg.amp) if dtype is _AUTO else dtype
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     if device.type == "cuda":
@@ -136,7 +145,8 @@ def time_training(cfg: Config, device: torch.device, steps: int = 3, batch: int 
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up: cudnn autotuning, allocator
+    for _ in range(warmup):  # cudnn autotuning, allocator
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
