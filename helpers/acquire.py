@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from .coco import SPLIT_FOLDERS, DataError, annotation_path, check_layout
 from .config import Config
@@ -126,23 +127,47 @@ def fetch_subset(
     return {"requested": len(chosen), "downloaded": len(jobs) - len(failed), "failed": len(failed)}
 
 
-def kaggle_credentials_source() -> str | None:
-    """Where Kaggle credentials are, without ever returning or printing them.
+def _readable_token_file(path: str | os.PathLike | None) -> bool:
+    return bool(path) and Path(path).is_file() and bool(Path(path).read_text(encoding="utf-8", errors="replace").strip())
 
-    Looks at KAGGLE_USERNAME/KAGGLE_KEY, then ``$KAGGLE_CONFIG_DIR`` or ``~/.kaggle/kaggle.json``,
-    then Colab Secrets (copied into the process environment, where the kaggle API reads them).
+
+def kaggle_credentials_source() -> str | None:
+    """The name of the first place holding Kaggle credentials, never the credentials themselves.
+
+    The sources kagglehub 1.0 and kaggle 2.x accept (kagglehub/config.py, kagglesdk/kaggle_env.py), in
+    their order: a Kaggle notebook's token file (``$KAGGLE_API_V1_TOKEN``); ``KAGGLE_API_TOKEN`` (a token,
+    or the path of a file holding one); ``~/.kaggle/access_token`` (or ``access_token.txt``);
+    ``KAGGLE_USERNAME`` + ``KAGGLE_KEY``; ``kaggle.json`` in ``$KAGGLE_CONFIG_DIR`` or ``~/.kaggle``;
+    then Colab Secrets (``KAGGLE_API_TOKEN``, or ``KAGGLE_USERNAME`` + ``KAGGLE_KEY``), which are copied
+    into this process's environment, where both libraries read them.
     """
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") and _readable_token_file(os.environ.get("KAGGLE_API_V1_TOKEN")):
+        return "kaggle-notebook-token"
+    if os.environ.get("KAGGLE_API_TOKEN", "").strip():
+        return "KAGGLE_API_TOKEN"
+    home = Path.home() / ".kaggle"
+    if _readable_token_file(home / "access_token") or _readable_token_file(home / "access_token.txt"):
+        return "access_token"
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
         return "environment"
-    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
+    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", home))
     if (config_dir / "kaggle.json").exists():
         return "kaggle.json"
     try:
         from google.colab import userdata  # type: ignore[import-not-found]
 
-        user, key = userdata.get("KAGGLE_USERNAME"), userdata.get("KAGGLE_KEY")
+        def secret(name: str) -> str | None:
+            try:
+                return (userdata.get(name) or "").strip() or None
+            except Exception:  # a secret that does not exist, or notebook access not granted
+                return None
+
+        token, user, key = secret("KAGGLE_API_TOKEN"), secret("KAGGLE_USERNAME"), secret("KAGGLE_KEY")
     except Exception:
         return None
+    if token:
+        os.environ["KAGGLE_API_TOKEN"] = token
+        return "colab-secrets"
     if user and key:
         os.environ["KAGGLE_USERNAME"], os.environ["KAGGLE_KEY"] = user, key
         return "colab-secrets"
@@ -153,17 +178,46 @@ def require_kaggle_credentials() -> str:
     source = kaggle_credentials_source()
     if source is None:
         raise KaggleCredentialsError(
-            "No Kaggle credentials found. Either put kaggle.json (Kaggle > Settings > API > Create New Token) in "
-            "~/.kaggle/, set KAGGLE_USERNAME and KAGGLE_KEY, or in Colab add both as Secrets (key icon) with "
-            "notebook access. Or use DATA_SOURCE='coco', which needs no account."
+            "No Kaggle credentials found. Any one of these works: an API token (Kaggle > Settings > API > Generate New "
+            "Token) in KAGGLE_API_TOKEN or in ~/.kaggle/access_token; kaggle.json (legacy 'Create Legacy API Key') in "
+            "~/.kaggle/; KAGGLE_USERNAME and KAGGLE_KEY; or in Colab the Secrets (key icon) KAGGLE_API_TOKEN, or "
+            "KAGGLE_USERNAME and KAGGLE_KEY, with notebook access. Or use DATA_SOURCE='coco', which needs no account."
         )
     return source
 
 
-def fetch_kaggle_dataset(slug: str, method: str = "auto", dest: Path | None = None) -> Path:
+def _kaggle_api() -> Any:
+    """``kaggle``'s API client. Importing kaggle 2.x without credentials calls ``exit(1)``: never let that end the notebook."""
+    require_kaggle_credentials()
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    except SystemExit as exc:
+        raise KaggleCredentialsError(
+            f"The kaggle package refused the credentials it found (it exited with status {exc.code}). Check the token or "
+            "kaggle.json, or use DATA_SOURCE='coco'."
+        ) from None
+    api = KaggleApi()
+    api.authenticate()
+    return api
+
+
+KAGGLE_INPUT = Path("/kaggle/input")
+
+
+def attached_kaggle_dataset(slug: str, input_root: Path = KAGGLE_INPUT) -> Path | None:
+    """A dataset attached to a Kaggle notebook: ``/kaggle/input/<slug>`` (older notebooks) or
+    ``/kaggle/input/datasets/<owner>/<slug>`` (current ones), whichever holds files."""
+    owner, _, name = slug.partition("/")
+    for candidate in (input_root / name, input_root / "datasets" / owner / name):
+        if candidate.is_dir() and any(candidate.iterdir()):
+            return candidate
+    return None
+
+
+def fetch_kaggle_dataset(slug: str, method: str = "auto", dest: Path | None = None, input_root: Path = KAGGLE_INPUT) -> Path:
     """Download (or find) a Kaggle dataset; return its root folder."""
-    mounted = Path("/kaggle/input") / slug.split("/")[-1]
-    if mounted.is_dir():  # on Kaggle with the dataset attached: nothing to download
+    mounted = attached_kaggle_dataset(slug, input_root)
+    if mounted is not None:  # on Kaggle with the dataset attached: nothing to download
         return mounted
     if method == "auto":
         try:
@@ -177,11 +231,7 @@ def fetch_kaggle_dataset(slug: str, method: str = "auto", dest: Path | None = No
         import kagglehub
 
         return Path(kagglehub.dataset_download(slug))
-    require_kaggle_credentials()  # `import kaggle` itself fails without them
-    from kaggle.api.kaggle_api_extended import KaggleApi
-
-    api = KaggleApi()
-    api.authenticate()
+    api = _kaggle_api()
     dest = dest or Path("/tmp/kaggle") / slug.replace("/", "_")
     api.dataset_download_files(slug, path=str(dest), unzip=True, quiet=False)
     return dest

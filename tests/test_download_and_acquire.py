@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import sys
 import zipfile
 
 import pytest
@@ -130,15 +132,83 @@ def test_source_kaggle_layout_and_caption_fallback(mirror, tmp_path, synthetic_c
     assert any(p.endswith("annotations_trainval2014.zip") for _, p, _ in server.requests)
 
 
-def test_missing_kaggle_credentials(monkeypatch, tmp_path):
-    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
-    monkeypatch.delenv("KAGGLE_KEY", raising=False)
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
-    with pytest.raises(acquire.KaggleCredentialsError, match="kaggle.json.*KAGGLE_USERNAME.*Secrets"):
-        acquire.fetch_kaggle_dataset("someone/some-dataset-that-is-not-mounted", method="kaggle-api")
+@pytest.fixture
+def no_kaggle_credentials(monkeypatch, tmp_path):
+    """A home, environment and module table with no Kaggle credentials anywhere."""
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_V1_TOKEN", "KAGGLE_KERNEL_RUN_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
+    monkeypatch.setitem(sys.modules, "google.colab", None)  # not in Colab
+    return home
 
 
-def test_kaggle_credentials_are_found_but_never_shown(monkeypatch, tmp_path, capsys):
+def test_missing_kaggle_credentials(no_kaggle_credentials, tmp_path):
+    with pytest.raises(acquire.KaggleCredentialsError, match="KAGGLE_API_TOKEN.*access_token.*kaggle.json.*KAGGLE_USERNAME.*Secrets"):
+        acquire.fetch_kaggle_dataset("someone/some-dataset-that-is-not-mounted", method="kaggle-api", input_root=tmp_path / "in")
+
+
+SECRET = "KGAT_0123456789abcdef-very-secret"
+
+
+@pytest.mark.parametrize("source", ["KAGGLE_API_TOKEN", "access_token", "kaggle-notebook-token", "colab-secrets", "colab-legacy"])
+def test_every_credential_source_kagglehub_and_kaggle_accept(no_kaggle_credentials, monkeypatch, tmp_path, capsys, source):
+    import types
+
+    home = no_kaggle_credentials
+    if source == "KAGGLE_API_TOKEN":
+        monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    elif source == "access_token":
+        (home / ".kaggle" / "access_token").write_text(SECRET + "\n")
+    elif source == "kaggle-notebook-token":
+        (tmp_path / "token").write_text(SECRET)
+        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+        monkeypatch.setenv("KAGGLE_API_V1_TOKEN", str(tmp_path / "token"))
+    else:  # a stand-in google.colab with Secrets
+        secrets = {"KAGGLE_API_TOKEN": SECRET} if source == "colab-secrets" else {"KAGGLE_USERNAME": "student", "KAGGLE_KEY": SECRET}
+
+        def get(name):
+            if name not in secrets:
+                raise KeyError(name)  # what Colab raises for a secret that does not exist
+            return secrets[name]
+
+        colab = types.ModuleType("google.colab")
+        colab.userdata = types.SimpleNamespace(get=get)
+        monkeypatch.setitem(sys.modules, "google.colab", colab)
+    found = acquire.require_kaggle_credentials()
+    assert found == ("colab-secrets" if source.startswith("colab") else source)
+    if source == "colab-secrets":
+        assert os.environ["KAGGLE_API_TOKEN"] == SECRET  # where kaggle and kagglehub read it
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+
+
+def test_an_exiting_kaggle_import_becomes_a_clear_error(no_kaggle_credentials, monkeypatch, tmp_path):
+    fake = tmp_path / "fake" / "kaggle"
+    (fake / "api").mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit(1)  # what kaggle 2.0.2 does on import without usable credentials\n")
+    (fake / "api" / "__init__.py").write_text("")
+    (fake / "api" / "kaggle_api_extended.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    for name in [m for m in sys.modules if m == "kaggle" or m.startswith("kaggle.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    with pytest.raises(acquire.KaggleCredentialsError, match="refused the credentials it found.*DATA_SOURCE='coco'"):
+        acquire.fetch_kaggle_dataset("someone/not-attached", method="kaggle-api", input_root=tmp_path / "in")
+
+
+@pytest.mark.parametrize("layout", ["kaggle/input/<slug>", "kaggle/input/datasets/<owner>/<slug>"])
+def test_an_attached_kaggle_dataset_is_found_in_both_layouts(tmp_path, layout):
+    root = tmp_path / "input"
+    folder = root / "coco-2014" if layout == "kaggle/input/<slug>" else root / "datasets" / "someone" / "coco-2014"
+    (folder / "coco2014").mkdir(parents=True)
+    assert acquire.fetch_kaggle_dataset("someone/coco-2014", method="kaggle-api", input_root=root) == folder
+    assert acquire.attached_kaggle_dataset("someone/other", root) is None
+
+
+def test_kaggle_credentials_are_found_but_never_shown(no_kaggle_credentials, monkeypatch, tmp_path, capsys):
     secret = "0123456789abcdef-very-secret"
     monkeypatch.setenv("KAGGLE_USERNAME", "student")
     monkeypatch.setenv("KAGGLE_KEY", secret)
