@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .artifacts import load_json
+from .artifacts import ArtifactError, load_json
 from .config import Config
 from .dataset import CocoCacheDataset, load_text_embeds
 from .embed import encode_images
@@ -70,7 +70,9 @@ FOLDS_SORTED = "five consecutive blocks of 1,000 images in ascending image-id or
 
 
 def find_run(cfg: Config, paths: Paths) -> Path:
-    """RUN_NAME if set; else the run the same settings would train; else the latest finished run."""
+    """RUN_NAME if set; else the run the same settings would train, if finished; else the newest *finished*
+    baseline run; else the newest finished run. Finished means ``metrics.json`` exists: a run still training
+    (or interrupted) is never picked by default. The choice is printed."""
     if cfg.run_name:
         run = paths.runs_dir / cfg.run_name
         if not run.is_dir():
@@ -78,13 +80,25 @@ def find_run(cfg: Config, paths: Paths) -> Path:
             raise FileNotFoundError(f"No run {cfg.run_name!r} in {paths.runs_dir}. Known runs: {known or 'none'}. Run 02_train_clip.ipynb.")
         return run
     default = paths.runs_dir / run_name_for(cfg)
-    if (default / "best.pt").exists():
+    if (default / "metrics.json").exists() and (default / "best.pt").exists():
         return default
-    finished = sorted(paths.runs_dir.glob("*/best.pt"), key=lambda p: p.stat().st_mtime) if paths.runs_dir.exists() else []
+    metrics_files = paths.runs_dir.glob("*/metrics.json") if paths.runs_dir.exists() else []
+    finished = [p.parent for p in metrics_files if (p.parent / "best.pt").exists()]
     if not finished:
-        raise FileNotFoundError(f"No trained run in {paths.runs_dir}: run 02_train_clip.ipynb first (same ARTIFACTS_DIR)")
-    print(f"RUN_NAME=None: using the most recent run, {finished[-1].parent.name}")
-    return finished[-1].parent
+        raise FileNotFoundError(f"No finished run in {paths.runs_dir}: run 02_train_clip.ipynb first (same ARTIFACTS_DIR)")
+
+    def is_baseline(run: Path) -> bool:
+        try:
+            return load_json(run / "config.json", "config").get("variant") == "baseline"
+        except (ArtifactError, OSError):
+            return False
+
+    baselines = [r for r in finished if is_baseline(r)]
+    pool = baselines or finished
+    chosen = max(pool, key=lambda r: (r / "metrics.json").stat().st_mtime)
+    kind = "finished baseline run" if baselines else "finished run (no finished baseline run yet)"
+    print(f"RUN_NAME=None: using the newest {kind}, {chosen.name}. Set RUN_NAME to pick another.")
+    return chosen
 
 
 @dataclass

@@ -16,6 +16,15 @@ from .image_cache import ImageCache
 from .storage import atomic_write_bytes
 
 
+def wrap_caption(text: str, width: int = 30, lines: int = 3) -> str:
+    """At most ``lines`` lines of ``width`` characters, broken between words; "…" marks a cut, never mid-word."""
+    wrapped = textwrap.wrap(text, width) or [""]
+    if len(wrapped) <= lines:
+        return "\n".join(wrapped)
+    last = textwrap.shorten(" ".join(wrapped[lines - 1 :]), width=width, placeholder=" …")
+    return "\n".join([*wrapped[: lines - 1], last])
+
+
 def footer_for(path: str | Path) -> str | None:
     """``.../runs/<name>/...`` -> ``"run <name>"``: a figure pasted alone still says which run made it."""
     parts = Path(path).parts
@@ -49,7 +58,7 @@ def pairs_grid(cache: ImageCache, text: dict[str, Any], n: int = 12, seed: int =
     for ax, image_id in zip(axes.flat, picks):
         caption = text["captions"][rng.choice(rows_by_image[image_id])]
         ax.imshow(cache.load_pil(image_id))
-        ax.set_title("\n".join(textwrap.wrap(caption, 32)[:3]) + f"\nid {image_id}", fontsize=8)
+        ax.set_title(wrap_caption(caption, 32, 3) + f"\nid {image_id}", fontsize=8)
     fig.suptitle(title or "Random image-caption pairs from the prepared caches", fontsize=12)
     fig.tight_layout()
     return fig

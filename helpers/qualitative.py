@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import random
-import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .figures import wrap_caption
 from .image_cache import ImageCache, prepare_image
 from .model import ClipImageModel
 from .text_tower import TextTower, encode_text, load_text_tower
@@ -119,7 +119,7 @@ class RetrievalIndex:
 
 
 def _wrap(text: str, width: int = 30, lines: int = 3) -> str:
-    return "\n".join(textwrap.wrap(text, width)[:lines])
+    return wrap_caption(text, width, lines)
 
 
 def query_grid(index: RetrievalIndex, queries: list[str], k: int = 5) -> Any:
@@ -154,6 +154,8 @@ def classification_figure(index: RetrievalIndex, image_ids: list[int], classes: 
         axes[r][0].set_title(_wrap((index.captions_by_image.get(image_id) or [""])[0], 36, 2), fontsize=7)
         names, probs = zip(*reversed(scores))
         axes[r][1].barh(names, probs, color="tab:blue")
+        for y, p in enumerate(probs):  # the value at the end of each bar
+            axes[r][1].text(min(p + 0.02, 0.9), y, f"{p:.2f}", va="center", fontsize=7)
         axes[r][1].set_xlim(0, 1)
         axes[r][1].set_xlabel("probability")
     fig.suptitle("Image → best-matching class (prompt ensembling over templates)", fontsize=11)

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from .figures import wrap_caption
 from .qualitative import Hit, RetrievalIndex
 
 
@@ -61,7 +62,7 @@ class Explorer:
                 ax.axis("off")
             for ax, (rank, hit) in zip(axes.flat, enumerate(self.last_hits, 1)):
                 ax.imshow(self.index.cache.load_pil(hit.image_id))
-                ax.set_title(f"#{rank} cos {hit.score:.3f}\n{hit.caption[:40]}", fontsize=7)
+                ax.set_title(f"#{rank} cos {hit.score:.3f}\n{wrap_caption(hit.caption, 30, 2)}", fontsize=7)
             plt.show()
         return self.last_hits
 

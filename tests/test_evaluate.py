@@ -121,3 +121,39 @@ def test_zero_shot_image_tower(tmp_path, evaluated):
     assert feats.shape == (10, 64) and torch.allclose(feats.norm(dim=-1), torch.ones(10), atol=1e-5)
     with pytest.raises(OSError, match="COMPARE_ZERO_SHOT"):
         zero_shot_image_features(str(tmp_path / "missing"), result.data.cache, ids, torch.device("cpu"))
+
+
+def test_class_bars_print_their_values(index):
+    from helpers import qualitative
+
+    fig = qualitative.classification_figure(index, index.image_ids[:2], ["a red shape", "a blue shape"])
+    values = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert len(values) == 4 and all(0 <= float(v) <= 1 for v in values)
+
+
+def test_run_name_none_picks_the_newest_finished_baseline(workspace, tmp_path, capsys):
+    import os
+    import shutil
+
+    from helpers import env
+    from helpers.storage import atomic_write_json
+
+    cfg, _ = workspace
+    art = tmp_path / "art"
+    (art / "runs").mkdir(parents=True)
+    runs = (("old-base", "baseline", True, 300), ("new-variant", "temp", True, 100), ("training", "baseline", False, 0))
+    for name, variant, finished, age in runs:
+        run = art / "runs" / name
+        run.mkdir()
+        atomic_write_json(run / "config.json", {"variant": variant})
+        (run / "best.pt").write_bytes(b"x")
+        if finished:
+            atomic_write_json(run / "metrics.json", {})
+            os.utime(run / "metrics.json", (1e9 - age, 1e9 - age))
+    probe = env.resolve_paths(cfg.replace(artifacts_dir=str(art), run_name=None), environment="local")
+    chosen = evaluate.find_run(cfg.replace(run_name=None, variant="head_ln"), probe)
+    assert chosen.name == "old-base"  # a finished baseline beats a newer variant; the run still training is never picked
+    assert "newest finished baseline run, old-base" in capsys.readouterr().out
+    shutil.rmtree(art / "runs" / "old-base")
+    assert evaluate.find_run(cfg.replace(run_name=None, variant="head_ln"), probe).name == "new-variant"
+    assert "no finished baseline run yet" in capsys.readouterr().out

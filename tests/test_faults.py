@@ -163,6 +163,8 @@ def test_full_disk_stops_downloads_before_writing(tmp_path, monkeypatch):
     assert not list((tmp_path / "dl").glob("*"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # above the subprocess's own 1200 s, so its message is the one a failure shows
 def test_full_demo_runs_offline_and_never_leaks_a_kaggle_key(tmp_path):
     """`python -m helpers.run_all --demo` (01 -> 05), offline, with a fake Kaggle key in the environment."""
     secret = "kgl-FAKE-0123456789abcdef0123456789"
