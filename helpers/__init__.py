@@ -8,3 +8,6 @@ One concern per module: ``config`` (typed run settings), ``env`` (Colab/Kaggle/l
 """
 
 __version__ = "0.1.0"
+# The GitHub repository (owner/name): the one place the Colab badges and the bootstrap's clone URL come from
+# (tests/test_notebooks.py checks both). A fork changes it here, in the badges and in the bootstrap cell.
+REPOSITORY = "clip-coco-lab/clip-coco-lab"

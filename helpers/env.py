@@ -18,6 +18,8 @@ from .config import Config, ConfigError
 
 COLAB_DRIVE_ROOT = Path("/content/drive")
 COLAB_DEFAULT_ARTIFACTS = COLAB_DRIVE_ROOT / "MyDrive" / "clip_coco"
+COLAB_LOCAL_ARTIFACTS = Path("/content/clip_coco")  # when Drive access is declined: gone when the session ends
+NO_DRIVE_ENV = "CLIP_LAB_NO_DRIVE"  # set by the bootstrap cell when Drive could not be mounted
 
 
 def detect_environment() -> str:
@@ -29,13 +31,31 @@ def detect_environment() -> str:
     return "local"
 
 
-def mount_drive() -> None:
-    """Mount Google Drive in Colab (asks for consent once per session)."""
+def mount_drive() -> bool:
+    """Mount Google Drive in Colab (asks for consent once per session); False when it cannot be mounted."""
     if (COLAB_DRIVE_ROOT / "MyDrive").exists():
-        return
-    from google.colab import drive  # type: ignore[import-not-found]
+        return True
+    if os.environ.get(NO_DRIVE_ENV):
+        return False
+    try:
+        from google.colab import drive  # type: ignore[import-not-found]
 
-    drive.mount(str(COLAB_DRIVE_ROOT))
+        drive.mount(str(COLAB_DRIVE_ROOT))
+    except Exception as exc:  # consent declined, or Drive unavailable
+        os.environ[NO_DRIVE_ENV] = f"{exc.__class__.__name__}: {exc}"
+        return False
+    return (COLAB_DRIVE_ROOT / "MyDrive").exists()
+
+
+def warn_no_drive(artifacts: Path) -> None:
+    import warnings
+
+    warnings.warn(
+        f"Google Drive is not mounted ({os.environ.get(NO_DRIVE_ENV) or 'access declined'}): artifacts go to {artifacts} on "
+        "this VM's disk and VANISH when the Colab session ends (caches, checkpoints, results). To keep them, re-run the "
+        "first cell and allow Drive access, or set ARTIFACTS_DIR to a mounted folder.",
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)
@@ -68,9 +88,14 @@ def resolve_paths(cfg: Config, environment: str | None = None, mount: bool = Tru
     """Fill in default locations for this environment and create the folders."""
     env = environment or detect_environment()
     if env == "colab":
-        if mount and (cfg.artifacts_dir is None or cfg.artifacts_dir.startswith(str(COLAB_DRIVE_ROOT))):
-            mount_drive()
         artifacts = Path(cfg.artifacts_dir or COLAB_DEFAULT_ARTIFACTS)
+        wants_drive = cfg.artifacts_dir is None or cfg.artifacts_dir.startswith(str(COLAB_DRIVE_ROOT))
+        if mount and wants_drive and not mount_drive():
+            if cfg.artifacts_dir is not None:
+                raise ConfigError(f"ARTIFACTS_DIR={cfg.artifacts_dir} is on Google Drive, which is not mounted: allow Drive access "
+                                  "(re-run the first cell) or set ARTIFACTS_DIR to a local folder")
+            artifacts = COLAB_LOCAL_ARTIFACTS
+            warn_no_drive(artifacts)
         data = Path(cfg.data_dir or "/content/coco")
         cache = Path(cfg.cache_dir or "/content/image_cache")
     elif env == "kaggle":

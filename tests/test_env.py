@@ -49,3 +49,14 @@ def test_hardware_summary(tmp_path):
         assert key in info
     assert info["cpu_count"] >= 1 and info["ram_gb"] > 0
     assert "torch" in env.format_summary(info)
+
+
+def test_colab_without_drive_keeps_artifacts_locally_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(env, "COLAB_LOCAL_ARTIFACTS", tmp_path / "clip_coco")
+    monkeypatch.setenv(env.NO_DRIVE_ENV, "RuntimeError: credential propagation was unsuccessful")
+    cfg = config.from_params(DATA_DIR=str(tmp_path / "coco"), CACHE_DIR=str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="Google Drive is not mounted.*VANISH when the Colab session ends"):
+        paths = env.resolve_paths(cfg, environment="colab")
+    assert paths.artifacts_dir == tmp_path / "clip_coco" and paths.artifacts_dir.is_dir()
+    with pytest.raises(ConfigError, match="on Google Drive, which is not mounted"):
+        env.resolve_paths(cfg.replace(artifacts_dir="/content/drive/MyDrive/mine"), environment="colab")
