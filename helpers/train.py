@@ -116,6 +116,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+SAME_CAPTION_COSINE = 0.999  # text embeddings this close encode the same words (COCO repeats many captions verbatim)
+
+
+def bank_positives(image_ids: torch.Tensor, text: torch.Tensor, bank_ids: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """[B, K] True where a bank caption belongs to the anchor's image, or says exactly what the anchor's caption
+    says (another image described in the same words is not a negative for it)."""
+    dtype = bank.dtype if bank.is_cuda else torch.float32  # fp16 products on the GPU; CPUs are faster in fp32
+    same_text = (text.to(dtype) @ bank.to(dtype).t()).float() >= SAME_CAPTION_COSINE
+    return (image_ids[:, None] == bank_ids[None, :]) | same_text
+
+
 class CaptionBank:
     """The ``bank`` variant's extra negatives: cached training-caption embeddings, drawn afresh each step.
 
@@ -452,7 +463,7 @@ class Trainer:
         bank = own = None
         if "bank" in self.flags:
             bank, bank_ids = self.caption_bank.draw(self.global_step)
-            own = all_ids[:, None] == bank_ids[None, :]  # the anchor's own captions: never negatives
+            own = bank_positives(all_ids, all_text, bank_ids, bank)  # never negatives
         if "hardneg" in self.flags:
             return max_hinge_loss(all_features, all_text, bank=bank, bank_is_own_caption=own), features
         return clip_loss_with_bank(all_features, all_text, self.model.scale(), bank, own), features

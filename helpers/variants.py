@@ -26,7 +26,9 @@ same evaluation. The flags:
                 captions plus BANK_SIZE cached caption embeddings drawn afresh each step (default
                 32,768; 0: all ~414k). Possible only because the text tower is frozen: the cached
                 embeddings are exactly what the tower would output now, so the bank is never stale.
-                Bank captions of the anchor's own image are masked, never pushed away. Cost per
+                Bank captions of the anchor's own image, and captions in the very same words as
+                its caption (cached embeddings at cosine >= 0.999: COCO repeats many captions
+                verbatim), are masked, never pushed away. Cost per
                 step: one [B, K] x 512 matrix product (docs/PERFORMANCE.md). Caveat: near-identical
                 captions of *other* images ("a man riding a wave on a surfboard") stay negatives
                 (false negatives); with 32k of 414k captions drawn, few collide. Under DDP each

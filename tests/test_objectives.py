@@ -115,3 +115,11 @@ def test_new_flags_resume_after_sigkill_to_the_same_state(workspace, tmp_path, v
     from test_train import _kill_then_resume_matches
 
     _kill_then_resume_matches(workspace, tmp_path, variant, epochs=2)
+
+
+def test_bank_never_treats_the_anchors_own_captions_or_the_same_words_as_negatives():
+    captions = _unit(3, 16, seed=4)
+    bank = torch.cat([captions[1:2], _unit(2, 16, seed=5), captions[0:1]]).half()  # [same words as anchor 1, other, other, anchor 0's]
+    bank_ids = torch.tensor([99, 7, 8, 10])  # the first entry belongs to another image (99), described in the same words
+    own = train.bank_positives(torch.tensor([10, 11, 12]), captions, bank_ids, bank)
+    assert own.tolist() == [[False, False, False, True], [True, False, False, False], [False, False, False, False]]
