@@ -16,6 +16,8 @@ from PIL import Image
 from .figures import wrap_caption
 from .qualitative import Hit, RetrievalIndex
 
+UPLOAD_LIMIT_BYTES = 900_000  # Colab drops widget uploads of about 1 MB and more (jupyter-widgets/ipywidgets#3452)
+
 
 class Explorer:
     def __init__(self, index: RetrievalIndex, classes: list[str], query: str = "a dog playing", k: int = 5, samples: int = 30):
@@ -24,6 +26,7 @@ class Explorer:
         self.index, self.classes = index, list(classes)
         self.last_hits: list[Hit] = []
         self.last_scores: list[tuple[str, float]] = []
+        self.last_message = ""
         self.query = w.Text(value=query, description="Query", continuous_update=False, layout=w.Layout(width="60%"))
         self.k = w.IntSlider(value=k, min=1, max=20, description="top-k", continuous_update=False)
         self.image_pick = w.Dropdown(options=[(f"image {i}", i) for i in index.image_ids[:samples]], description="Image")
@@ -41,6 +44,8 @@ class Explorer:
                 self.results,
                 w.HTML(f"<b>Image → class</b> over {', '.join(self.classes)}"),
                 w.HBox([self.image_pick, self.upload]),
+                w.HTML(f"<small>Uploads: one image under {UPLOAD_LIMIT_BYTES // 1000} KB (Colab drops larger widget uploads); "
+                       "downscale or screenshot a large photo first.</small>"),
                 self.image_out,
             ]
         )
@@ -80,18 +85,46 @@ class Explorer:
             a.axis("off")
             names, probs = zip(*reversed(self.last_scores))
             b.barh(names, probs)
+            for y, p in enumerate(probs):  # the value at the end of each bar
+                b.text(min(p + 0.02, 0.9), y, f"{p:.2f}", va="center", fontsize=8)
             b.set_xlim(0, 1)
+            b.set_xlabel("probability")
             plt.show()
         return self.last_scores
 
+    def _say(self, message: str) -> None:
+        self.last_message = message
+        self.image_out.clear_output(wait=True)
+        with self.image_out:
+            print(message)
+
     def _on_upload(self, value: Any) -> None:
         files = list(value.values()) if isinstance(value, dict) else list(value)  # ipywidgets 7 vs 8
-        if files:
-            content = files[0]["content"]
-            self.run_image(image=Image.open(io.BytesIO(bytes(content))))
+        if not files:
+            return  # the widget was reset: nothing was chosen
+        content = bytes(files[0].get("content") or b"")
+        name = files[0].get("name") or (next(iter(value)) if isinstance(value, dict) else "the file")
+        if not content:
+            self._say(f"The upload of {name} arrived empty (0 bytes). Colab drops widget uploads of about 1 MB and more: "
+                      f"use an image under {UPLOAD_LIMIT_BYTES // 1000} KB.")
+            return
+        if len(content) > UPLOAD_LIMIT_BYTES:
+            self._say(f"{name} is {len(content) / 1e6:.1f} MB: uploads over {UPLOAD_LIMIT_BYTES // 1000} KB may be cut off in Colab. "
+                      "Downscale it (or take a screenshot) and upload again.")
+            return
+        try:
+            image = Image.open(io.BytesIO(content))
+            image.load()
+        except Exception as exc:
+            self._say(f"{name} is not an image Pillow can read ({type(exc).__name__}). Upload a JPEG or PNG.")
+            return
+        self.last_message = ""
+        self.run_image(image=image)
 
     def show(self) -> None:
         from IPython.display import display
 
         display(self.widget)
         self.run_query()
+        if self.index.image_ids:  # the preselected image is scored at once: the class panel never starts empty
+            self.run_image(image_id=self.image_pick.value)

@@ -104,6 +104,23 @@ def test_widget_callbacks_without_a_browser(index):
     assert len(explorer.last_scores) == 3
 
 
+def test_explorer_first_state_and_bad_uploads(index, monkeypatch):
+    import IPython.display
+
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: None)
+    explorer = widget.Explorer(index, ["a red shape", "a blue shape"], query="a red circle")
+    explorer.show()
+    assert len(explorer.last_hits) == 5 and len(explorer.last_scores) == 2  # the first image is scored at start
+    explorer._on_upload(({"name": "empty.png", "content": b""},))
+    assert "arrived empty" in explorer.last_message and "1 MB" in explorer.last_message
+    explorer._on_upload(({"name": "huge.jpg", "content": b"x" * (widget.UPLOAD_LIMIT_BYTES + 1)},))
+    assert "huge.jpg is 0.9 MB" in explorer.last_message and "Downscale" in explorer.last_message
+    explorer._on_upload(({"name": "notes.txt", "content": b"not an image"},))
+    assert "not an image Pillow can read" in explorer.last_message
+    explorer._on_upload(())  # a reset widget: nothing happens
+    assert "not an image" in explorer.last_message
+
+
 def test_zero_shot_image_tower(tmp_path, evaluated):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
