@@ -81,3 +81,17 @@ def test_karpathy_protocol_used_when_ids_present(tmp_path):
     assert (len(s.val), len(s.test), s.restval) == (10, 10, [1, 2, 3])
     full = splits.make_splits([1], splits.karpathy_ids("val") + splits.karpathy_ids("test") + [7])
     assert full.protocol == "karpathy-5k" and full.restval == [7]
+
+
+def test_identical_duplicate_image_records_are_merged_and_counted(coco_copy):
+    import json
+
+    from helpers.coco import load_captions
+
+    path = coco_copy / "annotations" / "captions_train2014.json"
+    data = json.loads(path.read_text())
+    data["images"].append(dict(data["images"][2]))  # the very same record twice
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=rf"1 duplicate image record\(s\) merged \(ids {data['images'][2]['id']}\)"):
+        table = load_captions(coco_copy, "train2014")
+    assert len(table.image_files) == len(data["images"]) - 1
