@@ -110,7 +110,7 @@ def test_bank_draws_are_reproducible_and_size_zero_is_the_whole_cache(workspace)
     assert small.draw(7)[0].shape == (50, trainer.embed_dim)
 
 
-@pytest.mark.parametrize("variant", ["temp+bank", "hardneg+bank"])
+@pytest.mark.parametrize("variant", ["temp+bank", "hardneg+bank", "best"])
 def test_new_flags_resume_after_sigkill_to_the_same_state(workspace, tmp_path, variant):
     from test_train import _kill_then_resume_matches
 
