@@ -20,6 +20,7 @@ from .artifacts import ArtifactError, load_eval
 from .config import Config
 from .env import Paths
 from .evaluate import RECALL_KEYS, evaluate
+from .figures import save_figure
 from .storage import atomic_write_json, atomic_write_text
 from .train import run_name_for, train
 from .variants import BASELINE, canonical
@@ -176,8 +177,6 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
 
 def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], cfg: Config, out_dir: Path) -> Path:
     """``ablation.json`` (+ ``ablation.md``): the table, every run and the config, for notebook 05."""
-    from .figures import save_figure
-
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         out_dir / "ablation.json",

@@ -98,7 +98,7 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
             states.append(f"{split}: missing" if isinstance(exc, FileNotFoundError) else f"{split}: damaged")
     facts["caption_cache"] = "; ".join(states)
     try:
-        from .prepare import load_splits
+        from .splits import load_splits
 
         splits = load_splits(paths)
         facts["train_images"], facts["val_images"] = len(splits.train), len(splits.val)

@@ -28,8 +28,7 @@ from .env import Paths
 from .image_cache import ImageCache, restore_cache
 from .metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
 from .model import ClipImageModel
-from .prepare import load_splits
-from .splits import Splits, karpathy_ids
+from .splits import Splits, karpathy_ids, load_splits
 from .storage import atomic_write_bytes, atomic_write_json, sha256_file
 from .train import load_trained, run_name_for
 

@@ -45,11 +45,6 @@ def in_batch_hits(image_features: torch.Tensor, text_features: torch.Tensor) -> 
     return torch.stack([(sims.argmax(1) == labels).sum(), (sims.argmax(0) == labels).sum()])
 
 
-def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[float, float]:
-    """Top-1 retrieval accuracy inside the batch: (image->text, text->image)."""
-    i2t, t2i = (in_batch_hits(image_features, text_features).float() / image_features.shape[0]).tolist()
-    return i2t, t2i
-
 
 def clip_loss_with_bank(
     image_features: torch.Tensor,

@@ -25,7 +25,6 @@ from torch import nn
 
 from .config import Config
 from .loss import MAX_LOGIT_SCALE
-from .text_tower import encode_text  # noqa: F401  (re-exported: live queries use the caption-cache encoder)
 from .variants import apply_pooling, build_head, canonical, parse_variant
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")

@@ -16,13 +16,12 @@ from typing import Any
 
 import torch
 
-from .artifacts import load_json
 from .coco import CaptionTable, DataError, check_layout, load_captions
 from .config import Config
 from .dataset import load_text_embeds
 from .env import Paths
 from .image_cache import CachePart, build_image_cache, failures, restore_cache
-from .splits import Splits, make_splits
+from .splits import Splits, load_splits, make_splits  # noqa: F401  (load_splits: notebook 01's readers)
 from .storage import atomic_torch_save, atomic_write_json, read_json, torch_load
 from .text_tower import EncodeStats, encode_text, load_text_tower
 
@@ -62,10 +61,6 @@ def build_splits(cfg: Config, paths: Paths, data: CocoData) -> Splits:
     return splits
 
 
-def load_splits(paths: Paths) -> Splits:
-    return Splits.from_dict(load_json(paths.splits_path, "splits"))
-
-
 def cache_parts(cfg: Config, data: CocoData, splits: Splits) -> list[CachePart]:
     val_ids = set(splits.val) | set(splits.test) | (set(splits.restval) if cfg.include_restval else set())
     return [
@@ -103,11 +98,6 @@ def cache_images(
     size = sum(s["bytes"] for p in manifest["parts"].values() for s in p["shards"].values())
     print(f"Image cache: {n:,} images, {size / 1e9:.2f} GB, {len(failures(manifest))} skipped ({time.perf_counter() - t0:.1f}s)")
     return manifest
-
-
-def ensure_image_cache(paths: Paths, progress: bool = True) -> Path:
-    """In a new session: bring the cache from ARTIFACTS_DIR to local disk (skips what is there)."""
-    return restore_cache(paths.image_cache_dir, paths.cache_dir, progress=progress)
 
 
 def _digest(ids: list[int]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DATA_DIR = Path(__file__).with_name("data")
 KARPATHY_SIZE = 5000
@@ -49,6 +50,13 @@ class Splits:
             f"protocol={self.protocol}: train {s['train']:,} images (train2014), val {s['val']:,} (model selection), "
             f"test {s['test']:,} (reporting), restval {s['restval']:,} unused val2014 images"
         )
+
+
+def load_splits(paths: Any) -> Splits:
+    """``splits.json`` (notebook 01) of ``paths`` (an ``env.Paths``), shape-checked by the one artifact loader."""
+    from .artifacts import load_json
+
+    return Splits.from_dict(load_json(paths.splits_path, "splits"))
 
 
 def _seeded_subset(ids: list[int], n: int | None, seed: int) -> list[int]:

@@ -33,6 +33,7 @@ import torch
 
 from . import env
 from .artifacts import load_history, load_json, load_torch, load_weights
+from .bank import CaptionBank, bank_positives
 from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
 from .distributed import backward_scale, fix_replicated_grads, gather_with_local_grad, global_clip_loss, init_distributed
@@ -44,7 +45,7 @@ from .loss import clip_loss, clip_loss_with_bank, in_batch_hits, max_hinge_loss
 from .metrics import retrieval_metrics
 from .model import ClipImageModel, build_model, check_same_architecture, model_config
 from .runlock import holding
-from .splits import Splits
+from .splits import Splits, load_splits
 from .storage import atomic_copy, atomic_torch_save, atomic_write_json
 from .variants import canonical, freeze_batchnorm_stats, lr_multiplier, parse_variant, train_transform, training_overrides, warmup_steps
 
@@ -116,49 +117,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-SAME_CAPTION_COSINE = 0.999  # text embeddings this close encode the same words (COCO repeats many captions verbatim)
-
-
-def bank_positives(image_ids: torch.Tensor, text: torch.Tensor, bank_ids: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """[B, K] True where a bank caption belongs to the anchor's image, or says exactly what the anchor's caption
-    says (another image described in the same words is not a negative for it)."""
-    dtype = bank.dtype if bank.is_cuda else torch.float32  # fp16 products on the GPU; CPUs are faster in fp32
-    same_text = (text.to(dtype) @ bank.to(dtype).t()).float() >= SAME_CAPTION_COSINE
-    return (image_ids[:, None] == bank_ids[None, :]) | same_text
-
-
-class CaptionBank:
-    """The ``bank`` variant's extra negatives: cached training-caption embeddings, drawn afresh each step.
-
-    The whole training caption cache is moved to the device once, in fp16 (~424 MB for COCO's
-    414k captions); each step draws ``size`` rows from it (with replacement: cheap, and
-    repeats are harmless), from a generator seeded by (seed, step, rank), so a resumed run
-    draws the same banks. ``size=0`` uses every caption every step.
-    """
-
-    def __init__(self, train_set: CocoCacheDataset, size: int, seed: int, rank: int = 0):
-        rows = torch.tensor(train_set.caption_rows)
-        self.embeddings = train_set.embeddings[rows].half()
-        self.image_ids = torch.tensor(train_set.image_ids)[train_set.caption_image_index]
-        self.size, self.seed, self.rank = size, seed, rank
-        self.device: torch.device | None = None
-
-    def to(self, device: torch.device) -> CaptionBank:
-        self.embeddings, self.image_ids, self.device = self.embeddings.to(device), self.image_ids.to(device), device
-        return self
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def draw(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embeddings [K, D] fp16, their image ids [K]) for this step."""
-        if self.size == 0 or self.size >= len(self):
-            return self.embeddings, self.image_ids
-        generator = torch.Generator(device=self.embeddings.device).manual_seed(self.seed * 1_000_003 + step * 7919 + self.rank)
-        rows = torch.randint(len(self), (self.size,), generator=generator, device=self.embeddings.device)
-        return self.embeddings[rows], self.image_ids[rows]
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -206,8 +164,6 @@ class Trainer:
 
     # ----------------------------------------------------------------- data & model
     def _load_data(self) -> None:
-        from .prepare import load_splits
-
         self.splits: Splits = load_splits(self.paths)
         cache_dir = restore_cache(self.paths.image_cache_dir, self.paths.cache_dir, progress=self.progress)
         self.cache = ImageCache(cache_dir)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import bank as caption_bank
 from helpers import loss, train, variants
 from helpers.loss import MAX_LOGIT_SCALE
 
@@ -104,8 +105,8 @@ def test_bank_draws_are_reproducible_and_size_zero_is_the_whole_cache(workspace)
     embeddings, ids = trainer.caption_bank.draw(0)
     assert embeddings.shape == (len(trainer.train_set.caption_rows), trainer.embed_dim) and embeddings.dtype == torch.float16
     assert sorted(set(ids.tolist())) == sorted(trainer.train_set.image_ids)
-    small = train.CaptionBank(trainer.train_set, 50, seed=0)
-    again = train.CaptionBank(trainer.train_set, 50, seed=0)
+    small = caption_bank.CaptionBank(trainer.train_set, 50, seed=0)
+    again = caption_bank.CaptionBank(trainer.train_set, 50, seed=0)
     assert torch.equal(small.draw(7)[0], again.draw(7)[0]) and not torch.equal(small.draw(7)[0], small.draw(8)[0])
     assert small.draw(7)[0].shape == (50, trainer.embed_dim)
 
@@ -121,5 +122,5 @@ def test_bank_never_treats_the_anchors_own_captions_or_the_same_words_as_negativ
     captions = _unit(3, 16, seed=4)
     bank = torch.cat([captions[1:2], _unit(2, 16, seed=5), captions[0:1]]).half()  # [same words as anchor 1, other, other, anchor 0's]
     bank_ids = torch.tensor([99, 7, 8, 10])  # the first entry belongs to another image (99), described in the same words
-    own = train.bank_positives(torch.tensor([10, 11, 12]), captions, bank_ids, bank)
+    own = caption_bank.bank_positives(torch.tensor([10, 11, 12]), captions, bank_ids, bank)
     assert own.tolist() == [[False, False, False, True], [True, False, False, False], [False, False, False, False]]
