@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import env
-from .artifacts import load_history, load_json, load_torch, load_weights
+from .artifacts import history_record, load_history, load_json, load_torch, load_weights
 from .bank import CaptionBank, bank_positives
 from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds, make_loader, normalize_images
@@ -415,7 +415,7 @@ class Trainer:
             return clip_loss(features, text, self.model.scale()), features
         all_features = gather_with_local_grad(features, self.dist)
         all_text = gather_with_local_grad(text, self.dist)
-        all_ids = gather_with_local_grad(image_ids, self.dist)
+        all_ids = gather_with_local_grad(image_ids.to(self.device, non_blocking=True), self.dist)
         bank = own = None
         if "bank" in self.flags:
             bank, bank_ids = self.caption_bank.draw(self.global_step)
@@ -461,7 +461,7 @@ class Trainer:
             images = normalize_images(images, self.device, self.channels_last)
             text = text.to(self.device, non_blocking=True)
             kill_point("train_step")
-            loss, features = self._forward_loss(images, text, image_ids.to(self.device, non_blocking=True))
+            loss, features = self._forward_loss(images, text, image_ids)  # ids reach the device only for bank/hardneg
             value = loss.item()
             spike = len(recent) >= 10 and value > SPIKE_FACTOR * statistics.median(recent)
             if not math.isfinite(value) or spike:
@@ -570,13 +570,7 @@ class Trainer:
             )
         self._save(state, self.checkpoint_path)  # last: the epoch now counts
         kill_point("after_checkpoint")
-        atomic_write_json(
-            self.run_dir / "history.json",
-            {"run_name": self.run_name, "epochs": self.history, "steps": self.step_log, "events": self.events},
-        )
-        from .curves import save_training_curves
-
-        save_training_curves(self.history, self.step_log, self.run_dir / "loss_curves.png", title=self.run_name)
+        self._write_history()
         self.log(
             f"epoch {epoch + 1}/{self.cfg.epochs}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
             f"val R@1 i2t {record['val_i2t_R@1']:.3f} t2i {record['val_t2i_R@1']:.3f}, rsum {record['val_rsum']:.3f}, "
@@ -589,10 +583,7 @@ class Trainer:
         """history.json and loss_curves.png, derived from the state (the checkpoint is the source of truth)."""
         from .curves import save_training_curves
 
-        atomic_write_json(
-            self.run_dir / "history.json",
-            {"run_name": self.run_name, "epochs": self.history, "steps": self.step_log, "events": self.events},
-        )
+        atomic_write_json(self.run_dir / "history.json", history_record(self.run_name, self.history, self.step_log, self.events))
         save_training_curves(self.history, self.step_log, self.run_dir / "loss_curves.png", title=self.run_name)
 
     def _final_metrics(self) -> dict[str, Any]:
