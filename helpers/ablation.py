@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactError, load_eval
+from .artifacts import ArtifactError
 from .config import Config
 from .env import Paths
 from .evaluate import RECALL_KEYS, evaluate
 from .figures import save_figure
+from .runs import RunDir, load_eval, run_name_for
 from .storage import atomic_write_json, atomic_write_text
-from .train import run_name_for, train
+from .train import train  # the one call that starts a training
 from .variants import BASELINE, canonical
 
 METRIC_KEYS = (*RECALL_KEYS, "rsum")
@@ -48,7 +49,7 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
             run_cfg = cfg.replace(variant=variant, seed=seed, run_name=None)
             name = run_name_for(run_cfg)
             print(f"── {variant} (seed {seed}): run {name}")
-            result = train(run_cfg, paths, progress=progress, log=lambda m: print("   ", m))
+            result = train(run_cfg, paths, progress=progress, live_plot=False, log=lambda m: print("   ", m))
             val = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="val"), paths, progress)
             test = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="test"), paths, progress)
             minutes = result.metrics["total_train_seconds"] / 60
@@ -57,9 +58,9 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
 
 
 def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, Any]:
-    """Reuse ``eval_<split>.json`` when it scored the current best checkpoint; else evaluate."""
+    """Reuse the run's results of ``cfg.eval_split`` when they scored its current best checkpoint; else evaluate."""
     try:
-        return load_eval(paths.runs_dir / cfg.run_name, cfg.eval_split)
+        return load_eval(RunDir.named(paths, cfg.run_name), cfg.eval_split)
     except ArtifactError:  # absent, damaged, or scored an earlier model of the run: score the current one
         return evaluate(cfg, paths, progress=progress).record
 

@@ -172,33 +172,6 @@ def try_load_json(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any] | 
         return None, str(exc)
 
 
-def history_record(run_name: str, epochs: list[dict[str, Any]], steps: list[dict[str, Any]], events: list[str]) -> dict[str, Any]:
-    """The ``history.json`` format (README, "Artifacts"): per-epoch records, logged steps, events."""
-    return {"run_name": run_name, "epochs": epochs, "steps": steps, "events": events}
-
-
-def load_history(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``history.json`` of a run; if it is damaged or absent but ``checkpoint.pt`` holds the history,
-    write it again from the checkpoint (the source of truth) and say so."""
-    import warnings
-
-    from .storage import atomic_write_json
-
-    run_dir = Path(run_dir)
-    path, checkpoint = run_dir / "history.json", run_dir / "checkpoint.pt"
-    try:
-        return load_json(path, "history")
-    except ArtifactError as exc:
-        if not checkpoint.exists():
-            raise
-        problem = "absent" if isinstance(exc, ArtifactMissing) else "damaged"
-    state = load_torch(checkpoint, "checkpoint")
-    record = history_record(state.get("run_name", run_dir.name), state["history"], state.get("step_log", []), state.get("events", []))
-    atomic_write_json(path, record)
-    warnings.warn(f"{path} was {problem}: rewritten from {checkpoint.name} ({len(record['epochs'])} epochs)", stacklevel=2)
-    return record
-
-
 def load_weights(model: Any, state: dict[str, Any], path: str | os.PathLike, kind: str) -> None:
     """``model.load_state_dict(state["model"])``; tensors of the wrong shape or names become an :class:`ArtifactError`."""
     try:
@@ -209,26 +182,3 @@ def load_weights(model: Any, state: dict[str, Any], path: str | os.PathLike, kin
 
 class StaleArtifact(ArtifactError):
     """A results file scored a model that is no longer the run's checkpoint (it was retrained)."""
-
-
-def load_eval(run_dir: str | os.PathLike, split: str) -> dict[str, Any]:
-    """``eval_<split>.json`` of a run, *only* if it scored the run's current checkpoint.
-
-    Every reader of results goes through here (report, ablation): after a retraining the old
-    figures are never shown; the error names the notebook that scores the new model.
-    """
-    from .storage import sha256_file
-
-    run_dir = Path(run_dir)
-    path = run_dir / f"eval_{split}.json"
-    record = load_json(path, "eval")
-    scored = run_dir / Path(str(record["checkpoint"].get("path", "best.pt"))).name  # by name: Drive paths differ between sessions
-    current = sha256_file(scored) if scored.exists() else None
-    if current != record["checkpoint"]["sha256"]:
-        now = f"now {current[:12]}…" if current else f"{scored.name} is gone"
-        raise StaleArtifact(
-            f"{path} scored an earlier model of this run (checkpoint sha256 {record['checkpoint']['sha256'][:12]}…, {now}): "
-            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run_dir.name!r} "
-            f"and EVAL_SPLIT={split!r}."
-        )
-    return record

@@ -48,6 +48,15 @@ def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dic
     return data
 
 
+def text_embed_width(path: str | Path) -> int:
+    """The caption-embedding width (512 for ViT-B/32: the projection head's output size), read from the
+    file's tensor metadata: ``mmap=True`` maps the embeddings instead of reading them (~800 MB for train2014)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["embeddings"].shape[1])
+    except Exception:  # absent, damaged or foreign: the full loader's error names the problem and the fix
+        return int(load_text_embeds(path)["embeddings"].shape[1])
+
+
 def normalize_images(
     images: torch.Tensor, device: torch.device | str, channels_last: bool = False, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

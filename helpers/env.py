@@ -83,6 +83,12 @@ class Paths:
     def splits_path(self) -> Path:
         return self.artifacts_dir / "splits.json"
 
+    @classmethod
+    def for_artifacts(cls, artifacts_dir: str | os.PathLike) -> Paths:
+        """Paths for reading an existing ARTIFACTS_DIR only (the report): no raw data, no local cache copy."""
+        artifacts = Path(artifacts_dir)
+        return cls("local", artifacts, artifacts / "coco", artifacts / "image_cache")
+
 
 def resolve_paths(cfg: Config, environment: str | None = None, mount: bool = True) -> Paths:
     """Fill in default locations for this environment and create the folders."""

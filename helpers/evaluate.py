@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .artifacts import ArtifactError, load_json
+from .artifacts import load_json
 from .config import Config
 from .dataset import CocoCacheDataset, load_text_embeds
 from .embed import encode_images
@@ -28,9 +28,9 @@ from .env import Paths
 from .image_cache import ImageCache, restore_cache
 from .metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
 from .model import ClipImageModel
+from .runs import RunDir, find_run, load_trained
 from .splits import Splits, karpathy_ids, load_splits
 from .storage import atomic_write_bytes, atomic_write_json, sha256_file
-from .train import load_trained, run_name_for
 
 
 @dataclass(frozen=True)
@@ -68,43 +68,11 @@ FOLDS_KARPATHY = "five consecutive blocks of 1,000 images in the order of coco20
 FOLDS_SORTED = "five consecutive blocks of 1,000 images in ascending image-id order (not the Karpathy file order: a subset)"
 
 
-def find_run(cfg: Config, paths: Paths) -> Path:
-    """RUN_NAME if set; else the run the same settings would train, if finished; else the newest *finished*
-    baseline run; else the newest finished run. Finished means ``metrics.json`` exists: a run still training
-    (or interrupted) is never picked by default. The choice is printed."""
-    if cfg.run_name:
-        run = paths.runs_dir / cfg.run_name
-        if not run.is_dir():
-            known = sorted(p.name for p in paths.runs_dir.glob("*") if p.is_dir()) if paths.runs_dir.exists() else []
-            raise FileNotFoundError(f"No run {cfg.run_name!r} in {paths.runs_dir}. Known runs: {known or 'none'}. Run 02_train_clip.ipynb.")
-        return run
-    default = paths.runs_dir / run_name_for(cfg)
-    if (default / "metrics.json").exists() and (default / "best.pt").exists():
-        return default
-    metrics_files = paths.runs_dir.glob("*/metrics.json") if paths.runs_dir.exists() else []
-    finished = [p.parent for p in metrics_files if (p.parent / "best.pt").exists()]
-    if not finished:
-        raise FileNotFoundError(f"No finished run in {paths.runs_dir}: run 02_train_clip.ipynb first (same ARTIFACTS_DIR)")
-
-    def is_baseline(run: Path) -> bool:
-        try:
-            return load_json(run / "config.json", "config").get("variant") == "baseline"
-        except (ArtifactError, OSError):
-            return False
-
-    baselines = [r for r in finished if is_baseline(r)]
-    pool = baselines or finished
-    chosen = max(pool, key=lambda r: (r / "metrics.json").stat().st_mtime)
-    kind = "finished baseline run" if baselines else "finished run (no finished baseline run yet)"
-    print(f"RUN_NAME=None: using the newest {kind}, {chosen.name}. Set RUN_NAME to pick another.")
-    return chosen
-
-
 @dataclass
 class EvalData:
     """Everything needed to score one split."""
 
-    run_dir: Path
+    run: RunDir
     model: ClipImageModel
     checkpoint: dict[str, Any]
     cache: ImageCache
@@ -113,6 +81,10 @@ class EvalData:
     split: str
     protocol: str
     scored: dict[str, Any]  # which images were scored and how they relate to training and model selection
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
 
 
 def trained_image_ids(splits: Splits, train_config: dict[str, Any]) -> set[int]:
@@ -144,8 +116,8 @@ def split_image_ids(splits: Splits, split: str, cache: ImageCache, trained: set[
 
 
 def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
-    run_dir = find_run(cfg, paths)
-    ckpt_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "checkpoint.pt"
+    run = find_run(cfg, paths)
+    ckpt_path = run.weights
     model, state = load_trained(ckpt_path, device)
     cache = ImageCache(restore_cache(paths.image_cache_dir, paths.cache_dir))
     text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)
@@ -168,7 +140,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     }
     if scored["seen_in_training"]:
         raise RuntimeError(f"{scored['seen_in_training']} image(s) of EVAL_SPLIT={cfg.eval_split!r} were trained on: not scoring them")
-    return EvalData(run_dir, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol, scored)
+    return EvalData(run, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol, scored)
 
 
 @dataclass
@@ -203,7 +175,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         zs = zero_shot_image_features(cfg.text_model, data.cache, data.dataset.image_ids, device, progress=progress)
         zero_shot = retrieval_metrics(zs, text_features, t2i, device=device)
     record = {
-        "run_name": data.run_dir.name,
+        "run_name": data.run.name,
         "split": data.split,
         "protocol": data.protocol,
         "num_images": len(image_features),
@@ -217,10 +189,10 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         "zero_shot_model": cfg.text_model if zero_shot else None,
         "seconds": time.perf_counter() - t0,
         "config": cfg.to_dict(),
-        "train_config": load_json(data.run_dir / "config.json", "config") if (data.run_dir / "config.json").exists() else None,
+        "train_config": load_json(data.run.config, "config") if data.run.config.exists() else None,
     }
-    atomic_write_json(data.run_dir / f"eval_{data.split}.json", record)
-    atomic_write_bytes(data.run_dir / f"eval_{data.split}.csv", results_csv(record).encode())
+    atomic_write_json(data.run.eval_json(data.split), record)
+    atomic_write_bytes(data.run.eval_csv(data.split), results_csv(record).encode())
     return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record)
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactError, ArtifactMissing, load_eval, load_history, try_load_json
+from .artifacts import ArtifactError, ArtifactMissing, try_load_json
+from .env import Paths
 from .evaluate import results_markdown
+from .runs import RunDir, all_runs, load_eval, load_history, newest_finished
 from .storage import atomic_write_text
 
 HYPERPARAMETERS = (
@@ -55,11 +57,14 @@ class Report:
 
 
 class _Builder:
+    """The report's lines, the figures copied so far, and what is missing or damaged (listed at the top)."""
+
     def __init__(self, artifacts: Path, out: Path):
         self.artifacts, self.out = artifacts, out
         self.lines: list[str] = []
         self.figures: list[Path] = []
         self.missing: list[str] = []
+        self.damaged: list[str] = []  # problems found while reading artifacts for this report
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
@@ -78,60 +83,46 @@ class _Builder:
         self.figures.append(dest)
         self.add(f"![{caption}](figures/{name})", f"*{caption}*", "")
 
+    def table(self, header: list[str], rows: list[list[str]], what: str, notebook: str, numeric: range = range(0)) -> None:
+        """A Markdown table (``numeric`` columns right-aligned), or the note that names the notebook producing ``what``."""
+        if not rows:
+            self.missing_note(what, notebook)
+            return
+        align = ["---:" if k in numeric else "---" for k in range(len(header))]
+        self.add(*("| " + " | ".join(cells) + " |" for cells in (header, align, *rows)), "")
 
-DAMAGED: list[str] = []  # problems found while reading artifacts for the current report
+    def load(self, path: Path, kind: str) -> Any | None:
+        """The artifact, or None when absent or damaged (a damaged one is listed at the top of the report, with its fix)."""
+        data, problem = try_load_json(path, kind)
+        if problem:
+            self.damaged.append(problem)
+        return data
 
-
-def _load(path: Path, kind: str) -> Any | None:
-    """The artifact, or None when absent or damaged (a damaged one is listed at the top of the report, with its fix)."""
-    data, problem = try_load_json(path, kind)
-    if problem:
-        DAMAGED.append(problem)
-    return data
-
-
-def _history(run: Path) -> Any | None:
-    try:
-        return load_history(run)  # rewritten from checkpoint.pt when history.json is damaged
-    except ArtifactMissing:
-        return None
-    except ArtifactError as exc:
-        DAMAGED.append(str(exc))
-        return None
-
-
-def _eval(run: Path, split: str) -> Any | None:
-    """The run's results, never stale ones: a results file of an earlier model is left out and named."""
-    try:
-        return load_eval(run, split)
-    except ArtifactMissing:
-        return None
-    except ArtifactError as exc:  # damaged, or scored a model that was retrained since
-        DAMAGED.append(str(exc))
-        return None
+    def lenient(self, read: Any, *args: Any) -> Any | None:
+        """``read(*args)``, or None when absent; damaged (or stale: scored a model retrained since) is listed and left out."""
+        try:
+            return read(*args)
+        except ArtifactMissing:
+            return None
+        except ArtifactError as exc:
+            self.damaged.append(str(exc))
+            return None
 
 
-def _runs(artifacts: Path) -> dict[str, dict[str, Any]]:
-    runs = {}
-    for run in sorted((artifacts / "runs").glob("*")) if (artifacts / "runs").exists() else []:
-        if run.is_dir():
-            runs[run.name] = {
-                "dir": run,
-                "config": _load(run / "config.json", "config"),
-                "metrics": _load(run / "metrics.json", "metrics"),
-                "history": _history(run),
-                "eval": _eval(run, "test"),
-            }
-    return runs
+@dataclass
+class RunArtifacts:
+    """What the report reads of one run folder; None where a file is absent or damaged."""
 
+    run: RunDir
+    config: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    history: dict[str, Any] | None  # rewritten from checkpoint.pt when history.json is damaged
+    eval: dict[str, Any] | None  # the test split's results, never stale ones
 
-def _main_run(runs: dict[str, dict[str, Any]], run_name: str | None) -> str | None:
-    if run_name and run_name in runs:
-        return run_name
-    finished = [n for n, r in runs.items() if r["metrics"]]
-    baselines = [n for n in finished if (runs[n]["config"] or {}).get("variant") == "baseline"]
-    pool = baselines or finished
-    return max(pool, key=lambda n: (runs[n]["dir"] / "metrics.json").stat().st_mtime) if pool else None
+    @classmethod
+    def read(cls, run: RunDir, b: _Builder) -> RunArtifacts:
+        config, metrics = b.load(run.config, "config"), b.load(run.metrics, "metrics")
+        return cls(run, config, metrics, b.lenient(load_history, run), b.lenient(load_eval, run, "test"))
 
 
 LOSS_TOLERANCE = 1e-3  # relative: a validation loss within 0.1% of its minimum has not "risen"
@@ -184,8 +175,8 @@ def direction_sentence(metrics: dict[str, float]) -> str:
     return f"Image→text and text→image R@1 are equal ({i2t:.1f}); {ranks}."
 
 
-def _observations(name: str, run: dict[str, Any]) -> list[str]:
-    m, history = run["metrics"], (run["history"] or {}).get("epochs", [])
+def _observations(run: RunArtifacts) -> list[str]:
+    m, history, name = run.metrics, (run.history or {}).get("epochs", []), run.run.name
     if not m or not history:
         return [f"- `{name}`: no finished training history."]
     best = next(r for r in history if r["epoch"] == m["best_epoch"])
@@ -208,142 +199,170 @@ def draft(*lines: str) -> list[str]:
     return ["> " + DRAFT, ">", *[f"> {line}" if line else ">" for text in lines for line in text.splitlines()], ""]
 
 
-def build_report(artifacts_dir: str | Path, run_name: str | None = None) -> Report:
-    """Write ``ARTIFACTS_DIR/report/report.md`` and its figures; return what was written and what is missing."""
-    artifacts = Path(artifacts_dir)
-    out = artifacts / "report"
+def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> Report:
+    """Write ``ARTIFACTS_DIR/report/report.md`` and its figures; return what was written and what is missing.
+
+    The main run is RUN_NAME if it exists, else the newest finished baseline run, else the newest finished run.
+    """
+    paths = artifacts if isinstance(artifacts, Paths) else Paths.for_artifacts(Path(artifacts))
+    out = paths.artifacts_dir / "report"
     if (out / "figures").exists():
         shutil.rmtree(out / "figures")  # no stale figures from an earlier report
-    b = _Builder(artifacts, out)
-    DAMAGED.clear()
-    runs = _runs(artifacts)
-    main = _main_run(runs, run_name)
-    splits, prep = _load(artifacts / "splits.json", "splits"), _load(artifacts / "config_01_dataset_prep.json", "config")
-    manifest = _load(artifacts / "image_cache" / "manifest.json", "manifest")
-    ablation = _load(artifacts / "ablation" / "ablation.json", "ablation")
+    b = _Builder(paths.artifacts_dir, out)
+    runs = {run.name: RunArtifacts.read(run, b) for run in all_runs(paths)}
+    main = runs.get(run_name or "") or runs.get(newest_name(runs))
+    prep = b.load(paths.artifacts_dir / "config_01_dataset_prep.json", "config")
+    splits = b.load(paths.splits_path, "splits")
+    manifest = b.load(paths.image_cache_dir / "manifest.json", "manifest")
+    ablation = b.load(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
 
     b.add("# CLIP fine-tuning on MS COCO 2014: lab report", "")
-    for problem in DAMAGED:
+    for problem in b.damaged:
         b.missing.append(problem)
         b.add(f"_Left out of this report: {problem}_", "")
-    b.add("## 1. Summary", "")
-    if main and runs[main]["eval"]:
-        ev = runs[main]["eval"]["metrics"]
-        b.add(
-            f"A {(runs[main]['config'] or {}).get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
-            f"of `{(prep or {}).get('text_model', 'CLIP')}` "
-            f"(run `{main}`) reaches, on the {runs[main]['eval']['split']} split "
-            f"({runs[main]['eval']['num_images']:,} images, protocol `{runs[main]['eval']['protocol']}`): "
-            f"image→text R@1/5/10 = {100 * ev['i2t_R@1']:.1f} / {100 * ev['i2t_R@5']:.1f} / {100 * ev['i2t_R@10']:.1f}, "
-            f"text→image R@1/5/10 = {100 * ev['t2i_R@1']:.1f} / {100 * ev['t2i_R@5']:.1f} / {100 * ev['t2i_R@10']:.1f} "
-            f"(rsum {100 * ev['rsum']:.1f}).",
-            "",
-        )
-    else:
-        b.missing_note("test-split results of a trained run", "03_evaluate_clip.ipynb")
-
-    b.add("## 2. Data", "")
-    if splits:
-        sizes = {k: len(splits[k]) for k in ("train", "val", "test", "restval")}
-        b.add(
-            f"Split protocol: `{splits['protocol']}`. Train {sizes['train']:,} images (train2014), val {sizes['val']:,} "
-            f"(model selection), test {sizes['test']:,} (reported), restval {sizes['restval']:,}.",
-            "",
-        )
-        if manifest:
-            failed = sum(len(s["failed"]) for p in manifest["parts"].values() for s in p["shards"].values())
-            b.add(
-                f"Images were decoded once, resized (shorter side {manifest['image_size']} px, centre crop) and cached as "
-                f"quality-{manifest['quality']} JPEGs; {failed} unreadable image(s) were skipped. Captions were encoded once "
-                "by the frozen CLIP text tower (max 77 tokens, truncation, per-batch padding).",
-                "",
-            )
-        b.figure(
-            artifacts / "figures" / "pairs_grid.png",
-            "data_pairs_grid.png",
-            "Random image-caption pairs from the prepared caches",
-            "01_dataset_prep.ipynb",
-        )
-    else:
-        b.missing_note("splits.json", "01_dataset_prep.ipynb")
-
-    b.add("## 3. Hyperparameters", "")
-    configured = {n: r for n, r in runs.items() if r["config"]}
-    if configured:
-        names = list(configured)
-        b.add("| setting | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names))
-        for key in HYPERPARAMETERS:
-            b.add(f"| {key} | " + " | ".join(str(configured[n]["config"].get(key)) for n in names) + " |")
-        b.add("")
-    else:
-        b.missing_note("training runs", "02_train_clip.ipynb")
-
-    b.add("## 4. Hardware and runtime", "")
-    finished = {n: r for n, r in runs.items() if r["metrics"]}
-    if finished:
-        b.add("| run | GPU | torch | epochs | training time | img/s | AMP |", "|---|---|---|---:|---:|---:|---|")
-        for n, r in finished.items():
-            m, hw = r["metrics"], r["metrics"]["hardware"]
-            b.add(
-                f"| `{n}` | {hw.get('gpu') or 'CPU'} | {hw.get('torch')} | {m['epochs']} | {m['total_train_seconds'] / 60:.1f} min | "
-                f"{m['img_per_s']:.0f} | {m['amp_dtype']} |"
-            )
-        b.add("")
-    else:
-        b.missing_note("training metrics", "02_train_clip.ipynb")
-
+    summary_section(b, main, prep)
+    data_section(b, paths, splits, manifest)
+    hyperparameters_section(b, runs)
+    hardware_section(b, runs)
     b.add("## 5. The CLIP loss: intuition", "", *draft(LOSS_INTUITION))
-
-    b.add("## 6. Retrieval results", "")
-    if main and runs[main]["eval"]:
-        b.add(results_markdown(runs[main]["eval"]), "")
-    else:
-        b.missing_note("Recall@K of the main run", "03_evaluate_clip.ipynb")
-
-    b.add("## 7. Training curves", "")
-    if main:
-        b.figure(runs[main]["dir"] / "loss_curves.png", f"{main}_loss_curves.png", f"Learning curves of `{main}`", "02_train_clip.ipynb")
-    else:
-        b.missing_note("a trained run", "02_train_clip.ipynb")
-
-    b.add("## 8. Qualitative retrievals", "")
-    if main:
-        fig_dir = runs[main]["dir"] / "figures_test"
-        for stem, caption in (
-            ("text_queries", "Text → image: top-5 distinct images per query"),
-            ("image_classes", "Image → class probabilities (prompt ensembling)"),
-            ("similarity_heatmap", "Image-caption cosine similarities"),
-            ("retrieval_successes", "Text → image successes"),
-            ("retrieval_failures", "Text → image failures"),
-        ):
-            b.figure(fig_dir / f"{stem}.png", f"{main}_{stem}.png", caption, "03_evaluate_clip.ipynb")
-    else:
-        b.missing_note("qualitative figures", "03_evaluate_clip.ipynb")
-
-    b.add("## 9. Observations: stability, convergence, retrieval quality", "")
-    if finished:
-        facts = [line for n, r in finished.items() for line in _observations(n, r)]
-        if main and runs[main]["eval"]:
-            facts.append(f"- Retrieval: {direction_sentence(runs[main]['eval']['metrics'])}")
-        b.add(*draft(*facts))
-    else:
-        b.missing_note("training histories", "02_train_clip.ipynb")
-
-    b.add("## 10. Ablation", "")
-    if ablation:
-        from .ablation import table_markdown
-
-        b.add(table_markdown(ablation["table"]), "")
-        b.figure(
-            artifacts / "ablation" / ablation["chart"],
-            "ablation_recall_delta.png",
-            "Recall@K change against the baseline",
-            "04_ablation.ipynb",
-        )
-    else:
-        b.missing_note("ablation results", "04_ablation.ipynb")
-
+    results_section(b, main)
+    curves_section(b, main)
+    qualitative_section(b, main)
+    observations_section(b, runs, main)
+    ablation_section(b, paths, ablation)
     b.add("## 11. Reflection on LLM use", "", "> **Template: complete it yourself.** Answer each prompt; delete this line.", ">")
     b.add(*[f"> {line}" if line else ">" for line in REFLECTION.splitlines()], "")
     path = atomic_write_text(out / "report.md", "\n".join(b.lines) + "\n")
     return Report(path, b.figures, b.missing)
+
+
+def newest_name(runs: dict[str, RunArtifacts]) -> str | None:
+    """The default main run: the newest finished baseline (else finished) run whose metrics could be read."""
+    chosen, _ = newest_finished([r.run for r in runs.values()], usable=lambda run: runs[run.name].metrics is not None)
+    return chosen.name if chosen else None
+
+
+def summary_section(b: _Builder, main: RunArtifacts | None, prep: dict[str, Any] | None) -> None:
+    b.add("## 1. Summary", "")
+    if not (main and main.eval):
+        b.missing_note("test-split results of a trained run", "03_evaluate_clip.ipynb")
+        return
+    ev, result = main.eval["metrics"], main.eval
+    b.add(
+        f"A {(main.config or {}).get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
+        f"of `{(prep or {}).get('text_model', 'CLIP')}` "
+        f"(run `{main.run.name}`) reaches, on the {result['split']} split "
+        f"({result['num_images']:,} images, protocol `{result['protocol']}`): "
+        f"image→text R@1/5/10 = {100 * ev['i2t_R@1']:.1f} / {100 * ev['i2t_R@5']:.1f} / {100 * ev['i2t_R@10']:.1f}, "
+        f"text→image R@1/5/10 = {100 * ev['t2i_R@1']:.1f} / {100 * ev['t2i_R@5']:.1f} / {100 * ev['t2i_R@10']:.1f} "
+        f"(rsum {100 * ev['rsum']:.1f}).",
+        "",
+    )
+
+
+def data_section(b: _Builder, paths: Paths, splits: dict[str, Any] | None, manifest: dict[str, Any] | None) -> None:
+    b.add("## 2. Data", "")
+    if not splits:
+        b.missing_note("splits.json", "01_dataset_prep.ipynb")
+        return
+    sizes = {k: len(splits[k]) for k in ("train", "val", "test", "restval")}
+    b.add(
+        f"Split protocol: `{splits['protocol']}`. Train {sizes['train']:,} images (train2014), val {sizes['val']:,} "
+        f"(model selection), test {sizes['test']:,} (reported), restval {sizes['restval']:,}.",
+        "",
+    )
+    if manifest:
+        failed = sum(len(s["failed"]) for p in manifest["parts"].values() for s in p["shards"].values())
+        b.add(
+            f"Images were decoded once, resized (shorter side {manifest['image_size']} px, centre crop) and cached as "
+            f"quality-{manifest['quality']} JPEGs; {failed} unreadable image(s) were skipped. Captions were encoded once "
+            "by the frozen CLIP text tower (max 77 tokens, truncation, per-batch padding).",
+            "",
+        )
+    b.figure(
+        paths.artifacts_dir / "figures" / "pairs_grid.png",
+        "data_pairs_grid.png",
+        "Random image-caption pairs from the prepared caches",
+        "01_dataset_prep.ipynb",
+    )
+
+
+def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
+    b.add("## 3. Hyperparameters", "")
+    configs = {n: r.config for n, r in runs.items() if r.config}
+    rows = [[key, *(str(config.get(key)) for config in configs.values())] for key in HYPERPARAMETERS]
+    b.table(["setting", *(f"`{n}`" for n in configs)], rows if configs else [], "training runs", "02_train_clip.ipynb")
+
+
+def hardware_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
+    b.add("## 4. Hardware and runtime", "")
+    rows = [
+        [f"`{n}`", m["hardware"].get("gpu") or "CPU", str(m["hardware"].get("torch")), str(m["epochs"]),
+         f"{m['total_train_seconds'] / 60:.1f} min", f"{m['img_per_s']:.0f}", m["amp_dtype"]]
+        for n, m in ((n, r.metrics) for n, r in runs.items()) if m
+    ]  # fmt: skip
+    header = ["run", "GPU", "torch", "epochs", "training time", "img/s", "AMP"]
+    b.table(header, rows, "training metrics", "02_train_clip.ipynb", numeric=range(3, 6))
+
+
+def results_section(b: _Builder, main: RunArtifacts | None) -> None:
+    b.add("## 6. Retrieval results", "")
+    if main and main.eval:
+        b.add(results_markdown(main.eval), "")
+    else:
+        b.missing_note("Recall@K of the main run", "03_evaluate_clip.ipynb")
+
+
+def curves_section(b: _Builder, main: RunArtifacts | None) -> None:
+    b.add("## 7. Training curves", "")
+    if not main:
+        b.missing_note("a trained run", "02_train_clip.ipynb")
+        return
+    name = main.run.name
+    b.figure(main.run.loss_curves, f"{name}_loss_curves.png", f"Learning curves of `{name}`", "02_train_clip.ipynb")
+
+
+QUALITATIVE_FIGURES = (
+    ("text_queries", "Text → image: top-5 distinct images per query"),
+    ("image_classes", "Image → class probabilities (prompt ensembling)"),
+    ("similarity_heatmap", "Image-caption cosine similarities"),
+    ("retrieval_successes", "Text → image successes"),
+    ("retrieval_failures", "Text → image failures"),
+)  # the stems notebook 03 saves into the run's figures of the test split
+
+
+def qualitative_section(b: _Builder, main: RunArtifacts | None) -> None:
+    b.add("## 8. Qualitative retrievals", "")
+    if not main:
+        b.missing_note("qualitative figures", "03_evaluate_clip.ipynb")
+        return
+    for stem, caption in QUALITATIVE_FIGURES:
+        b.figure(main.run.figures("test") / f"{stem}.png", f"{main.run.name}_{stem}.png", caption, "03_evaluate_clip.ipynb")
+
+
+def observations_section(b: _Builder, runs: dict[str, RunArtifacts], main: RunArtifacts | None) -> None:
+    b.add("## 9. Observations: stability, convergence, retrieval quality", "")
+    finished = [r for r in runs.values() if r.metrics]
+    if not finished:
+        b.missing_note("training histories", "02_train_clip.ipynb")
+        return
+    facts = [line for run in finished for line in _observations(run)]
+    if main and main.eval:
+        facts.append(f"- Retrieval: {direction_sentence(main.eval['metrics'])}")
+    b.add(*draft(*facts))
+
+
+def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None) -> None:
+    b.add("## 10. Ablation", "")
+    if not ablation:
+        b.missing_note("ablation results", "04_ablation.ipynb")
+        return
+    from .ablation import table_markdown
+
+    b.add(table_markdown(ablation["table"]), "")
+    b.figure(
+        paths.artifacts_dir / "ablation" / ablation["chart"],
+        "ablation_recall_delta.png",
+        "Recall@K change against the baseline",
+        "04_ablation.ipynb",
+    )

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-LOCK_NAME = "run.lock"
+from .runs import LOCK as LOCK_NAME
+
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 180.0  # six missed heartbeats: Drive can delay a write, never by minutes
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from helpers import artifacts, config, dataset, env, prepare, report, train
+from helpers import artifacts, config, dataset, env, prepare, report, runs, train
 from helpers.artifacts import ArtifactError
 from helpers.coco import DataError, load_captions
 from helpers.config import ConfigError
@@ -250,8 +250,8 @@ READERS: dict[str, tuple[str, Callable[[env.Paths, Path], Any]]] = {
     "text_embeds": ("val_text_embeds.pt", lambda p, run: dataset.load_text_embeds(p.text_embeds_path("val"))),
     "splits": ("splits.json", lambda p, run: prepare.load_splits(p)),
     "manifest": ("image_cache/manifest.json", lambda p, run: ImageCache(p.image_cache_dir)),
-    "checkpoint": ("runs/shared/checkpoint.pt", lambda p, run: train.load_trained(run / "checkpoint.pt")),
-    "best": ("runs/shared/best.pt", lambda p, run: train.load_trained(run / "best.pt")),
+    "checkpoint": ("runs/shared/checkpoint.pt", lambda p, run: runs.load_trained(run / "checkpoint.pt")),
+    "best": ("runs/shared/best.pt", lambda p, run: runs.load_trained(run / "best.pt")),
     "metrics": ("runs/shared/metrics.json", lambda p, run: artifacts.load_json(run / "metrics.json", "metrics")),
     "eval": ("runs/shared/eval_test.json", lambda p, run: artifacts.load_json(run / "eval_test.json", "eval")),
 }
@@ -288,7 +288,7 @@ def test_damaged_history_is_rewritten_from_the_checkpoint(evaluated, tmp_path, d
     run = Path(shutil.copytree(paths.runs_dir / "shared", tmp_path / "shared"))
     damage(run / "history.json")
     with pytest.warns(UserWarning, match="damaged: rewritten from checkpoint.pt"):
-        history = artifacts.load_history(run)
+        history = runs.load_history(run)
     assert history["epochs"] == result.history and json.loads((run / "history.json").read_text())["epochs"] == result.history
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import evaluate, figures, qualitative, widget
+from helpers import evaluate, figures, qualitative, runs, widget
 from helpers.storage import read_json
 
 
@@ -53,8 +53,8 @@ def test_other_splits_and_run_lookup(trained):
     val2014 = evaluate.evaluate(cfg.replace(eval_split="val2014"), paths, device="cpu", progress=False)
     assert val2014.record["num_images"] == 100
     with pytest.raises(FileNotFoundError, match="No run 'nope'.*shared"):
-        evaluate.find_run(cfg.replace(run_name="nope"), paths)
-    assert evaluate.find_run(cfg.replace(run_name=None), paths).name in {p.name for p in paths.runs_dir.iterdir()}
+        runs.find_run(cfg.replace(run_name="nope"), paths)
+    assert runs.find_run(cfg.replace(run_name=None), paths).name in {p.name for p in paths.runs_dir.iterdir()}
 
 
 def test_text_query_returns_distinct_ranked_images(index):
@@ -158,8 +158,8 @@ def test_run_name_none_picks_the_newest_finished_baseline(workspace, tmp_path, c
     cfg, _ = workspace
     art = tmp_path / "art"
     (art / "runs").mkdir(parents=True)
-    runs = (("old-base", "baseline", True, 300), ("new-variant", "temp", True, 100), ("training", "baseline", False, 0))
-    for name, variant, finished, age in runs:
+    layout = (("old-base", "baseline", True, 300), ("new-variant", "temp", True, 100), ("training", "baseline", False, 0))
+    for name, variant, finished, age in layout:
         run = art / "runs" / name
         run.mkdir()
         atomic_write_json(run / "config.json", {"variant": variant})
@@ -168,9 +168,9 @@ def test_run_name_none_picks_the_newest_finished_baseline(workspace, tmp_path, c
             atomic_write_json(run / "metrics.json", {})
             os.utime(run / "metrics.json", (1e9 - age, 1e9 - age))
     probe = env.resolve_paths(cfg.replace(artifacts_dir=str(art), run_name=None), environment="local")
-    chosen = evaluate.find_run(cfg.replace(run_name=None, variant="head_ln"), probe)
+    chosen = runs.find_run(cfg.replace(run_name=None, variant="head_ln"), probe)
     assert chosen.name == "old-base"  # a finished baseline beats a newer variant; the run still training is never picked
     assert "newest finished baseline run, old-base" in capsys.readouterr().out
     shutil.rmtree(art / "runs" / "old-base")
-    assert evaluate.find_run(cfg.replace(run_name=None, variant="head_ln"), probe).name == "new-variant"
+    assert runs.find_run(cfg.replace(run_name=None, variant="head_ln"), probe).name == "new-variant"
     assert "no finished baseline run yet" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT
 from httpserver import LocalServer
 
-from helpers import download, env, faults, image_cache, storage, train
+from helpers import checkpoint, download, env, faults, image_cache, storage, train
 from helpers.storage import read_json, torch_load
 
 KILL_POINTS = [
@@ -134,8 +134,8 @@ def test_transient_drive_errors_are_retried_and_checkpoints_staged_locally(works
     os.symlink(paths.image_cache_dir, drive / "image_cache")
     colab_paths = env.Paths("colab", drive, paths.data_dir, paths.cache_dir)
     copies = []
-    real_copy = train.atomic_copy
-    monkeypatch.setattr(train, "atomic_copy", lambda src, dst: copies.append((Path(src), Path(dst))) or real_copy(src, dst))
+    real_copy = checkpoint.atomic_copy
+    monkeypatch.setattr(checkpoint, "atomic_copy", lambda src, dst: copies.append((Path(src), Path(dst))) or real_copy(src, dst))
     FlakyFilesystem(monkeypatch, drive / "runs", failures=2)
     with pytest.warns(UserWarning, match="transient OSError"):
         result = train.train(

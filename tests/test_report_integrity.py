@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import artifacts, evaluate, report, train
+from helpers import evaluate, report, runs, train
 from helpers.artifacts import StaleArtifact
 
 
@@ -78,7 +78,7 @@ def test_retraining_never_lets_the_report_quote_the_old_model(workspace, tmp_pat
     assert not (run / "eval_test.json").exists() and not (run / "eval_test.csv").exists()  # retraining removed them
     (run / "eval_test.json").write_bytes(kept)  # and if one is restored or left by an older version...
     with pytest.raises(StaleArtifact, match=r"scored an earlier model.*Re-run 03_evaluate_clip.ipynb with RUN_NAME='retrained'"):
-        artifacts.load_eval(run, "test")
+        runs.load_eval(run, "test")
     text = report.build_report(art, "retrained").path.read_text()
     summary = text.split("## 2. Data", 1)[0]
     assert f"{100 * old['metrics']['i2t_R@1']:.1f} / {100 * old['metrics']['i2t_R@5']:.1f}" not in summary

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from helpers import config, train
+from helpers import config, optim, runs, train
 from helpers.config import ConfigError
 from helpers.dataset import TextCacheMismatch
 from helpers.model import CheckpointMismatch
@@ -48,7 +48,7 @@ def test_learnability_and_artifacts(workspace):
     ckpt = torch_load(run / "checkpoint.pt")
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "history", "config"} <= set(ckpt)
     assert ckpt["epoch"] == 5 and isinstance(ckpt["config"], dict)
-    assert "val rsum" in train.summary_markdown(result)
+    assert "val rsum" in runs.summary_markdown(result)
 
 
 def test_finished_run_is_not_retrained_unless_forced(workspace):
@@ -170,19 +170,19 @@ def test_out_of_memory_halves_the_batch(workspace, monkeypatch):
 
 
 def test_lr_schedule():
-    assert train.lr_factor(0, 100, "constant", 0) == 1.0
-    assert train.lr_factor(4, 100, "constant", 10) == pytest.approx(0.5)
-    assert train.lr_factor(10, 110, "cosine", 10) == pytest.approx(1.0)
-    assert train.lr_factor(60, 110, "cosine", 10) == pytest.approx(0.5)
-    assert train.lr_factor(110, 110, "cosine", 10) == pytest.approx(0.0, abs=1e-9)
+    assert optim.lr_factor(0, 100, "constant", 0) == 1.0
+    assert optim.lr_factor(4, 100, "constant", 10) == pytest.approx(0.5)
+    assert optim.lr_factor(10, 110, "cosine", 10) == pytest.approx(1.0)
+    assert optim.lr_factor(60, 110, "cosine", 10) == pytest.approx(0.5)
+    assert optim.lr_factor(110, 110, "cosine", 10) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_run_names_derive_from_settings():
-    a = train.run_name_for(config.from_params({}))
+    a = runs.run_name_for(config.from_params({}))
     assert a == "baseline-resnet50-b64-lr0.0001-adamw-s0"
-    assert train.run_name_for(config.from_params(EPOCHS=3)) == a  # EPOCHS may grow: the same run continues
-    assert train.run_name_for(config.from_params(LEARNABLE_TEMPERATURE=True, SEED=3)).endswith("learnT-s3")
-    assert train.run_name_for(config.from_params(RUN_NAME="mine")) == "mine"
+    assert runs.run_name_for(config.from_params(EPOCHS=3)) == a  # EPOCHS may grow: the same run continues
+    assert runs.run_name_for(config.from_params(LEARNABLE_TEMPERATURE=True, SEED=3)).endswith("learnT-s3")
+    assert runs.run_name_for(config.from_params(RUN_NAME="mine")) == "mine"
 
 
 def test_config_file_round_trip_drives_headless_training(workspace, tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import config, env, model, prepare, train, variants
+from helpers import config, env, model, prepare, runs, train, variants
 from helpers.config import ConfigError
 from helpers.synthetic import make_synthetic_coco
 
@@ -22,7 +22,7 @@ def test_every_variant_trains(workspace, variant):
     result = quiet(cfg.replace(variant=variant, epochs=1, max_steps_per_epoch=3, run_name=None), paths)
     assert result.run_dir.name.startswith(variants.canonical(variant) + "-resnet18")
     assert result.history[0]["train_loss"] > 0 and "val_rsum" in result.history[0]
-    loaded, state = train.load_trained(result.run_dir / "best.pt")
+    loaded, state = runs.load_trained(result.run_dir / "best.pt")
     assert state["arch"]["variant"] == variants.canonical(variant)  # stored in one spelling
     assert loaded.encode_image(torch.randn(2, 3, 64, 64)).shape == (2, 64)
 
