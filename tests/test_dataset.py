@@ -89,3 +89,15 @@ def test_images_missing_from_cache_are_counted(parts):
     with pytest.warns(UserWarning, match="Skipping 2 image"):
         d = ds.CocoCacheDataset(cache, text, splits.train + [999_999_001, 999_999_002], mode="eval")
     assert len(d) == len(splits.train)
+
+
+def test_text_embed_width_reads_the_metadata_not_the_cache(prepared, monkeypatch, tmp_path):
+    path = prepared["paths"].text_embeds_path("train")
+    width = ds.load_text_embeds(path)["embeddings"].shape[1]
+    monkeypatch.setattr(ds, "load_text_embeds", lambda *a, **k: pytest.fail("text_embed_width loaded the whole cache"))
+    assert ds.text_embed_width(path) == width
+    monkeypatch.undo()
+    damaged = tmp_path / "train_text_embeds.pt"
+    damaged.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="01_dataset_prep"):  # a damaged cache: the loader's error, naming the fix
+        ds.text_embed_width(damaged)
