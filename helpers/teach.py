@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import textwrap
 from typing import Any
 
 import torch
@@ -20,7 +21,8 @@ def source_markdown(obj: Any) -> str:
     """The source of a function or class as a fenced Python block, with where it lives."""
     module = inspect.getmodule(obj)
     where = f"{module.__name__}.{obj.__qualname__}" if module else obj.__qualname__
-    return f"`{where}`\n\n```python\n{inspect.getsource(obj).rstrip()}\n```"
+    source = textwrap.dedent(inspect.getsource(obj)).rstrip()  # a method reads from column 0, like a function
+    return f"`{where}`\n\n```python\n{source}\n```"
 
 
 def show_source(obj: Any) -> None:

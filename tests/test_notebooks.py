@@ -121,6 +121,7 @@ def test_notebook_02_trains_and_then_skips(nb01):
     assert "projection head" in text and "| 2 |" in text  # parameter summary and the 2-epoch table
     assert "| predicted: EPOCHS=2 |" in text and "| training step (32 images, fp32) |" in text  # the doctor runs first
     assert "```python\ndef baseline_head(" in text and "class ClipImageModel(" in text and "```python\ndef clip_loss(" in text
+    assert "```python\ndef train_one_epoch(self, epoch: int)" in text  # the training loop, read from helpers/train.py
     assert "| equal to their own captions | 0.0000 |" in text and "| 0.07 (14) |" in text  # toy loss, temperature table
     images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the live panel and the final curves

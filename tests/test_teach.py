@@ -10,6 +10,10 @@ from helpers import loss, teach
 def test_show_source_renders_the_real_function():
     md = teach.source_markdown(loss.clip_loss)
     assert md.startswith("`helpers.loss.clip_loss`") and "```python\ndef clip_loss(" in md and "cross_entropy" in md
+    from helpers import train
+
+    method = teach.source_markdown(train.Trainer.train_one_epoch)  # a method, dedented to read like a function
+    assert "```python\ndef train_one_epoch(self" in method and "self._forward_loss(images, text, image_ids)" in method
 
 
 def _cell(table: str, row_start: str, column: int) -> float:
