@@ -192,6 +192,7 @@ def bench_train(args: argparse.Namespace) -> None:
 def bench_bank(args: argparse.Namespace) -> None:
     """The ``bank`` variant's cost: loss + backward with K bank captions against the plain in-batch loss,
     and that extra time next to a ResNet50 training step (measured at a small batch, scaled per image)."""
+    from helpers.doctor import seconds_per_call
     from helpers.loss import clip_loss, clip_loss_with_bank
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -201,15 +202,7 @@ def bench_bank(args: argparse.Namespace) -> None:
     reps = 20 if device.type == "cuda" else 3
 
     def timed(fn) -> float:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / reps
+        return seconds_per_call(fn, device, reps)
 
     model_batch = 64 if device.type == "cuda" else 8
     model_s_per_image = 1.0 / _train_steps(device, "resnet50", model_batch, 3 if device.type == "cpu" else 20, fast=device.type == "cuda")

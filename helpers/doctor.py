@@ -110,6 +110,21 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
 _AUTO = "auto"
 
 
+def seconds_per_call(fn: Any, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Wall time of one ``fn()``: ``warmup`` untimed calls (cudnn autotuning, the allocator), then the mean
+    of ``repeats``, with the GPU's queue drained before and after (CUDA calls return before the work ends)."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeats
+
+
 def time_training(
     cfg: Config, device: torch.device, steps: int = 3, batch: int | None = None, dtype: Any = _AUTO, warmup: int = 1
 ) -> dict[str, Any]:
@@ -145,16 +160,7 @@ def time_training(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):  # cudnn autotuning, allocator
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    seconds = seconds_per_call(step, device, steps, warmup) * steps
     precision = f"{str(dtype).replace('torch.', '')} autocast" if dtype else "fp32"
     return {"batch": batch, "steps": steps, "train_img_per_s": batch * steps / seconds, "precision": precision}
 

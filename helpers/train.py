@@ -260,25 +260,25 @@ class Trainer:
         meter = EpochMeter(self.device)
         self._recent = [e["loss"] for e in self.step_log[-recovery.SPIKE_WINDOW // STEP_LOG_EVERY :]]
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="step", disable=not self.progress, leave=False)
-        for step, (images, text, image_ids, _) in enumerate(loader):
-            if step >= steps:
-                break
-            images = normalize_images(images, self.device, self.channels_last)  # uint8 -> normalised, on the device
-            text = text.to(self.device, non_blocking=True)  # the frozen text tower's embeddings, precomputed
-            kill_point("train_step")
-            loss, features = self._forward_loss(images, text, image_ids)
-            value = loss.item()
-            if self._skip_bad_step(value, epoch, step, steps, meter):
-                continue
-            self.scaler.scale(loss * backward_scale(self.dist)).backward()
-            fix_replicated_grads(self.model, self.dist)
-            self._optimizer_step()
-            hits = in_batch_hits(features.detach(), text)
-            meter.add(value, images.shape[0], hits)
-            self._log_step(epoch, step, steps, value, hits, images.shape[0])
-            bar.update(1)
-            bar.set_postfix(**meter.postfix())
-        bar.close()
+        with bar:  # closed also when a rollback or an OOM leaves the epoch
+            for step, (images, text, image_ids, _) in enumerate(loader):
+                if step >= steps:
+                    break
+                images = normalize_images(images, self.device, self.channels_last)  # uint8 -> normalised, on the device
+                text = text.to(self.device, non_blocking=True)  # the frozen text tower's embeddings, precomputed
+                kill_point("train_step")
+                loss, features = self._forward_loss(images, text, image_ids)
+                value = loss.item()
+                if self._skip_bad_step(value, epoch, step, steps, meter):
+                    continue
+                self.scaler.scale(loss * backward_scale(self.dist)).backward()
+                fix_replicated_grads(self.model, self.dist)
+                self._optimizer_step()
+                hits = in_batch_hits(features.detach(), text)
+                meter.add(value, images.shape[0], hits)
+                self._log_step(epoch, step, steps, value, hits, images.shape[0])
+                bar.update(1)
+                bar.set_postfix(**meter.postfix())
         if meter.images == 0:
             recovery.diverged(self, epoch)
         temperature = 1.0 / self.model.scale().item()
