@@ -238,7 +238,11 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
 
 def newest_name(runs: dict[str, RunArtifacts]) -> str | None:
     """The default main run: the newest finished baseline (else finished) run whose metrics could be read."""
-    chosen, _ = newest_finished([r.run for r in runs.values()], usable=lambda run: runs[run.name].metrics is not None)
+    chosen, _ = newest_finished(
+        [r.run for r in runs.values()],
+        usable=lambda run: runs[run.name].metrics is not None,
+        variant=lambda run: (runs[run.name].config or {}).get("variant"),  # stored canonical (Config)
+    )  # from the files already read: no second read of each config.json
     return chosen.name if chosen else None
 
 
@@ -296,10 +300,11 @@ def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
 
 def hardware_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
     b.add("## 4. Hardware and runtime", "")
+    finished = {n: r.metrics for n, r in runs.items() if r.metrics}
     rows = [
         [f"`{n}`", m["hardware"].get("gpu") or "CPU", str(m["hardware"].get("torch")), str(m["epochs"]),
          f"{m['total_train_seconds'] / 60:.1f} min", f"{m['img_per_s']:.0f}", m["amp_dtype"]]
-        for n, m in ((n, r.metrics) for n, r in runs.items()) if m
+        for n, m in finished.items()
     ]  # fmt: skip
     header = ["run", "GPU", "torch", "epochs", "training time", "img/s", "AMP"]
     b.table(header, rows, "training metrics", "02_train_clip.ipynb", numeric=range(3, 6))

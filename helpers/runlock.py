@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .runs import LOCK as LOCK_NAME
+from .runs import LOCK as LOCK_NAME  # noqa: F401  (tests name the lock file through runlock)
+from .runs import RunDir
 
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 180.0  # six missed heartbeats: Drive can delay a write, never by minutes
@@ -50,7 +51,7 @@ class RunLock:
     """``with RunLock(run_dir): ...`` holds the run folder; the lock goes when the block ends."""
 
     def __init__(self, run_dir: str | os.PathLike, purpose: str = "training", log: Callable[[str], None] = print):
-        self.path = Path(run_dir) / LOCK_NAME
+        self.path = RunDir(Path(run_dir)).lock
         self.purpose, self.log = purpose, log
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -140,13 +140,16 @@ def all_runs(paths: Paths) -> list[RunDir]:
     return [RunDir(p) for p in sorted(paths.runs_dir.glob("*")) if p.is_dir()] if paths.runs_dir.exists() else []
 
 
-def newest_finished(runs: list[RunDir], usable: Callable[[RunDir], bool] = RunDir.is_finished) -> tuple[RunDir | None, bool]:
+def newest_finished(
+    runs: list[RunDir], usable: Callable[[RunDir], bool] = RunDir.is_finished, variant: Callable[[RunDir], str | None] = RunDir.variant
+) -> tuple[RunDir | None, bool]:
     """The default run of notebooks 03 and 05: the newest finished *baseline* run, else the newest finished run.
 
     Returns (run, is_baseline). A run still training (or interrupted) has no metrics.json and is never picked.
+    ``usable`` and ``variant`` let a reader that has already loaded the runs' files (the report) answer from them.
     """
     finished = [r for r in runs if usable(r)]
-    baselines = [r for r in finished if r.variant() == "baseline"]
+    baselines = [r for r in finished if variant(r) == "baseline"]
     pool = baselines or finished
     if not pool:
         return None, False

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -98,7 +99,6 @@ class Trainer:
         log: Callable[[str], None] = print,
     ):
         self.run = RunDir.for_config(paths, cfg)  # named from the settings as given, before variant overrides
-        self.run_name = self.run.name
         self.flags = parse_variant(cfg.variant)
         cfg = cfg.replace(**training_overrides(self.flags, cfg.batch_size, cfg.lr))
         self.dist = init_distributed()
@@ -109,8 +109,7 @@ class Trainer:
         self.device = torch.device(device or default_device)
         if cfg.batch_size % self.dist.world_size:
             raise ConfigError(f"BATCH_SIZE={cfg.batch_size} must divide evenly over {self.dist.world_size} processes")
-        self.run_dir = self.run.path
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run.path.mkdir(parents=True, exist_ok=True)
         self.events: list[str] = []
         self.history: list[dict[str, Any]] = []
         self.step_log: list[dict[str, float]] = []
@@ -146,6 +145,14 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, total, self.cfg.lr_schedule, warmup)
         self.amp_dtype = amp_dtype(self.device, self.cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    @property
+    def run_name(self) -> str:
+        return self.run.name
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
 
     @property
     def channels_last(self) -> bool:
