@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from helpers import image_cache as ic  # noqa: E402
 from helpers.dataset import CLIP_MEAN, CLIP_STD, CocoCacheDataset, make_loader  # noqa: E402
+from helpers.variants import CaptionSafeAugment  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {}
 
@@ -119,7 +120,8 @@ def _throughput(loader, epochs: int) -> float:
 
 @benchmark
 def bench_loader(args: argparse.Namespace) -> None:
-    """The training loader reading the cache against the naive full-JPEG loader, same workers and batch."""
+    """The training loader reading the cache against the naive full-JPEG loader, same workers and batch; and the
+    cache loader with the ``augment`` variant's crop + jitter (it runs in the workers: it must stay above the GPU's rate)."""
     workers = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "train2014"
@@ -136,12 +138,15 @@ def bench_loader(args: argparse.Namespace) -> None:
         naive = NaiveJpegDataset(folder, files, text["embeddings"].float())
         kw = dict(batch_size=64, shuffle=True, num_workers=workers, drop_last=False)
         fast_rate = _throughput(make_loader(fast, **kw), epochs=args.epochs)
+        augmented = CocoCacheDataset(cache, text, ids, mode="train", normalize=False, transform=CaptionSafeAugment())
+        augment_rate = _throughput(make_loader(augmented, **kw), epochs=args.epochs)  # the ``augment`` variant's loader
         naive_rate = _throughput(make_loader(naive, **kw), epochs=1)
         emit(
             benchmark="loader",
             images=args.images,
             workers=workers,
             cache_img_per_s=round(fast_rate, 1),
+            cache_augment_img_per_s=round(augment_rate, 1),
             naive_img_per_s=round(naive_rate, 1),
             ratio=round(fast_rate / naive_rate, 2),
             target_img_per_s=1000,
@@ -234,6 +239,44 @@ def bench_bank(args: argparse.Namespace) -> None:
             )
 
 
+T4_USABLE_GIB = 14.56  # "GPU 0 has a total capacity of 14.56 GiB": a Colab T4 in PyTorch's OOM message (facebookresearch/tribev2#28, 2026)
+
+
+@benchmark
+def bench_memory(args: argparse.Namespace) -> None:
+    """Peak GPU memory of a full ResNet50 training step at batch 64, 128 and 256, in the T4's mode (fp16 autocast
+    + GradScaler + channels_last), to decide whether ``bigbatch`` fits a 16 GB T4 without gradient caching.
+
+    Peak allocated/reserved are what PyTorch's allocator held; the CUDA context (~0.3-0.5 GB) comes on top.
+    The footprint does not depend on the GPU's speed, so the figure carries over to a T4 (cuDNN may pick
+    other algorithms there, with other workspaces: the reserved figure leaves room for that).
+    """
+    if not torch.cuda.is_available():
+        emit(benchmark="train_step_memory", skipped="needs a CUDA GPU")
+        return
+    from helpers import config
+    from helpers.doctor import time_training
+
+    device = torch.device("cuda")
+    cfg = config.from_params(IMAGE_BACKBONE=args.backbone, IMAGE_WEIGHTS=None, AMP=True, CHANNELS_LAST=True)
+    for batch in (64, 128, 256):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        timing = time_training(cfg, device, steps=10, batch=batch, dtype=torch.float16, warmup=3)
+        allocated, reserved = torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
+        emit(
+            benchmark="train_step_memory",
+            backbone=args.backbone,
+            batch=batch,
+            precision="fp16 autocast + GradScaler + channels_last (the T4's mode)",
+            peak_allocated_gib=round(allocated, 2),
+            peak_reserved_gib=round(reserved, 2),
+            img_per_s=round(timing["train_img_per_s"], 1),
+            t4_usable_gib=T4_USABLE_GIB,
+            fits_t4_with_bank=reserved + 0.5 + 414_113 * 512 * 2 / 2**30 < T4_USABLE_GIB,  # + context + the whole fp16 bank
+        )
+
+
 def coco_like_captions(n: int, seed: int = 0) -> list[str]:
     """Captions shaped like COCO's (about 10 words, 12-14 CLIP tokens)."""
     rng = np.random.default_rng(seed)
@@ -272,18 +315,19 @@ def bench_captions(args: argparse.Namespace) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tower = TextTower("bench", tokenizer, model.to(device), device)
     stats = EncodeStats()
+
+    def padded_batch(texts: list[str]) -> torch.Tensor:
+        batch = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").to(device)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            return torch.nn.functional.normalize(model(**batch).text_embeds.float(), dim=-1).cpu()
+
+    encode_text(captions[:128], tower, batch_size=128)  # warm-up of both paths (CUDA context, kernels, allocator)
+    padded_batch(captions[:128])
     t0 = time.perf_counter()
     fast = encode_text(captions, tower, batch_size=128, stats=stats)
     fast_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    padded = []
-    with torch.no_grad():
-        for start in range(0, len(captions), 128):
-            batch = tokenizer(captions[start : start + 128], padding="max_length", max_length=77, truncation=True, return_tensors="pt").to(
-                device
-            )
-            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-                padded.append(torch.nn.functional.normalize(model(**batch).text_embeds.float(), dim=-1).cpu())
+    padded = [padded_batch(captions[start : start + 128]) for start in range(0, len(captions), 128)]
     naive_s = time.perf_counter() - t0
     emit(
         benchmark="caption_cache",

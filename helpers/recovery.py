@@ -7,6 +7,7 @@ is read here. Every action is logged as an event in the run's history and metric
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 from typing import TYPE_CHECKING, NoReturn
@@ -60,6 +61,7 @@ def diverged(trainer: Trainer, epoch: int) -> NoReturn:
 def out_of_memory(trainer: Trainer, epoch: int) -> None:
     """A CUDA OOM: free the cache, halve the batch (single process, down to MIN_BATCH) and restart the epoch."""
     if trainer.device.type == "cuda":
+        gc.collect()  # the failed step's tensors can sit in reference cycles
         torch.cuda.empty_cache()
     if trainer.dist.enabled:
         raise RuntimeError(

@@ -20,7 +20,9 @@ Model selection: ``best.pt`` holds the epoch with the highest validation **rsum*
 
 from __future__ import annotations
 
+import gc
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,11 @@ class Trainer:
         self.arch = model_config(self.cfg, self.embed_dim)
 
     def _build(self, pretrained: bool) -> None:
+        for name in ("train_model", "model", "optimizer", "scheduler"):  # a rebuild after an OOM: free the old ones first
+            self.__dict__.pop(name, None)
+        if self.device.type == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
         seed_everything(self.cfg.seed)
         self.model: ClipImageModel = build_model(self.arch, pretrained=pretrained).to(self.device)
         if self.caption_bank is not None:
@@ -217,12 +224,15 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         epoch = start_epoch
         while epoch < cfg.epochs:
+            out_of_memory = False
             try:
                 record = self.train_one_epoch(epoch)
             except torch.cuda.OutOfMemoryError:  # the same class as torch.OutOfMemoryError in torch >= 2.5
-                recovery.out_of_memory(self, epoch)  # halves the batch, rolls back: the epoch starts again
-                continue
+                out_of_memory = True  # handled below: inside this block the traceback still holds the step's activations
             except RolledBack:  # diverged: back at the last checkpoint with half the LR
+                continue
+            if out_of_memory:
+                recovery.out_of_memory(self, epoch)  # halves the batch, rolls back: the epoch starts again
                 continue
             if self.dist.is_main:
                 kill_point("validation")
@@ -335,7 +345,11 @@ class Trainer:
         self.scaler.update()
         self.model.clamp_logit_scale()  # after the step, never inside the forward pass (model.py)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # GradScaler skips the first fp16 steps whose gradients overflow while it calibrates its scale; the
+            # schedule still counts them (it follows the loop's steps), so PyTorch's "scheduler before optimizer" note is noise
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+            self.scheduler.step()
         self.global_step += 1
 
     def _skip_bad_step(self, value: float, epoch: int, step: int, steps: int, meter: EpochMeter) -> bool:

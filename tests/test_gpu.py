@@ -3,6 +3,7 @@ fp16 caption encoding, and NCCL under torchrun. Skipped without a GPU; run them 
 on any CUDA machine (docs/PERFORMANCE.md records the last run)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -41,29 +42,73 @@ def test_an_amp_epoch_through_the_real_trainer(workspace, monkeypatch, dtype):
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss"])) and result.metrics["skipped_steps"] == 0
 
 
+def _headless_history(cfg, paths, tmp_path) -> list[dict]:
+    """Train ``cfg`` to the end in its own process (as the killed-and-resumed run is), return its history."""
+    from test_train import ROOT
+
+    from helpers.storage import read_json
+
+    cmd = [sys.executable, "-m", "helpers.train", "--config", str(cfg.save(tmp_path / f"{cfg.run_name}.json")), "--no-progress"]
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return read_json(paths.runs_dir / cfg.run_name / "history.json")["epochs"]
+
+
 def test_amp_resume_after_sigkill_matches_within_tolerance(workspace, tmp_path):
-    from test_train import _kill_then_resume_matches
+    """A resumed AMP run must land within the run-to-run noise of two uninterrupted AMP runs in separate processes
+    (3x their spread, at least 2% on the losses): in one process two runs are bit-identical (seen on an H100), but
+    cuDNN's autotuner picks kernels by timing, so two processes do not train bit-identically."""
+    from test_train import _kill_then_resume_matches, _weights
 
-    _kill_then_resume_matches(workspace, tmp_path, "baseline", epochs=2, rel_tol=AMP_REL_TOL, weight_tol=AMP_WEIGHT_TOL)
-
-
-def test_a_real_cuda_out_of_memory_halves_the_batch(workspace):
     cfg, paths = workspace
-    cfg = cfg.replace(epochs=1, run_name="gpu-oom", max_steps_per_epoch=2, batch_size=32)
-    probe = train.Trainer(cfg.replace(run_name="gpu-oom-probe", batch_size=16), paths, progress=False, log=lambda m: None)
-    torch.cuda.reset_peak_memory_stats()
-    quiet(probe.cfg.replace(run_name="gpu-oom-probe"), paths)
-    need_16 = torch.cuda.max_memory_allocated()
+    names = [f"gpu-noise-{i}" for i in range(2)]
+    a, b = (_headless_history(cfg.replace(epochs=2, run_name=name), paths, tmp_path) for name in names)
+    spread = max(abs(x[k] - y[k]) / max(abs(x[k]), 1e-6) for x, y in zip(a, b) for k in ("train_loss", "val_loss"))
+    w0, w1 = (_weights(paths.runs_dir / name / "checkpoint.pt") for name in names)
+    weight_spread = max((w0[k].float() - w1[k].float()).abs().max().item() for k in w0)
+    print(f"two uninterrupted AMP runs in separate processes differ by {spread:.2%} (losses), {weight_spread:.3g} (weights)")
+    # val rsum is not compared: after 2 epochs most val ranks are near-ties, which the same noise flips
+    _kill_then_resume_matches(
+        workspace,
+        tmp_path,
+        "baseline",
+        epochs=2,
+        rel_tol=max(AMP_REL_TOL, 3 * spread),
+        weight_tol=max(AMP_WEIGHT_TOL, 3 * weight_spread),
+        rsum_abs_tol=math.inf,
+    )
+
+
+def test_a_real_cuda_out_of_memory_halves_the_batch(workspace, monkeypatch):
+    """Fill the GPU so that batch 256 cannot fit but batch 32 can: real OOMs must halve the batch until it fits.
+
+    The room left is halfway between the two batches' peak allocated memory (not reserved: under pressure the
+    allocator returns its cached blocks and retries). cuDNN is off: its autotuner's trial workspaces swamp the
+    batch's own memory, and it picks leaner kernels when memory is short. Seen on an H100: ~290 against ~400 MiB."""
+    cfg, paths = workspace
+    big, small = 256, 32  # 256 of the 320 train images: one step
+    cfg = cfg.replace(epochs=1, run_name="gpu-oom", max_steps_per_epoch=1, batch_size=big)
+    monkeypatch.setattr(torch.backends.cudnn, "enabled", False)
+
+    def peak(batch_size: int) -> int:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        quiet(cfg.replace(run_name=f"gpu-oom-probe-{batch_size}", batch_size=batch_size), paths)
+        return torch.cuda.max_memory_allocated()
+
+    need_small, need_big = peak(small), peak(big)
+    print(f"peak allocated: batch {small} {need_small / 2**20:.0f} MiB, batch {big} {need_big / 2**20:.0f} MiB")
+    assert need_big > need_small + (64 << 20), (need_small, need_big)  # else the halfway room cannot separate them
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info()
-    filler = torch.empty(max(0, free - int(1.6 * need_16)), dtype=torch.uint8, device="cuda")  # room for batch 16, not 32
+    filler = torch.empty(max(0, free - (need_small + need_big) // 2), dtype=torch.uint8, device="cuda")
     try:
         result = quiet(cfg, paths)
     finally:
         del filler
         torch.cuda.empty_cache()
-    assert result.history[0]["batch_size"] < 32
-    assert any("CUDA out of memory at batch size 32" in e for e in result.metrics["events"])
+    assert small <= result.history[0]["batch_size"] < big
+    assert any(f"CUDA out of memory at batch size {big}" in e for e in result.metrics["events"])
 
 
 def test_recall_at_val2014_scale_stays_within_the_chunk_budget():

@@ -85,9 +85,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(workspace, tmp_path):
     _kill_then_resume_matches(workspace, tmp_path)
 
 
-def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3, rel_tol=1e-4, weight_tol=1e-4):
+def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3, rel_tol=1e-4, weight_tol=1e-4, rsum_abs_tol=1e-6):
     """SIGKILL a headless training after its first epoch, re-run it: it must end as an uninterrupted run
-    (exactly on the CPU; within ``rel_tol``/``weight_tol`` under AMP on a GPU, whose kernels are not bit-reproducible)."""
+    (exactly on the CPU; within ``rel_tol``/``weight_tol`` under AMP on a GPU, whose kernels are not bit-reproducible).
+
+    ``rsum_abs_tol``: val R@K counts items, so a loss that differs in the 4th digit can still flip a near-tied rank
+    (one image is 0.02 of the fraction rsum on the 50-image val split, one caption 0.004); ``math.inf`` skips it."""
     cfg, paths = workspace
     cfg = cfg.replace(epochs=epochs, variant=variant)
     reference = quiet(cfg.replace(run_name=f"uninterrupted-{variant}"), paths)
@@ -113,8 +116,9 @@ def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3,
     resumed = read_json(paths.runs_dir / killed_cfg.run_name / "history.json")["epochs"]
     assert len(resumed) == epochs
     for a, b in zip(reference.history, resumed):
-        for key in ("train_loss", "val_loss", "val_rsum", "lr"):
+        for key in ("train_loss", "val_loss", "lr"):
             assert math.isclose(a[key], b[key], rel_tol=rel_tol, abs_tol=1e-6), (key, a[key], b[key])
+        assert math.isclose(a["val_rsum"], b["val_rsum"], rel_tol=rel_tol, abs_tol=rsum_abs_tol), (a["val_rsum"], b["val_rsum"])
     ref_w, res_w = _weights(reference.run_dir / "checkpoint.pt"), _weights(paths.runs_dir / killed_cfg.run_name / "checkpoint.pt")
     assert max((ref_w[k].float() - res_w[k].float()).abs().max().item() for k in ref_w) < weight_tol
 
