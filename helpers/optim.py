@@ -30,7 +30,7 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, flags: Iterable[str], lr
     """AdamW (or Adam, or SGD with Nesterov momentum) with one parameter group per (decay, lr multiplier).
 
     CLIP practice: no weight decay on biases, norm layers and the temperature. Each group keeps its
-    ``lr_mult`` (variants.lr_multiplier: ``disc_lr`` trains the backbone slower than the head).
+    ``lr_mult`` (variants.lr_multiplier: ``disc_lr`` trains a pretrained backbone slower than the head).
     """
     flags = set(flags)
     buckets: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
@@ -38,7 +38,7 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, flags: Iterable[str], lr
         if not p.requires_grad:
             continue
         decay = p.ndim >= 2 and name != "logit_scale"
-        buckets.setdefault((decay, lr_multiplier(flags, name)), []).append(p)
+        buckets.setdefault((decay, lr_multiplier(flags, name, cfg.image_weights is not None)), []).append(p)
     groups = [
         {"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult, "lr": lr * mult}
         for (decay, mult), params in sorted(buckets.items())

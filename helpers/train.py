@@ -49,7 +49,7 @@ from .runs import SELECTION_METRIC, RunDir, TrainResult, best_record, load_histo
 from .storage import atomic_write_json
 from .train_data import load_training_data
 from .validation import validate
-from .variants import freeze_batchnorm_stats, parse_variant, training_overrides, warmup_steps
+from .variants import DISC_LR_RANDOM_TRUNK, freeze_batchnorm_stats, parse_variant, training_overrides, warmup_steps
 
 STEP_LOG_EVERY = 10
 
@@ -220,6 +220,9 @@ class Trainer:
                 load_history(self.run)  # a damaged history.json is rewritten from the checkpoint
             return TrainResult(self.run_dir, self.history, metrics, start_epoch, True, self.events)
         cfg.save(self.run.config)
+        random_trunk = "disc_lr" in self.flags and cfg.image_weights is None
+        if random_trunk and start_epoch == 0 and DISC_LR_RANDOM_TRUNK not in self.events:
+            self._event(DISC_LR_RANDOM_TRUNK)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         epoch = start_epoch

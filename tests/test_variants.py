@@ -42,7 +42,12 @@ def test_variant_code_is_what_it_claims(workspace):
 
 def test_training_side_flags(workspace):
     cfg, paths = workspace
-    t = train.Trainer(cfg.replace(variant="optim+disc_lr+freeze_bn", epochs=2, run_name="flags"), paths, progress=False, log=lambda m: None)
+    flags_cfg = cfg.replace(variant="optim+disc_lr+freeze_bn", epochs=2, run_name="flags")
+    random_trunk = train.Trainer(flags_cfg, paths, progress=False, log=lambda m: None)
+    random_trunk._build(pretrained=False)
+    assert {g["lr_mult"] for g in random_trunk.optimizer.param_groups} == {1.0}  # IMAGE_WEIGHTS=None: nothing to protect
+    # a trunk named for ImageNet weights (not downloaded here: _build(pretrained=False)) learns at 0.1x
+    t = train.Trainer(flags_cfg.replace(image_weights="IMAGENET1K_V1"), paths, progress=False, log=lambda m: None)
     assert t.cfg.learnable_temperature and t.cfg.lr_schedule == "cosine" and t.cfg.grad_clip == 1.0
     t._build(pretrained=False)
     mults = {g["lr_mult"] for g in t.optimizer.param_groups}
