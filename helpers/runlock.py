@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .runs import LOCK as LOCK_NAME  # noqa: F401  (tests name the lock file through runlock)
 from .runs import RunDir
 
 HEARTBEAT_SECONDS = 30.0

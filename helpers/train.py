@@ -128,9 +128,10 @@ class Trainer:
         self.arch = model_config(self.cfg, self.embed_dim)
 
     def _build(self, pretrained: bool) -> None:
-        for name in ("train_model", "model", "optimizer", "scheduler"):  # a rebuild after an OOM: free the old ones first
-            self.__dict__.pop(name, None)
-        if self.device.type == "cuda":
+        # a rebuild (after an OOM in the first epoch): free the old model and optimizer state before allocating anew
+        rebuilt = [self.__dict__.pop(name, None) for name in ("train_model", "model", "optimizer", "scheduler")]
+        if any(old is not None for old in rebuilt) and self.device.type == "cuda":
+            del rebuilt
             gc.collect()
             torch.cuda.empty_cache()
         seed_everything(self.cfg.seed)
@@ -220,8 +221,7 @@ class Trainer:
                 load_history(self.run)  # a damaged history.json is rewritten from the checkpoint
             return TrainResult(self.run_dir, self.history, metrics, start_epoch, True, self.events)
         cfg.save(self.run.config)
-        random_trunk = "disc_lr" in self.flags and cfg.image_weights is None
-        if random_trunk and start_epoch == 0 and DISC_LR_RANDOM_TRUNK not in self.events:
+        if start_epoch == 0 and "disc_lr" in self.flags and cfg.image_weights is None:  # a resumed run has it in its events
             self._event(DISC_LR_RANDOM_TRUNK)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True

@@ -317,7 +317,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
 def test_lock_of_another_host_is_taken_over_only_when_its_heartbeat_stops(tmp_path):
     from helpers import runlock
 
-    path = tmp_path / "run" / runlock.LOCK_NAME
+    path = tmp_path / "run" / runs.LOCK
     path.parent.mkdir()
     path.write_text(json.dumps({"pid": 1, "host": "another-colab-vm", "started": "earlier"}))
     with pytest.raises(RunLocked, match="another-colab-vm"):
