@@ -38,6 +38,7 @@ class RunOutcome:
     train_minutes: float
     reused: bool
     val_metrics: dict[str, float] | None = None  # val-split Recall@K and rsum: used to compare variants
+    checkpoint: dict[str, Any] | None = None  # path name and sha256 of the weights scored: the report checks they are current
 
 
 def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True) -> list[RunOutcome]:
@@ -53,7 +54,8 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
             val = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="val"), paths, progress)
             test = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="test"), paths, progress)
             minutes = result.metrics["total_train_seconds"] / 60
-            outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"]))
+            scored = {"path": Path(str(test["checkpoint"]["path"])).name, "sha256": test["checkpoint"]["sha256"]}
+            outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"], scored))
     return outcomes
 
 

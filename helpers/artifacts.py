@@ -102,6 +102,7 @@ KINDS: dict[str, Kind] = {
                     ("run_name", "best_epoch", "best_val", "hardware", "config", "epochs")),
     "config": Kind("the run's configuration", f"re-run {_NB02}", ()),
     "eval": Kind("the evaluation results", f"delete it and re-run {_NB03}", ("metrics", "checkpoint", "split", "num_images"), _eval),
+    "figures": Kind("the figures' stamp", f"re-run {_NB03}", ("checkpoint",)),
     "ablation": Kind("the ablation summary", f"re-run {_NB04} (finished runs are reused)", ("table", "runs", "config")),
 }  # fmt: skip
 

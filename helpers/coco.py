@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .storage import sha256_file
+
 SPLIT_FOLDERS = ("train2014", "val2014")
 
 
@@ -33,6 +35,7 @@ class CaptionTable:
     caption_image_ids: list[int] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    annotations_sha256: str = ""  # of the caption file read: the source every later artifact records
 
     def captions_by_image(self) -> dict[int, list[int]]:
         """image_id -> row indices into ``captions``."""
@@ -57,6 +60,7 @@ def load_captions(data_dir: str | Path, folder: str) -> CaptionTable:
     coco = _read_coco(path)
     table = CaptionTable(
         folder=folder,
+        annotations_sha256=sha256_file(path),
         image_files={int(i): img["file_name"] for i, img in coco.imgs.items()},
         coco_urls={int(i): img.get("coco_url", "") for i, img in coco.imgs.items()},
     )

@@ -14,6 +14,7 @@ import difflib
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,60 +34,74 @@ class ConfigError(ValueError):
     """A parameter is unknown, has the wrong type, or an invalid value. The message names it."""
 
 
+# Every field is one of two kinds, written beside it:
+# - identity: changes what a run produces (the recipe, the data it selects, the text model, the image size,
+#   the weights, the seed). A run folder holds one identity; resuming or reusing it with another is refused.
+# - free: where things live, how fast or how visibly they run, how long (EPOCHS: raising it continues the run),
+#   and what notebooks 03-05 do with a finished run. The data itself is identified by the digests of the
+#   artifacts a run trained on (helpers/provenance.py), not by the settings that fetched it.
+def identity(default: Any = dataclasses.MISSING, **options: Any) -> Any:
+    return field(default=default, metadata={"kind": "identity"}, **options)
+
+
+def free(default: Any = dataclasses.MISSING, **options: Any) -> Any:
+    return field(default=default, metadata={"kind": "free"}, **options)
+
+
 @dataclass
 class Config:
     # --- where things live -------------------------------------------------------------
-    artifacts_dir: str | None = None  # None: Drive in Colab, /kaggle/working on Kaggle, ./artifacts locally
-    data_dir: str | None = None  # None: fast local disk (/content/coco in Colab); never on Drive
-    cache_dir: str | None = None  # local working copy of the image cache; None: beside DATA_DIR
+    artifacts_dir: str | None = free(None)  # None: Drive in Colab, /kaggle/working on Kaggle, ./artifacts locally
+    data_dir: str | None = free(None)  # None: fast local disk (/content/coco in Colab); never on Drive
+    cache_dir: str | None = free(None)  # local working copy of the image cache; None: beside DATA_DIR
     # --- data --------------------------------------------------------------------------
-    data_source: str = "coco"  # coco | coco-subset | kaggle | local
-    coco_url: str = "http://images.cocodataset.org"  # official mirror; tests point it at 127.0.0.1
-    kaggle_dataset: str = "jeffaudi/coco-2014-dataset-for-yolov3"
-    train_images: int | None = None  # None: all of train2014 (82,783); an int: a seeded subset
-    val_images: int | None = None  # None: the 5k Karpathy val split (model selection)
-    test_images: int | None = None  # None: the 5k Karpathy test split (reporting)
-    include_restval: bool = False  # also cache the ~30k val2014 images in neither Karpathy split
-    image_size: int = 224  # the lab's 224x224: shorter side resized, then centre crop
-    cache_quality: int = 90  # JPEG quality of the prepared cache: ~20 KB/image, visually lossless
-    shard_size: int = 10_000  # images per cache shard: a few large files keep Drive happy
+    data_source: str = free("coco")  # coco | coco-subset | kaggle | local
+    coco_url: str = free("http://images.cocodataset.org")  # official mirror; tests point it at 127.0.0.1
+    kaggle_dataset: str = free("jeffaudi/coco-2014-dataset-for-yolov3")
+    train_images: int | None = identity(None)  # None: all of train2014 (82,783); an int: a seeded subset
+    val_images: int | None = identity(None)  # None: the 5k Karpathy val split (model selection)
+    test_images: int | None = identity(None)  # None: the 5k Karpathy test split (reporting)
+    include_restval: bool = free(False)  # also cache the ~30k val2014 images in neither Karpathy split
+    image_size: int = identity(224)  # the lab's 224x224: shorter side resized, then centre crop
+    cache_quality: int = identity(90)  # JPEG quality of the prepared cache: ~20 KB/image, visually lossless
+    shard_size: int = free(10_000)  # images per cache shard: a few large files keep Drive happy
     # --- text tower --------------------------------------------------------------------
-    text_model: str = "openai/clip-vit-base-patch32"  # hub name or a local save_pretrained folder
-    text_batch_size: int = 512
-    caption_part_size: int = 50_000  # captions per resumable part of the caption cache
+    text_model: str = identity("openai/clip-vit-base-patch32")  # hub name or a local save_pretrained folder
+    text_batch_size: int = free(512)
+    caption_part_size: int = free(50_000)  # captions per resumable part of the caption cache
     # --- model and training ------------------------------------------------------------
-    variant: str = "baseline"
-    image_weights: str | None = "IMAGENET1K_V2"  # torchvision weights enum name; None: random init
-    image_backbone: str = "resnet50"
-    hidden_dim: int = 1024  # projection head: 2048 -> hidden -> 512
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    lr_schedule: str = "constant"  # the lab's baseline; "cosine" decays to 0 after WARMUP_STEPS
-    warmup_steps: int = 0  # linear warmup from 0 to LR over this many steps
-    grad_clip: float | None = None  # max global gradient norm; None: no clipping
-    temperature: float = 0.07
-    bank_size: int = 32_768  # ``bank`` variant: cached captions drawn per step as extra negatives; 0: all of them
-    learnable_temperature: bool = False
-    seed: int = 0
-    run_name: str | None = None  # None: derived from the variant and key settings
-    num_workers: int | None = None  # None: one per CPU core, at most 4
-    amp: bool = True  # fp16/bf16 autocast on CUDA; ignored on CPU
-    channels_last: bool = True
-    live_plot: bool = True  # refresh a learning-curve panel during training (off for headless runs)
-    force_retrain: bool = False  # retrain even when the run already finished
-    max_steps_per_epoch: int | None = None  # cap for smoke tests and quick looks
+    variant: str = identity("baseline")
+    image_weights: str | None = identity("IMAGENET1K_V2")  # torchvision weights enum name; None: random init
+    image_backbone: str = identity("resnet50")
+    hidden_dim: int = identity(1024)  # projection head: 2048 -> hidden -> 512
+    epochs: int = free(10)
+    batch_size: int = identity(64)
+    lr: float = identity(1e-4)
+    weight_decay: float = identity(0.01)
+    optimizer: str = identity("adamw")
+    lr_schedule: str = identity("constant")  # the lab's baseline; "cosine" decays to 0 after WARMUP_STEPS
+    warmup_steps: int = identity(0)  # linear warmup from 0 to LR over this many steps
+    grad_clip: float | None = identity(None)  # max global gradient norm; None: no clipping
+    temperature: float = identity(0.07)
+    bank_size: int = identity(32_768)  # ``bank`` variant: cached captions drawn per step as extra negatives; 0: all of them
+    learnable_temperature: bool = identity(False)
+    seed: int = identity(0)
+    run_name: str | None = free(None)  # None: derived from the variant and key settings
+    num_workers: int | None = free(None)  # None: one per CPU core, at most 4
+    amp: bool = identity(True)  # fp16/bf16 autocast on CUDA; ignored on CPU
+    channels_last: bool = free(True)
+    live_plot: bool = free(True)  # refresh a learning-curve panel during training (off for headless runs)
+    force_retrain: bool = free(False)  # retrain even when the run already finished
+    max_steps_per_epoch: int | None = identity(None)  # cap for smoke tests and quick looks
     # --- evaluation --------------------------------------------------------------------
-    eval_split: str = "test"
-    queries: list[str] = field(default_factory=lambda: ["a dog playing", "sport"])
-    classes: list[str] = field(default_factory=lambda: ["a person", "an animal", "a landscape"])
-    compare_zero_shot: bool = False
-    interactive: bool = True  # show the ipywidgets explorer; False for headless runs (papermill)
+    eval_split: str = free("test")
+    queries: list[str] = free(default_factory=lambda: ["a dog playing", "sport"])
+    classes: list[str] = free(default_factory=lambda: ["a person", "an animal", "a landscape"])
+    compare_zero_shot: bool = free(False)
+    interactive: bool = free(True)  # show the ipywidgets explorer; False for headless runs (papermill)
     # --- ablation ------------------------------------------------------------------------
-    variants: list[str] = field(default_factory=lambda: ["temp", "bank", "best"])  # + baseline; "best" is a preset
-    seeds: list[int] = field(default_factory=lambda: [0])  # several seeds: mean and spread
+    variants: list[str] = free(default_factory=lambda: ["temp", "bank", "best"])  # + baseline; "best" is a preset
+    seeds: list[int] = free(default_factory=lambda: [0])  # several seeds: mean and spread
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -104,6 +119,27 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
+IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "identity")
+FREE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "free")
+ONLY_WITH_FLAG = {"bank_size": "bank"}  # identity fields that change nothing unless the variant has the flag
+
+
+def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
+    """The identity fields of ``cfg`` that apply to its variant: what a run folder must agree with to be reused."""
+    from .variants import parse_variant
+
+    values = cfg.to_dict() if isinstance(cfg, Config) else cfg
+    flags = parse_variant(values.get("variant", "baseline"))
+    return {k: values.get(k) for k in IDENTITY_FIELDS if k not in ONLY_WITH_FLAG or ONLY_WITH_FLAG[k] in flags}
+
+
+def identity_differences(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """``["WEIGHT_DECAY: 0.01 (stored) vs 0.5 (now)", ...]`` for every identity field that differs."""
+    return [
+        f"{k.upper()}: {stored.get(k)!r} (stored) vs {requested.get(k)!r} (now)"
+        for k in dict.fromkeys([*stored, *requested])
+        if stored.get(k) != requested.get(k)
+    ]
 
 
 def from_params(params: dict[str, Any] | None = None, **kwargs: Any) -> Config:
@@ -213,6 +249,34 @@ def _describe(expected: Any) -> str:
 MIN_TEMPERATURE = 0.01  # CLIP clamps the logit scale at 100, i.e. tau >= 0.01
 MAX_TEMPERATURE = 1.0  # above 1 the softmax over cosines in [-1, 1] is nearly flat: nothing trains
 MIN_BATCH_SIZE = 2  # the contrastive loss needs at least one negative, BatchNorm at least 2 values
+MAX_IMAGE_SIZE = 1024  # CLIP and ResNet50 work at 224; beyond ~1k px a COCO image (640x480) is only upsampled
+MAX_WEIGHT_DECAY = 1.0  # AdamW's decoupled decay multiplies weights by (1 - LR*WD) per step; the lab uses 0.01
+MAX_GRAD_CLIP = 1e4  # a larger clip never clips
+# Usual ranges: a value outside them is legal, but a divergence message names it as a likely cause.
+USUAL_RANGES = {"lr": (1e-6, 1e-2), "weight_decay": (0.0, 0.2), "temperature": (0.02, 0.2)}
+RUN_NAME_CHARACTERS = "letters, digits, '-', '_' and '.'"
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def unusual_settings(cfg: Config | dict[str, Any]) -> list[str]:
+    """``["WEIGHT_DECAY=1000000000.0 (usual 0 to 0.2)"]``: settings far outside their usual range."""
+    values = cfg.to_dict() if isinstance(cfg, Config) else cfg
+    out = []
+    for name, (low, high) in USUAL_RANGES.items():
+        value = values.get(name)
+        if isinstance(value, (int, float)) and not low <= value <= high:
+            out.append(f"{name.upper()}={value!r} (usual {low:g} to {high:g})")
+    return out
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a folder name under ARTIFACTS_DIR/runs, never a path: no separators, no leading dot."""
+    if not _RUN_NAME.fullmatch(name) or len(name) > 200:
+        raise ConfigError(
+            f"Config key RUN_NAME={name!r} is not a valid run name: use {RUN_NAME_CHARACTERS}, not starting with '.', "
+            "at most 200 characters (it names a folder under ARTIFACTS_DIR/runs, never a path)"
+        )
+    return name
 
 
 def _check_values(cfg: Config) -> None:
@@ -236,7 +300,12 @@ def _check_values(cfg: Config) -> None:
         f"{MIN_TEMPERATURE} < TEMPERATURE <= {MAX_TEMPERATURE} (CLIP starts at 0.07; below {MIN_TEMPERATURE} CLIP's clamp "
         f"would change it silently, above {MAX_TEMPERATURE} the softmax is too flat to train)"
     )
-    ranges = {"lr": lr_range, "temperature": temperature_range, "weight_decay": "WEIGHT_DECAY >= 0", "grad_clip": "GRAD_CLIP > 0 or None"}
+    ranges = {
+        "lr": lr_range,
+        "temperature": temperature_range,
+        "weight_decay": f"0 <= WEIGHT_DECAY <= {MAX_WEIGHT_DECAY:g}",
+        "grad_clip": f"0 < GRAD_CLIP <= {MAX_GRAD_CLIP:g} or None",
+    }
     for f in dataclasses.fields(cfg):  # NaN and infinity pass every comparison below: refuse them first
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -279,9 +348,15 @@ def _check_values(cfg: Config) -> None:
         fail("lr", lr_range)
     if not MIN_TEMPERATURE < cfg.temperature <= MAX_TEMPERATURE:
         fail("temperature", temperature_range)
-    if cfg.weight_decay < 0:
-        raise ConfigError(f"Config key WEIGHT_DECAY must be >= 0, got {cfg.weight_decay}")
+    if not 0 <= cfg.weight_decay <= MAX_WEIGHT_DECAY:
+        fail("weight_decay", f"0 <= WEIGHT_DECAY <= {MAX_WEIGHT_DECAY:g} (the lab uses 0.01)")
+    if cfg.grad_clip is not None and cfg.grad_clip > MAX_GRAD_CLIP:
+        fail("grad_clip", f"0 < GRAD_CLIP <= {MAX_GRAD_CLIP:g}, or None (no clipping); 1.0 is usual")
+    if cfg.run_name is not None:
+        check_run_name(cfg.run_name)
     if not 1 <= cfg.cache_quality <= 100:
         raise ConfigError(f"Config key CACHE_QUALITY must be between 1 and 100, got {cfg.cache_quality}")
     if cfg.image_size < 32:
         raise ConfigError(f"Config key IMAGE_SIZE must be at least 32 pixels, got {cfg.image_size}")
+    if cfg.image_size > MAX_IMAGE_SIZE:
+        fail("image_size", f"32 <= IMAGE_SIZE <= {MAX_IMAGE_SIZE} (the lab uses 224, CLIP's input size)")

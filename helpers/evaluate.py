@@ -28,7 +28,9 @@ from .env import Paths
 from .image_cache import ImageCache, restore_cache
 from .metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
 from .model import ClipImageModel
-from .runs import RunDir, find_run, load_trained
+from .provenance import captions_digest, check_inputs
+from .recovery import TrainingDiverged, advice
+from .runs import RunDir, find_run, load_trained, start_figures
 from .splits import Splits, karpathy_ids, load_splits
 from .storage import atomic_write_bytes, atomic_write_json, sha256_file
 
@@ -81,6 +83,7 @@ class EvalData:
     split: str
     protocol: str
     scored: dict[str, Any]  # which images were scored and how they relate to training and model selection
+    run_inputs: dict[str, Any]  # the digests of the data the run trained on (provenance.run_inputs), checked against now
 
     @property
     def run_dir(self) -> Path:
@@ -127,8 +130,20 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     if cfg.eval_split == "test" and splits.protocol == "karpathy-5k":
         position = {image_id: k for k, image_id in enumerate(karpathy_ids("test"))}
         ids = sorted(ids, key=position.__getitem__)  # the standard order: the 1k folds are the standard folds
+    check_inputs(
+        state.get("inputs"),
+        {"splits": splits.digest, "image_size": cache.image_size, "text_model": text["model"],
+         "val_images": cache.digest(splits.val), "val_captions": captions_digest(text, splits.val)},
+        f"Run {run.name} ({ckpt_path})", f"the current data artifacts in {paths.artifacts_dir}",
+        f"Scoring it on them would measure another model than the one trained. Re-run 01_dataset_prep.ipynb with the settings "
+        f"this run's data was made with, or retrain on the current data: 02_train_clip.ipynb with FORCE_RETRAIN=True "
+        f"(RUN_NAME={run.name!r}).",
+    )  # fmt: skip
     dataset = CocoCacheDataset(cache, text, ids, mode="eval", normalize=False)
-    checkpoint = {"path": str(ckpt_path), "epoch": state["epoch"], "sha256": sha256_file(ckpt_path), "arch": state["arch"]}
+    checkpoint = {
+        "path": str(ckpt_path), "epoch": state["epoch"], "sha256": sha256_file(ckpt_path), "arch": state["arch"],
+        "config": state["config"],
+    }  # fmt: skip
     scored_ids = dataset.image_ids
     excluded = sorted(set(splits.val) | set(splits.test) | set(splits.restval)) if cfg.eval_split == "val2014" else []
     scored = {
@@ -140,7 +155,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     }
     if scored["seen_in_training"]:
         raise RuntimeError(f"{scored['seen_in_training']} image(s) of EVAL_SPLIT={cfg.eval_split!r} were trained on: not scoring them")
-    return EvalData(run, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol, scored)
+    return EvalData(run, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol, scored, state["inputs"])
 
 
 @dataclass
@@ -162,6 +177,12 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     data = load_eval_data(cfg, paths, device)
     t0 = time.perf_counter()
     image_features = encode_images(data.model, data.dataset, device, num_workers=cfg.num_workers, progress=progress)
+    if not torch.isfinite(image_features).all():
+        raise TrainingDiverged(
+            f"Run {data.run.name} ({data.checkpoint['path']}, epoch {data.checkpoint['epoch']}) gives non-finite image features "
+            f"(NaN/inf): its weights diverged and no Recall@K of them means anything. {advice(data.checkpoint['config'])} "
+            f"Then retrain: 02_train_clip.ipynb with FORCE_RETRAIN=True (RUN_NAME={data.run.name!r})."
+        )
     rows = data.dataset.caption_rows
     text_features = data.text["embeddings"][rows].float()
     t2i = data.dataset.caption_image_index
@@ -190,9 +211,15 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         "seconds": time.perf_counter() - t0,
         "config": cfg.to_dict(),
         "train_config": load_json(data.run.config, "config") if data.run.config.exists() else None,
+        "inputs": {
+            "run": data.run_inputs,
+            "scored_images": data.cache.digest(data.dataset.image_ids),
+            "scored_captions": captions_digest(data.text, data.dataset.image_ids),
+        },
     }
     atomic_write_json(data.run.eval_json(data.split), record)
     atomic_write_bytes(data.run.eval_csv(data.split), results_csv(record).encode())
+    start_figures(data.run, data.split, record)
     return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record)
 
 

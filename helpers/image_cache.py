@@ -12,11 +12,13 @@ Layout of a cache folder::
 
     manifest.json                 written last, after every shard (atomic)
     train2014-00000.bin           concatenated JPEG bytes
-    train2014-00000.idx.npy       int64 [n, 3]: image_id, byte offset, byte length
+    train2014-00000.idx.npy       int64 [n, 4]: image_id, byte offset, byte length, CRC32 of the bytes
     ...
 
 A shard counts only once the manifest lists it with matching byte sizes, so a kill
-during a build loses at most the shard being written. Images that cannot be decoded
+during a build loses at most the shard being written. Every read checks the image's CRC32
+(a bit flip on disk keeps the shard's size and often still decodes, to other pixels), and
+the digest of any set of images is computed from the index rows (helpers/provenance.py). Images that cannot be decoded
 are listed under the shard's ``failed`` entry with the reason, and warned about.
 """
 
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import multiprocessing as mp
 import os
 import warnings
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +51,7 @@ try:
 except ImportError:  # pragma: no cover - a future torchvision without the codec
     _decode_jpeg = None
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a CRC32 per image in the index (format 1 had none and is rebuilt)
 MANIFEST = "manifest.json"
 BYTES_PER_IMAGE_ESTIMATE = 30_000  # upper estimate at 224 px, quality 90, for the free-space check
 
@@ -123,10 +127,15 @@ class CachePart:
     name: str  # "train2014" or "val2014"
     folder: Path
     files: dict[int, str]  # image_id -> file name inside ``folder``
+    source: dict[str, str] | None = None  # the folder's caption file and image files (provenance.source_record)
 
     def ids_digest(self) -> str:
+        """The part's identity: its ids and, when known, its source (another dataset with the same ids is rebuilt)."""
         ids = np.array(sorted(self.files), dtype=np.int64)
-        return hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+        h = hashlib.sha256(ids.tobytes())
+        if self.source:
+            h.update(json.dumps(self.source, sort_keys=True).encode())
+        return h.hexdigest()[:16]
 
 
 def _load_manifest(cache_dir: Path, size: int, quality: int) -> dict[str, Any]:
@@ -223,17 +232,17 @@ def build_image_cache(
             name = f"{part.name}-{shard_no:05d}"
             jobs = [(i, str(part.folder / part.files[i]), size, quality) for i in shard_ids]
             blob = io.BytesIO()
-            index: list[tuple[int, int, int]] = []
+            index: list[tuple[int, int, int, int]] = []
             failed: list[dict[str, Any]] = []
             for image_id, data, error in pool.imap(_prepare_job, jobs, chunksize=16):
                 bar.update(1)
                 if data is None:
                     failed.append({"image_id": image_id, "file": part.files[image_id], "error": error})
                     continue
-                index.append((image_id, blob.tell(), len(data)))
+                index.append((image_id, blob.tell(), len(data), zlib.crc32(data)))
                 blob.write(data)
             idx_buf = io.BytesIO()
-            np.save(idx_buf, np.array(index, dtype=np.int64).reshape(-1, 3))
+            np.save(idx_buf, np.array(index, dtype=np.int64).reshape(-1, 4))
             bin_path = atomic_write_bytes(cache_dir / f"{name}.bin", blob.getvalue())
             idx_path = atomic_write_bytes(cache_dir / f"{name}.idx.npy", idx_buf.getvalue())
             record = {
@@ -324,17 +333,23 @@ class ImageCache:
         if not path.exists():
             raise FileNotFoundError(f"No image cache manifest at {path}: run 01_dataset_prep.ipynb (cache images) first")
         self.manifest = load_json(path, "manifest")
+        if self.manifest.get("format") != CACHE_FORMAT:
+            raise ArtifactError(
+                f"{path} is an image cache of format {self.manifest.get('format')} (this kit reads format {CACHE_FORMAT}, with a "
+                "checksum per image): re-run 01_dataset_prep.ipynb, it rebuilds the cache"
+            )
         self.image_size: int = self.manifest["image_size"]
+        self.quality: int = self.manifest["quality"]
         self.shard_files: list[str] = []
-        locs: dict[int, tuple[int, int, int]] = {}
+        locs: dict[int, tuple[int, int, int, int]] = {}
         for part in self.manifest["parts"].values():
             for shard in part["shards"].values():
                 if not _shard_ok(self.cache_dir, shard):
                     raise OSError(f"Cache shard {shard['file']} in {self.cache_dir} is missing or incomplete: re-run 01_dataset_prep.ipynb")
                 shard_no = len(self.shard_files)
                 self.shard_files.append(shard["file"])
-                for image_id, offset, length in np.load(self.cache_dir / shard["index_file"]):
-                    locs[int(image_id)] = (shard_no, int(offset), int(length))
+                for image_id, offset, length, crc in np.load(self.cache_dir / shard["index_file"]).tolist():
+                    locs[image_id] = (shard_no, offset, length, crc)
         self._locs = locs
         self._maps: dict[int, np.memmap] = {}
 
@@ -353,17 +368,32 @@ class ImageCache:
     def image_ids(self) -> list[int]:
         return sorted(self._locs)
 
+    def digest(self, image_ids: list[int] | set[int]) -> str:
+        """The digest of these cached images (size, quality, each one's CRC32 and length): cheap, from the index."""
+        from .provenance import images_digest
+
+        rows = np.array([self._locs[i][3:] + (self._locs[i][2],) for i in sorted(image_ids) if i in self._locs], dtype=np.int64)
+        missing = [i for i in image_ids if i not in self._locs]
+        return images_digest(rows.reshape(-1, 2), self.image_size, self.quality) + (f"-{len(missing)}missing" if missing else "")
+
     def jpeg_bytes(self, image_id: int) -> np.ndarray:
-        """The cached JPEG of ``image_id`` as a uint8 view (no copy)."""
+        """The cached JPEG of ``image_id`` as a uint8 view (no copy), checked against its CRC32."""
         try:
-            shard_no, offset, length = self._locs[image_id]
+            shard_no, offset, length, crc = self._locs[image_id]
         except KeyError:
             raise KeyError(f"Image {image_id} is not in the image cache {self.cache_dir} (skipped as unreadable, or not cached)") from None
         mm = self._maps.get(shard_no)
         if mm is None:
             mm = np.memmap(self.cache_dir / self.shard_files[shard_no], dtype=np.uint8, mode="r")
             self._maps[shard_no] = mm
-        return mm[offset : offset + length]
+        data = mm[offset : offset + length]
+        if zlib.crc32(data) != crc:
+            raise ArtifactError(
+                f"Image {image_id} in the image-cache shard {self.cache_dir / self.shard_files[shard_no]} fails its checksum "
+                "(CRC32): the shard is damaged. Re-run 01_dataset_prep.ipynb: it verifies every shard's checksum and rebuilds "
+                "or re-copies damaged ones."
+            )
+        return data
 
     def load_uint8(self, image_id: int):  # -> torch.Tensor [3, H, W] uint8
         """Decode one cached image to a uint8 CHW tensor (libjpeg-turbo via torchvision)."""
@@ -375,7 +405,7 @@ class ImageCache:
             return _decode_jpeg(torch.from_numpy(np.array(self.jpeg_bytes(image_id))))
         except (RuntimeError, OSError, ValueError) as exc:
             shard = self.cache_dir / self.shard_files[self._locs[image_id][0]]
-            raise ArtifactError(
+            raise ArtifactError(  # a file written damaged (its CRC32 matches bytes that were never a JPEG)
                 f"Image {image_id} in the image-cache shard {shard} cannot be decoded ({first_line(exc)}): the shard "
                 "is damaged. Re-run 01_dataset_prep.ipynb: it verifies every shard's checksum and rebuilds or re-copies damaged ones."
             ) from None

@@ -12,7 +12,10 @@ Definitions (the standard COCO protocol):
 - text->image: a caption's rank is the number of other images scoring at least as high
   as its own image; a hit at K when rank < K.
 Ties count against the query, so a collapsed model (all scores equal) gets ~0, not 100%.
-Ranks reported are 1-based (rank 1 = top).
+A caption's own score is taken from the very same matrix product as the scores it is compared
+with (never recomputed element-wise: the two differ in the last bits, and ties then fall either
+way). Non-finite features (a diverged model) are refused: NaN compares False, which would count
+every query as a hit. Ranks reported are 1-based (rank 1 = top).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import math
 import torch
 
 RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")  # the keys every results file holds
+class NonFiniteFeatures(ValueError):
+    """Image or text features hold NaN or infinity: no ranking of them means anything."""
+
+
 BYTES_PER_SCORE = 14  # float32 scores + a masked copy + three boolean masks, per element of a chunk
 
 
@@ -41,20 +48,27 @@ def _ranks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based ranks: (per image for image->text, per caption for text->image).
 
-    One pass over chunks of images: each [chunk, N_txt] block of scores yields the
-    image->text ranks of its rows and adds to every caption's count of images that
-    outscore its own image, so each score is computed once.
+    Two passes over chunks of images, each [chunk, N_txt] block of scores computed by the same
+    product both times: the first reads every caption's score against its own image, the second
+    yields the image->text ranks of its rows and adds to every caption's count of images that
+    score at least as high as its own.
     """
     images = image_features.to(device)
     texts = text_features.to(device)
     owner = text_to_image.to(device)
     n_img, n_txt = images.shape[0], texts.shape[0]
-    own_score = (texts * images[owner]).sum(dim=1)  # each caption against its own image
+    step = _rows_per_chunk(chunk_size, n_txt, memory_budget)
+    chunks = [torch.arange(start, min(start + step, n_img), device=device) for start in range(0, n_img, step)]
+    own_score = torch.empty(n_txt, device=device)
+    for rows in chunks:
+        sims = (images[rows] @ texts.t()).float()
+        mine = ((owner >= rows[0]) & (owner <= rows[-1])).nonzero().flatten()  # captions whose image is in this chunk
+        own_score[mine] = sims[owner[mine] - rows[0], mine]
+        del sims
     i2t = torch.empty(n_img, dtype=torch.long)
     t2i = torch.zeros(n_txt, dtype=torch.long, device=device)
-    step = _rows_per_chunk(chunk_size, n_txt, memory_budget)
-    for start in range(0, n_img, step):
-        rows = torch.arange(start, min(start + step, n_img), device=device)
+    for rows in chunks:
+        start = int(rows[0])
         sims = (images[rows] @ texts.t()).float()  # [chunk, n_txt]
         positive = owner.unsqueeze(0) == rows.unsqueeze(1)
         best = sims.masked_fill(~positive, -math.inf).amax(dim=1, keepdim=True)
@@ -97,6 +111,10 @@ def retrieval_metrics(
         raise ValueError(f"{text_features.shape[0]} captions but {text_to_image.shape[0]} text_to_image entries")
     if text_to_image.numel() and (text_to_image.min() < 0 or text_to_image.max() >= image_features.shape[0]):
         raise ValueError("text_to_image holds rows outside the image features")
+    for side, features in (("image", image_features), ("text", text_features)):
+        if not torch.isfinite(features).all():
+            bad = int((~torch.isfinite(features)).any(dim=1).sum())
+            raise NonFiniteFeatures(f"{bad} of {features.shape[0]} {side} features hold NaN or infinity: the model diverged")
     counts = torch.bincount(text_to_image, minlength=image_features.shape[0])
     if (counts == 0).any():
         raise ValueError(f"{int((counts == 0).sum())} image(s) have no caption: drop them before computing Recall@K")

@@ -7,10 +7,11 @@ skips itself when that artifact is already there and was built from the same inp
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .config import Config
 from .dataset import load_text_embeds
 from .env import Paths
 from .image_cache import CachePart, build_image_cache, failures, restore_cache
+from .provenance import source_record, splits_digest
 from .splits import Splits, load_splits, make_splits  # noqa: F401  (load_splits: notebook 01's readers)
 from .storage import atomic_torch_save, atomic_write_json, read_json, torch_load
 from .text_tower import EncodeStats, encode_text, load_text_tower
@@ -31,41 +33,50 @@ class CocoData:
     data_dir: Path
     train: CaptionTable
     val: CaptionTable
+    file_bytes: dict[str, dict[int, int]] = field(default_factory=dict)  # folder -> image id -> file size
 
     def table(self, folder: str) -> CaptionTable:
         return self.train if folder == "train2014" else self.val
+
+    def source(self) -> dict[str, dict[str, str]]:
+        """What the data is (caption files' sha256, image files): recorded by splits.json and both caches."""
+        return source_record({"train2014": self.train, "val2014": self.val}, self.file_bytes)
 
 
 def scan(data_dir: Path) -> CocoData:
     """Load both caption files; keep image ids that have a caption *and* a file on disk."""
     check_layout(data_dir)
-    tables = {}
+    tables, file_bytes = {}, {}
     for folder in ("train2014", "val2014"):
         table = load_captions(data_dir, folder)
         with_caption = set(table.caption_image_ids)
-        present = {p.name for p in (data_dir / folder).iterdir()}
+        with os.scandir(data_dir / folder) as entries:
+            present = {e.name: e.stat().st_size for e in entries}
         absent = [i for i in with_caption if table.image_files[i] not in present]
         if absent and len(absent) < len(with_caption):
             # normal for coco-subset; worth a line otherwise
             print(f"{folder}: {len(with_caption) - len(absent):,} of {len(with_caption):,} captioned images are on disk")
         table.image_files = {i: f for i, f in table.image_files.items() if i in with_caption and f in present}
         tables[folder] = table
-    return CocoData(data_dir, tables["train2014"], tables["val2014"])
+        file_bytes[folder] = {i: present[f] for i, f in table.image_files.items()}
+    return CocoData(data_dir, tables["train2014"], tables["val2014"], file_bytes)
 
 
 def build_splits(cfg: Config, paths: Paths, data: CocoData) -> Splits:
     splits = make_splits(
         sorted(data.train.image_files), sorted(data.val.image_files), cfg.train_images, cfg.val_images, cfg.test_images, cfg.seed
     )
-    atomic_write_json(paths.splits_path, {**splits.to_dict(), "config": cfg.to_dict()})
+    record = {**splits.to_dict(), "source": data.source()}
+    atomic_write_json(paths.splits_path, {**record, "digest": splits_digest(record), "config": cfg.to_dict()})
     return splits
 
 
 def cache_parts(cfg: Config, data: CocoData, splits: Splits) -> list[CachePart]:
     val_ids = set(splits.val) | set(splits.test) | (set(splits.restval) if cfg.include_restval else set())
+    source = data.source()
     return [
-        CachePart("train2014", data.data_dir / "train2014", {i: data.train.image_files[i] for i in splits.train}),
-        CachePart("val2014", data.data_dir / "val2014", {i: data.val.image_files[i] for i in sorted(val_ids)}),
+        CachePart("train2014", data.data_dir / "train2014", {i: data.train.image_files[i] for i in splits.train}, source["train2014"]),
+        CachePart("val2014", data.data_dir / "val2014", {i: data.val.image_files[i] for i in sorted(val_ids)}, source["val2014"]),
     ]
 
 
@@ -172,7 +183,8 @@ def cache_captions(
         if path.exists():
             try:
                 old = load_text_embeds(path, expected_model=cfg.text_model)
-                if old["config"].get("caption_ids_digest") == _digest(caption_ids):
+                same_source = old["config"].get("source") == data.source()[folder]  # another dataset with the same ids: rebuilt
+                if old["config"].get("caption_ids_digest") == _digest(caption_ids) and same_source:
                     summary[split] = {"captions": len(caption_ids), "skipped": True}
                     continue
             except RuntimeError as exc:
@@ -205,7 +217,13 @@ def cache_captions(
                 "captions": texts,
                 "model": cfg.text_model,
                 "normalized": True,
-                "config": {**cfg.to_dict(), "split": split, "caption_ids_digest": _digest(caption_ids), "stats": info},
+                "config": {
+                    **cfg.to_dict(),
+                    "split": split,
+                    "caption_ids_digest": _digest(caption_ids),
+                    "source": data.source()[folder],
+                    "stats": info,
+                },
             },
             path,
         )

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .figures import wrap_caption
 from .image_cache import ImageCache, prepare_image
+from .metrics import NonFiniteFeatures
 from .model import ClipImageModel
 from .text_tower import TextTower, encode_text, load_text_tower
 
@@ -53,6 +54,11 @@ class RetrievalIndex:
         text_model: str | TextTower,
         device: torch.device | str = "cpu",
     ):
+        if not torch.isfinite(image_features).all():  # NaN scores would rank arbitrarily in every grid and in the explorer
+            raise NonFiniteFeatures(
+                "the image features hold NaN or infinity: the model diverged. Retrain it (02_train_clip.ipynb, FORCE_RETRAIN=True) "
+                "with a lower LR or WEIGHT_DECAY before querying it."
+            )
         self.model, self.image_features, self.image_ids, self.cache = model, image_features.float(), list(image_ids), cache
         self.captions_by_image = captions_by_image
         self.device = torch.device(device)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import gc
 import math
 import statistics
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
 from .artifacts import load_torch
+from .config import unusual_settings
 from .optim import set_base_lr
 
 if TYPE_CHECKING:
@@ -43,13 +44,20 @@ def bad_loss(value: float, recent: list[float]) -> str | None:
     return None
 
 
+def advice(cfg: Any) -> str:
+    """What to change after a divergence: any setting far outside its usual range first, then the usual remedies."""
+    unusual = unusual_settings(cfg)
+    first = f"Likely cause: {', '.join(unusual)}, far outside the usual range; bring it back into range. " if unusual else ""
+    return first + "Lower LR (e.g. 1e-5), set WARMUP_STEPS (e.g. 500) and GRAD_CLIP (e.g. 1.0), or set AMP=False."
+
+
 def diverged(trainer: Trainer, epoch: int) -> NoReturn:
     """Too many bad steps: back to the last good checkpoint with half the LR, then :class:`RolledBack`."""
     trainer.rollbacks += 1
     if trainer.rollbacks > MAX_ROLLBACKS:
         raise TrainingDiverged(
-            f"Training diverged {trainer.rollbacks} times (non-finite or exploding loss) even after lowering LR to {trainer.lr:g}. "
-            "Lower LR (e.g. 1e-5), set WARMUP_STEPS (e.g. 500) and GRAD_CLIP (e.g. 1.0), or set AMP=False."
+            f"Training of run {trainer.run.name} diverged {trainer.rollbacks} times (non-finite or exploding loss) even after "
+            f"lowering LR to {trainer.lr:g}. {advice(trainer.cfg)}"
         )
     trainer._event(
         f"epoch {epoch + 1}: too many bad steps; rolling back to the last good checkpoint with LR {trainer.lr:g} -> {trainer.lr / 2:g}"

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import ArtifactError, ArtifactMissing, try_load_json
+from .config import check_run_name
 from .env import Paths
 from .evaluate import results_markdown
-from .runs import RunDir, all_runs, load_eval, load_history, newest_finished
+from .provenance import splits_digest
+from .runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, weights_sha256
 from .storage import atomic_write_text
 
 HYPERPARAMETERS = (
@@ -118,11 +120,13 @@ class RunArtifacts:
     metrics: dict[str, Any] | None
     history: dict[str, Any] | None  # rewritten from checkpoint.pt when history.json is damaged
     eval: dict[str, Any] | None  # the test split's results, never stale ones
+    figures: Path | None  # notebook 03's test-split figures, only when they show the current checkpoint
 
     @classmethod
     def read(cls, run: RunDir, b: _Builder) -> RunArtifacts:
-        config, metrics = b.load(run.config, "config"), b.load(run.metrics, "metrics")
-        return cls(run, config, metrics, b.lenient(load_history, run), b.lenient(load_eval, run, "test"))
+        config, metrics = b.load(run.config, "config"), b.lenient(load_metrics, run)
+        figures = b.lenient(load_figures, run, "test")
+        return cls(run, config, metrics, b.lenient(load_history, run), b.lenient(load_eval, run, "test"), figures)
 
 
 LOSS_TOLERANCE = 1e-3  # relative: a validation loss within 0.1% of its minimum has not "risen"
@@ -210,8 +214,10 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
         shutil.rmtree(out / "figures")  # no stale figures from an earlier report
     b = _Builder(paths.artifacts_dir, out)
     runs = {run.name: RunArtifacts.read(run, b) for run in all_runs(paths)}
+    if run_name and run_name not in runs:  # a typo must not silently become the report of another run
+        check_run_name(run_name)
+        raise FileNotFoundError(f"No run {run_name!r} in {paths.runs_dir}. Known runs: {sorted(runs) or 'none'}. Run 02_train_clip.ipynb.")
     main = runs.get(run_name or "") or runs.get(newest_name(runs))
-    prep = b.load(paths.artifacts_dir / "config_01_dataset_prep.json", "config")
     splits = b.load(paths.splits_path, "splits")
     manifest = b.load(paths.image_cache_dir / "manifest.json", "manifest")
     ablation = b.load(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
@@ -220,8 +226,8 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     for problem in b.damaged:
         b.missing.append(problem)
         b.add(f"_Left out of this report: {problem}_", "")
-    summary_section(b, main, prep)
-    data_section(b, paths, splits, manifest)
+    summary_section(b, main)
+    data_section(b, paths, main, splits, manifest)
     hyperparameters_section(b, runs)
     hardware_section(b, runs)
     b.add("## 5. The CLIP loss: intuition", "", *draft(LOSS_INTUITION))
@@ -246,15 +252,16 @@ def newest_name(runs: dict[str, RunArtifacts]) -> str | None:
     return chosen.name if chosen else None
 
 
-def summary_section(b: _Builder, main: RunArtifacts | None, prep: dict[str, Any] | None) -> None:
+def summary_section(b: _Builder, main: RunArtifacts | None) -> None:
     b.add("## 1. Summary", "")
     if not (main and main.eval):
         b.missing_note("test-split results of a trained run", "03_evaluate_clip.ipynb")
         return
     ev, result = main.eval["metrics"], main.eval
+    trained = (main.metrics or {}).get("config") or result.get("checkpoint", {}).get("config") or {}  # the run's own record
     b.add(
-        f"A {(main.config or {}).get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
-        f"of `{(prep or {}).get('text_model', 'CLIP')}` "
+        f"A {trained.get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
+        f"of `{trained.get('text_model', 'CLIP')}` "
         f"(run `{main.run.name}`) reaches, on the {result['split']} split "
         f"({result['num_images']:,} images, protocol `{result['protocol']}`): "
         f"image→text R@1/5/10 = {100 * ev['i2t_R@1']:.1f} / {100 * ev['i2t_R@5']:.1f} / {100 * ev['i2t_R@10']:.1f}, "
@@ -264,22 +271,40 @@ def summary_section(b: _Builder, main: RunArtifacts | None, prep: dict[str, Any]
     )
 
 
-def data_section(b: _Builder, paths: Paths, splits: dict[str, Any] | None, manifest: dict[str, Any] | None) -> None:
+def data_section(
+    b: _Builder, paths: Paths, main: RunArtifacts | None, splits: dict[str, Any] | None, manifest: dict[str, Any] | None
+) -> None:
+    """The data the main run trained on, from its own record; the current data artifacts only when no run has one."""
     b.add("## 2. Data", "")
-    if not splits:
+    data = (main.metrics or {}).get("data") if main else None
+    if data:
+        sizes, protocol = data["splits"], main.metrics["protocol"]
+        image_size, quality, skipped = data["image_size"], data["cache_quality"], data["skipped_images"]
+        source = f"as run `{main.run.name}` trained on them (its own record)"
+        if splits is not None and main.metrics["inputs"]["splits"] != splits_digest(splits):
+            b.add(
+                f"_Note: `splits.json` was re-drawn after run `{main.run.name}` trained (notebook 01 ran again with other "
+                "settings). This section describes the run's data; the current artifacts belong to no run in this report._",
+                "",
+            )
+    elif splits:
+        sizes = {k: len(splits[k]) for k in ("train", "val", "test", "restval")}
+        protocol, source = splits["protocol"], "as prepared by notebook 01 (no finished run yet)"
+        image_size = manifest["image_size"] if manifest else None
+        quality = manifest["quality"] if manifest else None
+        skipped = sum(len(s["failed"]) for p in manifest["parts"].values() for s in p["shards"].values()) if manifest else None
+    else:
         b.missing_note("splits.json", "01_dataset_prep.ipynb")
         return
-    sizes = {k: len(splits[k]) for k in ("train", "val", "test", "restval")}
     b.add(
-        f"Split protocol: `{splits['protocol']}`. Train {sizes['train']:,} images (train2014), val {sizes['val']:,} "
-        f"(model selection), test {sizes['test']:,} (reported), restval {sizes['restval']:,}.",
+        f"Split protocol: `{protocol}`. Train {sizes['train']:,} images (train2014), val {sizes['val']:,} "
+        f"(model selection), test {sizes['test']:,} (reported), restval {sizes['restval']:,}; {source}.",
         "",
     )
-    if manifest:
-        failed = sum(len(s["failed"]) for p in manifest["parts"].values() for s in p["shards"].values())
+    if image_size is not None:
         b.add(
-            f"Images were decoded once, resized (shorter side {manifest['image_size']} px, centre crop) and cached as "
-            f"quality-{manifest['quality']} JPEGs; {failed} unreadable image(s) were skipped. Captions were encoded once "
+            f"Images were decoded once, resized (shorter side {image_size} px, centre crop) and cached as "
+            f"quality-{quality} JPEGs; {skipped} unreadable image(s) were skipped. Captions were encoded once "
             "by the frozen CLIP text tower (max 77 tokens, truncation, per-batch padding).",
             "",
         )
@@ -341,8 +366,11 @@ def qualitative_section(b: _Builder, main: RunArtifacts | None) -> None:
     if not main:
         b.missing_note("qualitative figures", "03_evaluate_clip.ipynb")
         return
+    if main.figures is None:  # absent, or made for an earlier model of the run (listed at the top)
+        b.missing_note(f"qualitative figures of the current model of `{main.run.name}`", "03_evaluate_clip.ipynb")
+        return
     for stem, caption in QUALITATIVE_FIGURES:
-        b.figure(main.run.figures("test") / f"{stem}.png", f"{main.run.name}_{stem}.png", caption, "03_evaluate_clip.ipynb")
+        b.figure(main.figures / f"{stem}.png", f"{main.run.name}_{stem}.png", caption, "03_evaluate_clip.ipynb")
 
 
 def observations_section(b: _Builder, runs: dict[str, RunArtifacts], main: RunArtifacts | None) -> None:
@@ -357,6 +385,13 @@ def observations_section(b: _Builder, runs: dict[str, RunArtifacts], main: RunAr
     b.add(*draft(*facts))
 
 
+def _same_checkpoint(paths: Paths, outcome: dict[str, Any]) -> bool:
+    """Whether an ablation row still describes its run's current weights (the sha256 its test eval scored)."""
+    scored = outcome.get("checkpoint") or {}
+    run = RunDir.named(paths, outcome["run_name"])
+    return bool(scored) and weights_sha256(run.path / Path(str(scored.get("path", "best.pt"))).name) == scored.get("sha256")
+
+
 def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None) -> None:
     b.add("## 10. Ablation", "")
     if not ablation:
@@ -364,6 +399,16 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         return
     from .ablation import table_markdown
 
+    stale = [o["run_name"] for o in ablation["runs"] if not _same_checkpoint(paths, o)]
+    if stale:
+        problem = (
+            f"{paths.artifacts_dir / 'ablation' / 'ablation.json'} compares models that have been retrained or continued since "
+            f"(run(s) {', '.join(stale)}): the ablation is out of date and not shown. Re-run 04_ablation.ipynb "
+            "(finished runs are reused, only the changed ones are evaluated again)."
+        )
+        b.missing.append(problem)
+        b.add(f"_Left out of this report: {problem}_", "")
+        return
     b.add(table_markdown(ablation["table"]), "")
     b.figure(
         paths.artifacts_dir / "ablation" / ablation["chart"],

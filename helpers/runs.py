@@ -12,6 +12,9 @@ matches the checkpoint it scored.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import shutil
 import warnings
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load_json, load_torch, load_weights
-from .config import Config
+from .config import Config, check_run_name, run_identity
 from .env import Paths
 from .storage import atomic_write_json, sha256_file
 from .variants import canonical
@@ -59,7 +62,7 @@ class RunDir:
 
     @classmethod
     def named(cls, paths: Paths, name: str) -> RunDir:
-        return cls(paths.runs_dir / name)
+        return cls(paths.runs_dir / check_run_name(name))  # a name, never a path out of runs/
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
@@ -116,11 +119,18 @@ class RunDir:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_name_for(cfg: Config) -> str:
-    """A readable run name from the variant and the settings that change results.
+NAMED_FIELDS = (  # in the readable part of the name
+    "variant", "image_backbone", "batch_size", "lr", "optimizer", "temperature", "learnable_temperature", "train_images", "seed",
+)
 
-    EPOCHS is left out on purpose: it is what a student raises to train longer, and the same
-    run folder then continues after its last epoch instead of starting again from epoch 1.
+
+def run_name_for(cfg: Config) -> str:
+    """A readable run name from the main settings, plus a short hash of every other identity field.
+
+    ``baseline-resnet50-b64-lr0.0001-adamw-s0-1a2b3c4d``: two settings that differ in any field that
+    changes the result (WEIGHT_DECAY, LR_SCHEDULE, IMAGE_WEIGHTS, ...: ``config.IDENTITY_FIELDS``) never
+    share a folder. EPOCHS is left out on purpose: it is what a student raises to train longer, and the
+    same run folder then continues after its last epoch instead of starting again from epoch 1.
     """
     if cfg.run_name:
         return cfg.run_name
@@ -132,6 +142,8 @@ def run_name_for(cfg: Config) -> str:
     if cfg.train_images is not None:
         parts.append(f"n{cfg.train_images}")
     parts.append(f"s{cfg.seed}")
+    rest = {k: v for k, v in run_identity(cfg).items() if k not in NAMED_FIELDS}
+    parts.append(hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8])
     return "-".join(parts)
 
 
@@ -236,13 +248,64 @@ def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
     path = run.eval_json(split)
     record = load_json(path, "eval")
     scored = run.path / Path(str(record["checkpoint"].get("path", BEST))).name  # by name: Drive paths differ between sessions
-    current = sha256_file(scored) if scored.exists() else None
+    current = weights_sha256(scored)
     if current != record["checkpoint"]["sha256"]:
         now = f"now {current[:12]}…" if current else f"{scored.name} is gone"
         raise StaleArtifact(
             f"{path} scored an earlier model of this run (checkpoint sha256 {record['checkpoint']['sha256'][:12]}…, {now}): "
             f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run.name!r} "
             f"and EVAL_SPLIT={split!r}."
+        )
+    return record
+
+
+FIGURES_STAMP = "figures.json"  # in figures_<split>/: the checkpoint its figures show
+
+
+def weights_sha256(path: Path) -> str | None:
+    """sha256 of a checkpoint file (None when absent), computed once per file version in this process."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def start_figures(run: RunDir, split: str, record: dict[str, Any]) -> Path:
+    """Empty ``figures_<split>/`` (its figures showed an earlier model) and stamp it with the checkpoint now scored."""
+    folder = run.figures(split)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    atomic_write_json(folder / FIGURES_STAMP, {"checkpoint": record["checkpoint"], "eval": run.eval_json(split).name})
+    return folder
+
+
+def load_figures(run: RunDir, split: str) -> Path:
+    """``figures_<split>/`` of a run, *only* if its figures show the run's current checkpoint (like :func:`load_eval`)."""
+    folder = run.figures(split)
+    stamp = load_json(folder / FIGURES_STAMP, "figures")
+    scored = run.path / Path(str(stamp["checkpoint"].get("path", BEST))).name
+    if weights_sha256(scored) != stamp["checkpoint"].get("sha256"):
+        raise StaleArtifact(
+            f"{folder} shows an earlier model of this run (checkpoint sha256 {str(stamp['checkpoint'].get('sha256'))[:12]}…): "
+            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run.name!r} and "
+            f"EVAL_SPLIT={split!r}."
+        )
+    return folder
+
+
+def load_metrics(run: RunDir) -> dict[str, Any]:
+    """``metrics.json`` of a finished run, *only* if it describes the run's current ``best.pt``."""
+    record = load_json(run.metrics, "metrics")
+    if record.get("best_sha256") != weights_sha256(run.best):
+        raise StaleArtifact(
+            f"{run.metrics} describes another model than {run.best} (it was retrained or continued since): not shown. "
+            f"Re-run 02_train_clip.ipynb with RUN_NAME={run.name!r}: it finishes the run and writes the summary again."
         )
     return record
 

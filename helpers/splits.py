@@ -33,6 +33,7 @@ class Splits:
     val: list[int]
     test: list[int]
     restval: list[int]  # val2014 images in neither val nor test
+    digest: str = ""  # provenance.splits_digest of the splits.json it was read from ("" before it is written)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test), "restval": len(self.restval)}
@@ -55,8 +56,12 @@ class Splits:
 def load_splits(paths: Any) -> Splits:
     """``splits.json`` (notebook 01) of ``paths`` (an ``env.Paths``), shape-checked by the one artifact loader."""
     from .artifacts import load_json
+    from .provenance import splits_digest
 
-    return Splits.from_dict(load_json(paths.splits_path, "splits"))
+    record = load_json(paths.splits_path, "splits")
+    splits = Splits.from_dict(record)
+    splits.digest = splits_digest(record)  # from the content, so a hand-edited file is a different split
+    return splits
 
 
 def _seeded_subset(ids: list[int], n: int | None, seed: int) -> list[int]:

@@ -31,22 +31,25 @@ from typing import Any
 import torch
 
 from . import env, recovery
-from .artifacts import load_json, load_torch, load_weights
+from .artifacts import ArtifactError, load_json, load_torch, load_weights
 from .bank import CaptionBank, bank_positives
 from .checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
-from .config import Config, ConfigError
+from .config import Config, ConfigError, identity_differences, run_identity
 from .dataset import make_loader, normalize_images
 from .distributed import backward_scale, fix_replicated_grads, gather_with_local_grad, global_clip_loss, init_distributed
 from .embed import amp_dtype
 from .env import Paths
 from .faults import kill_point
+from .image_cache import failures
 from .loss import clip_loss, clip_loss_with_bank, in_batch_hits, max_hinge_loss
+from .metrics import NonFiniteFeatures
 from .model import ClipImageModel, build_model, check_same_architecture, model_config
 from .optim import head_lr, make_optimizer, make_scheduler
+from .provenance import check_inputs
 from .recovery import RolledBack, TrainingDiverged
 from .runlock import holding
-from .runs import SELECTION_METRIC, RunDir, TrainResult, best_record, load_history, metrics_record, run_name_for, write_history
-from .storage import atomic_write_json
+from .runs import BEST, SELECTION_METRIC, RunDir, TrainResult, best_record, load_history, metrics_record, run_name_for, write_history
+from .storage import atomic_write_json, sha256_file
 from .train_data import load_training_data
 from .validation import validate
 from .variants import DISC_LR_RANDOM_TRUNK, freeze_batchnorm_stats, parse_variant, training_overrides, warmup_steps
@@ -101,6 +104,7 @@ class Trainer:
         log: Callable[[str], None] = print,
     ):
         self.run = RunDir.for_config(paths, cfg)  # named from the settings as given, before variant overrides
+        self.identity = run_identity(cfg)  # what the run folder must agree with to be resumed or reused
         self.flags = parse_variant(cfg.variant)
         cfg = cfg.replace(**training_overrides(self.flags, cfg.batch_size, cfg.lr))
         self.dist = init_distributed()
@@ -121,8 +125,8 @@ class Trainer:
     # ----------------------------------------------------------------- data & model
     def _load_data(self) -> None:
         data = load_training_data(self.cfg, self.paths, self.flags, self.progress)
-        self.splits, self.cache, self.train_set, self.val_set, self.embed_dim = (
-            data.splits, data.cache, data.train_set, data.val_set, data.embed_dim
+        self.splits, self.cache, self.train_set, self.val_set, self.embed_dim, self.inputs = (
+            data.splits, data.cache, data.train_set, data.val_set, data.embed_dim, data.inputs
         )
         self.caption_bank = CaptionBank(self.train_set, self.cfg.bank_size, self.cfg.seed) if "bank" in self.flags else None
         self.arch = model_config(self.cfg, self.embed_dim)
@@ -188,6 +192,8 @@ class Trainer:
             "events": self.events,
             "arch": self.arch,
             "config": self.cfg.to_dict(),
+            "identity": self.identity,
+            "inputs": self.inputs,
             "run_name": self.run_name,
         }
 
@@ -239,7 +245,7 @@ class Trainer:
                 continue
             if self.dist.is_main:
                 kill_point("validation")
-                record.update(validate(self.model, self.val_set, self.device, self.batch_size, cfg.amp, cfg.num_workers))
+                record.update(self._validate(epoch))
                 self.history.append(record)
                 self._end_of_epoch(epoch, record)
             self.dist.barrier()  # the checkpoint is on disk before any rank goes on
@@ -248,17 +254,24 @@ class Trainer:
         return TrainResult(self.run_dir, self.history, metrics, start_epoch, False, self.events)
 
     def _resume_or_start(self) -> tuple[int, bool]:
-        """(epochs already trained, whether the run is finished): the checkpoint's state, or a new model at epoch 0."""
+        """(epochs already trained, whether the run is finished): the checkpoint's state, or a new model at epoch 0.
+
+        A run folder is resumed or reused only when it was made with the same identity settings and from
+        the same data as asked for now; anything else is refused with the differences named.
+        """
         if not self.run.checkpoint.exists():
             self._build(pretrained=True)
             return 0, False
         state = load_torch(self.run.checkpoint, "checkpoint")
+        self._check_same_run(state)
         self._restore(state)
         start_epoch = state["epoch"]
         if start_epoch >= self.cfg.epochs and self.run.metrics.exists():
+            self._repair_finished(state)
             self.log(f"Run {self.run_name} already finished ({start_epoch} epochs): nothing to train. FORCE_RETRAIN=True retrains.")
             return start_epoch, True
         self.log(f"Resuming {self.run_name} after epoch {start_epoch} of {self.cfg.epochs}")
+        self.run.metrics.unlink(missing_ok=True)  # no longer finished: no reader may take the old summary for this model
         trained_for = state["config"].get("epochs")
         if trained_for != self.cfg.epochs:
             self._event(
@@ -268,6 +281,43 @@ class Trainer:
         if self.dist.is_main and self.history:
             write_history(self.run, self.history, self.step_log, self.events)  # a kill may have left them out of step
         return start_epoch, False
+
+    def _check_same_run(self, state: dict[str, Any]) -> None:
+        """Refuse to continue or reuse a run made with other identity settings, or from other data."""
+        how = (
+            f"Set RUN_NAME to a new name for a new run, or FORCE_RETRAIN=True to retrain {self.run_name} from scratch "
+            "with the settings and data of now."
+        )
+        stored = state.get("identity") or run_identity(state["config"])
+        changed = identity_differences(stored, self.identity)
+        if changed:
+            raise ConfigError(
+                f"Run {self.run_name} ({self.run.path}) was trained with other settings: {'; '.join(changed)}. Continuing or "
+                f"reusing it would mix two recipes. {how} (Or restore the stored settings.)"
+            )
+        check_inputs(
+            state.get("inputs"), self.inputs, f"Run {self.run_name} ({self.run.checkpoint})",
+            f"the current data artifacts in {self.paths.artifacts_dir}",
+            f"Continuing or reusing it would combine two datasets. {how} Or re-run 01_dataset_prep.ipynb with the settings "
+            "this run's data was made with.",
+        )  # fmt: skip
+
+    def _repair_finished(self, state: dict[str, Any]) -> None:
+        """A finished run whose best.pt or config.json is gone or damaged: rebuilt from the checkpoint, or a clear error."""
+        if not self.run.best.exists():
+            best = best_record(self.history)
+            if best["epoch"] != state["epoch"]:
+                raise ArtifactError(
+                    f"{self.run.best} is gone: the best epoch ({best['epoch']}) was not the last ({state['epoch']}), so its weights "
+                    f"are lost. Re-run 02_train_clip.ipynb with FORCE_RETRAIN=True (RUN_NAME={self.run_name!r}) to train the run again."
+                )
+            self._save_best(state, best)
+            self._event(f"{BEST} was missing: rewritten from {self.run.checkpoint.name} (epoch {best['epoch']} is the best)")
+        try:
+            load_json(self.run.config, "config")
+        except ArtifactError:
+            atomic_write_json(self.run.config, state["config"])
+            warnings.warn(f"{self.run.config} was missing or damaged: rewritten from {self.run.checkpoint.name}", stacklevel=3)
 
     # ----------------------------------------------------------------- one epoch
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
@@ -385,11 +435,17 @@ class Trainer:
         self.log(message)
 
     # ----------------------------------------------------------------- end of epoch, end of run
+    def _save_best(self, state: dict[str, Any], record: dict[str, Any]) -> None:
+        keys = ("model", "arch", "config", "identity", "inputs")
+        save_checkpoint({**{k: state[k] for k in keys}, "epoch": record["epoch"], "val": record}, self.run.best, self.paths)
+
     def _end_of_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         state = self._state(epoch + 1)
+        self.run.path.mkdir(parents=True, exist_ok=True)  # the folder deleted mid-run: written again, never left half
+        if not self.run.config.exists():
+            self.cfg.save(self.run.config)
         if best_record(self.history) is record:
-            best = {"model": state["model"], "arch": self.arch, "config": state["config"], "epoch": epoch + 1, "val": record}
-            save_checkpoint(best, self.run.best, self.paths)
+            self._save_best(state, record)
         save_checkpoint(state, self.run.checkpoint, self.paths)  # last: the epoch now counts
         kill_point("after_checkpoint")
         write_history(self.run, self.history, self.step_log, self.events)
@@ -400,6 +456,16 @@ class Trainer:
         )
         if self.on_epoch is not None:
             self.on_epoch(self)
+
+    def _validate(self, epoch: int) -> dict[str, Any]:
+        """The val figures of this epoch; non-finite features stop the run before the epoch is saved (never best.pt)."""
+        try:
+            return validate(self.model, self.val_set, self.device, self.batch_size, self.cfg.amp, self.cfg.num_workers)
+        except NonFiniteFeatures as exc:
+            raise TrainingDiverged(
+                f"Run {self.run_name}, epoch {epoch + 1}: {exc} (at validation). The epoch is not saved; best.pt keeps the last "
+                f"good epoch. {recovery.advice(self.cfg)} Then re-run with FORCE_RETRAIN=True."
+            ) from None
 
     def _write_metrics(self) -> dict[str, Any]:
         metrics = metrics_record(
@@ -414,6 +480,16 @@ class Trainer:
             num_train_images=len(self.train_set),
             num_val_images=len(self.val_set),
             protocol=self.splits.protocol,
+            identity=self.identity,
+            inputs=self.inputs,
+            best_sha256=sha256_file(self.run.best),  # the model this summary describes
+            data={
+                "splits": self.splits.sizes(),
+                "image_size": self.cache.image_size,
+                "cache_quality": self.cache.quality,
+                "text_model": self.inputs["text_model"],
+                "skipped_images": len(failures(self.cache.manifest)),
+            },
         )
         atomic_write_json(self.run.metrics, metrics)
         return metrics

@@ -16,6 +16,7 @@ from .config import Config, ConfigError
 from .dataset import CocoCacheDataset, load_text_embeds
 from .env import Paths
 from .image_cache import ImageCache, restore_cache
+from .provenance import run_inputs
 from .splits import Splits, load_splits
 from .variants import train_transform
 
@@ -27,6 +28,7 @@ class TrainingData:
     train_set: CocoCacheDataset  # one item per image, a random caption per epoch, augmented when the variant says so
     val_set: CocoCacheDataset  # one item per image, its first caption
     embed_dim: int  # the caption-embedding width: the projection head's output size
+    inputs: dict[str, Any]  # provenance.run_inputs: the digests of what this run trains and selects on
 
 
 def load_training_data(cfg: Config, paths: Paths, flags: set[str], progress: bool = True) -> TrainingData:
@@ -45,7 +47,8 @@ def load_training_data(cfg: Config, paths: Paths, flags: set[str], progress: boo
         train_ids, train_text = train_ids + restval, with_restval(train_text, val_text, restval)
     train_set = CocoCacheDataset(cache, train_text, train_ids, "train", cfg.seed, normalize=False, transform=train_transform(flags))
     val_set = CocoCacheDataset(cache, val_text, splits.val, "eval", cfg.seed, normalize=False)
-    return TrainingData(splits, cache, train_set, val_set, int(train_text["embeddings"].shape[1]))
+    inputs = run_inputs(splits.digest, cache, train_text, val_text, train_ids, splits.val)
+    return TrainingData(splits, cache, train_set, val_set, int(train_text["embeddings"].shape[1]), inputs)
 
 
 def with_restval(train_text: dict[str, Any], val_text: dict[str, Any], restval: list[int]) -> dict[str, Any]:
@@ -56,7 +59,9 @@ def with_restval(train_text: dict[str, Any], val_text: dict[str, Any], restval: 
         )
     keep = torch.isin(val_text["image_ids"], torch.tensor(restval))
     return {
+        "model": train_text["model"],
         "embeddings": torch.cat([train_text["embeddings"], val_text["embeddings"][keep]]),
+        "caption_ids": torch.cat([train_text["caption_ids"], val_text["caption_ids"][keep]]),
         "image_ids": torch.cat([train_text["image_ids"], val_text["image_ids"][keep]]),
         "captions": train_text["captions"] + [c for c, k in zip(val_text["captions"], keep.tolist()) if k],
     }

@@ -79,7 +79,11 @@ OPTIM_GRAD_CLIP = 1.0
 
 
 def parse_variant(variant: str) -> frozenset[str]:
-    """``"baseline"`` -> {}; ``"head_ln+augment"`` -> {"head_ln", "augment"}; unknown flags are errors."""
+    """``"baseline"`` -> {}; ``"head_ln+augment"`` -> {"head_ln", "augment"}; unknown flags are errors.
+
+    Spaces around the name and the flags are ignored (``"baseline "`` from a form field is ``"baseline"``).
+    """
+    variant = variant.strip()
     if variant == BASELINE:
         return frozenset()
     given = [f.strip() for f in variant.split("+") if f.strip()]

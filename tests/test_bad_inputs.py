@@ -121,7 +121,7 @@ def _bit_flipped_shard(request: pytest.FixtureRequest, tmp: Path) -> Any:
 
 def _flip_bits_of(cache: ImageCache, image_id: int) -> Path:
     """Overwrite the middle of one cached JPEG with garbage, keeping the shard's size."""
-    shard_no, offset, length = cache._locs[image_id]
+    shard_no, offset, length, _ = cache._locs[image_id]
     shard = cache.cache_dir / cache.shard_files[shard_no]
     blob = bytearray(shard.read_bytes())
     blob[offset + 2 : offset + length] = bytes(length - 2)  # SOI kept, every marker after it zeroed

@@ -1,0 +1,123 @@
+"""What each artifact was made from, as short digests: recorded when it is written, compared when it is read.
+
+Why: a changed setting, a rebuilt cache or a re-drawn split used to be combined silently with a run made
+before the change (a 64 px run scored on 96 px images, a model scored against another text space, test
+images that had picked the best epoch). The chain is
+
+    raw data -> splits.json, image cache, caption caches -> run -> evaluations -> ablation, report
+
+and every link records the digests of the links it was made from:
+
+- ``splits.json``: ``source``, the annotation files' sha256 and the list of image files (id, name, size);
+- the image cache: a CRC32 per image in each shard's index, so the digest of any set of images is a
+  hash of their (id, CRC32, length) rows, computed from the index in milliseconds, never by rehashing
+  the 2.5 GB of shards;
+- the caption caches: the text model, caption ids and caption texts of the rows a run uses;
+- a run (``checkpoint.pt``, ``best.pt``, ``metrics.json``): :func:`run_inputs`;
+- an evaluation: the run's inputs plus the digests of what it scored.
+
+A reader compares stored digests with :func:`check_inputs`; a mismatch is a :class:`ProvenanceMismatch`
+that names both artifacts, what differs, and the notebook or setting that fixes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from .artifacts import ArtifactError
+
+
+class ProvenanceMismatch(ArtifactError):
+    """Two artifacts that do not belong together: one was made from inputs the other no longer matches."""
+
+
+def digest(value: Any) -> str:
+    """16 hex digits of the sha256 of ``value`` as canonical JSON (plain types) or raw bytes."""
+    data = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def source_record(tables: dict[str, Any], file_bytes: dict[str, dict[int, int]]) -> dict[str, dict[str, str]]:
+    """Per COCO folder: the sha256 of its caption file and a digest of its usable images (id, file name, size)."""
+    out = {}
+    for folder, table in tables.items():
+        sizes = file_bytes.get(folder, {})
+        files = sorted((i, name, sizes.get(i, -1)) for i, name in table.image_files.items())
+        out[folder] = {"annotations_sha256": table.annotations_sha256, "images": digest(files)}
+    return out
+
+
+def splits_digest(record: dict[str, Any]) -> str:
+    """The identity of a ``splits.json``: its protocol, its five id lists and the source it was drawn from."""
+    keys = ("protocol", "train", "val", "test", "restval", "source")
+    return digest({k: record.get(k) for k in keys})
+
+
+def captions_digest(text: dict[str, Any], image_ids: list[int] | set[int]) -> str:
+    """The text model, caption ids and caption texts of the captions of ``image_ids`` in a caption cache.
+
+    Equal digests mean the same captions encoded by the same tower: the same text space for those images.
+    """
+    wanted = torch.tensor(sorted(image_ids), dtype=torch.int64)
+    rows = torch.isin(text["image_ids"], wanted).nonzero().flatten()
+    order = rows[torch.argsort(text["caption_ids"][rows])]
+    h = hashlib.sha256(str(text["model"]).encode())
+    h.update(text["caption_ids"][order].numpy().tobytes())
+    h.update("\n".join(text["captions"][r] for r in order.tolist()).encode())
+    return h.hexdigest()[:16]
+
+
+def images_digest(rows: np.ndarray, image_size: int, quality: int) -> str:
+    """Digest of cached images from their index rows ``[n, 2]`` (CRC32, length), sorted by image id."""
+    h = hashlib.sha256(f"{image_size}:{quality}:".encode())
+    h.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_inputs(splits: str, cache: Any, train_text: dict[str, Any], val_text: dict[str, Any],
+               train_ids: list[int], val_ids: list[int]) -> dict[str, Any]:  # fmt: skip
+    """What a run trains and selects on: the splits (their digest), the train and val images, and their captions."""
+    return {
+        "splits": splits,
+        "image_size": cache.image_size,
+        "text_model": train_text["model"],
+        "train_images": cache.digest(train_ids),
+        "val_images": cache.digest(val_ids),
+        "train_captions": captions_digest(train_text, train_ids),
+        "val_captions": captions_digest(val_text, val_ids),
+    }
+
+
+INPUT_NAMES = {
+    "splits": "splits.json (the split lists)",
+    "image_size": "the image cache's image size",
+    "text_model": "the caption caches' text model",
+    "train_images": "the cached train images",
+    "val_images": "the cached val images",
+    "train_captions": "train_text_embeds.pt (the train captions)",
+    "val_captions": "val_text_embeds.pt (the val captions)",
+}
+
+
+def differences(stored: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """What differs between two input records, in words (a record of an older kit version: everything)."""
+    if not stored:
+        return ["it records no input digests (made by an older version of the kit)"]
+    return [
+        f"{INPUT_NAMES.get(k, k)}: {stored.get(k)!r} then, {current.get(k)!r} now"
+        for k in current
+        if k in INPUT_NAMES and stored.get(k) != current[k]
+    ]
+
+
+def check_inputs(stored: dict[str, Any] | None, current: dict[str, Any], artifact: str, against: str, fix: str) -> None:
+    """Raise :class:`ProvenanceMismatch` when ``artifact`` (its record ``stored``) was made from other inputs
+    than ``against`` (``current``): both named, the differences listed, ``fix`` said."""
+    diff = differences(stored, current)
+    if diff:
+        raise ProvenanceMismatch(f"{artifact} was made from other data than {against}: {'; '.join(diff)}. {fix}")
