@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from .artifacts import first_line
 from .coco import SPLIT_FOLDERS, DataError, annotation_path, check_layout
 from .config import Config
 from .download import DownloadError, download, safe_extract
@@ -55,9 +56,32 @@ def acquire(cfg: Config, data_dir: Path, progress: bool = True, kaggle_fetch: Ca
         fetch_subset(data_dir, cfg.train_images, cfg.val_images, cfg.test_images, cfg.seed, progress)
     elif cfg.data_source == "kaggle":
         fetch = kaggle_fetch or (lambda slug: fetch_kaggle_dataset(slug))
-        link_kaggle_layout(fetch(cfg.kaggle_dataset), data_dir, cfg.coco_url, progress)
+        try:
+            root = fetch(cfg.kaggle_dataset)
+        except Exception as exc:
+            if not _is_offline(exc):
+                raise
+            raise DownloadError(
+                f"Could not reach Kaggle to fetch {cfg.kaggle_dataset} ({first_line(exc, 120)}): this machine has no internet "
+                "(the name could not be resolved or the connection was refused). On Kaggle: Settings -> Internet on, or attach "
+                "the dataset (Add data). Elsewhere: connect, or set DATA_SOURCE='local' and DATA_DIR to a COCO 2014 copy."
+            ) from None
+        link_kaggle_layout(root, data_dir, cfg.coco_url, progress)
     check_layout(data_dir)
     return data_dir
+
+
+def _is_offline(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) says the network is unreachable: DNS failure, refused connection."""
+    import socket
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        names = {cls.__name__ for cls in type(seen).__mro__}
+        if isinstance(seen, (socket.gaierror, ConnectionError)) or names & {"ConnectionError", "NameResolutionError", "MaxRetryError"}:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _fetch_zip(url: str, data_dir: Path, only: str | None, progress: bool) -> None:

@@ -399,10 +399,11 @@ class ImageCache:
         """Decode one cached image to a uint8 CHW tensor (libjpeg-turbo via torchvision)."""
         import torch
 
+        data = self.jpeg_bytes(image_id)  # checked against its CRC32 (a damaged shard raises here, naming it)
         try:
             if _decode_jpeg is None:
-                return torch.from_numpy(np.asarray(self.load_pil(image_id)).copy()).permute(2, 0, 1).contiguous()
-            return _decode_jpeg(torch.from_numpy(np.array(self.jpeg_bytes(image_id))))
+                return torch.from_numpy(np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+            return _decode_jpeg(torch.from_numpy(np.array(data)))
         except (RuntimeError, OSError, ValueError) as exc:
             shard = self.cache_dir / self.shard_files[self._locs[image_id][0]]
             raise ArtifactError(  # a file written damaged (its CRC32 matches bytes that were never a JPEG)

@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class RunLock:
     # ----------------------------------------------------------------- acquire / release
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise RunLocked(f"{self.path} is a folder, not this kit's lock file: delete it (rm -r '{self.path}'), then re-run")
         for _ in range(5):
             record = {**self.me, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
             try:
@@ -119,13 +122,17 @@ class RunLock:
                 os.utime(self.path)
 
     def release(self) -> None:
+        """Remove the lock if it is still ours. A failure to (a read-only or vanished folder) is a warning, never an
+        error: it must not hide the error that ended the run, and a lock left behind is taken over later."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        holder = self.holder()
-        if holder is not None and holder.get("pid") == self.me["pid"] and holder.get("host") == self.me["host"]:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        try:
+            holder = self.holder()
+            if holder is not None and holder.get("pid") == self.me["pid"] and holder.get("host") == self.me["host"]:
+                self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            warnings.warn(f"Could not remove the lock {self.path} ({exc}): the next run takes it over as stale", stacklevel=2)
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -70,9 +70,25 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not isinstance(exc, DiskSpaceError):
+            raise disk_full(path) from None
         raise
+
+
+def disk_full(path: Path) -> DiskSpaceError:
+    """The disk filled up while writing ``path``: what is free, what to delete, and that the old version is intact."""
+    try:
+        free = f"{free_bytes(path.parent) / 1e9:.2f} GB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskSpaceError(
+        errno.ENOSPC,
+        f"No space left on the disk of {path.parent} while writing {path.name} ({free}). Nothing was replaced: the previous "
+        f"{path.name}, if any, is intact. Free space there (run folders you no longer need under ARTIFACTS_DIR/runs, downloaded "
+        "COCO zips, on Drive also its trash), then re-run: training resumes after the last saved epoch.",
+    )
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

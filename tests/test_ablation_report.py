@@ -39,7 +39,11 @@ def full_artifacts(trained, tmp_path_factory):
     result = evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)
     index = qualitative.RetrievalIndex.from_eval(result, cfg.text_model)
     figures.save_figure(qualitative.query_grid(index, ["a red circle"], k=3), result.data.run_dir / "figures_test" / "text_queries.png")
-    outcomes = [RunOutcome("baseline", 0, "shared", result.metrics, 1.0, True), _outcome("augment", 0, 0.2)]
+    scored = {"path": "best.pt", "sha256": result.record["checkpoint"]["sha256"]}
+    augment = _outcome("augment", 0, 0.2)
+    shutil.copytree(paths.runs_dir / "shared", paths.runs_dir / augment.run_name, dirs_exist_ok=True)  # its weights: a copy
+    augment.checkpoint = scored
+    outcomes = [RunOutcome("baseline", 0, "shared", result.metrics, 1.0, True, checkpoint=scored), augment]
     ablation.save(ablation.summarise(outcomes), outcomes, cfg, paths.artifacts_dir / "ablation")
     return paths.artifacts_dir
 

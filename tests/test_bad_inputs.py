@@ -180,7 +180,7 @@ ROWS = [
         r"train_text_embeds.pt \(the caption-embedding cache\) is damaged.*re-run 01_dataset_prep.ipynb \(caption cache\)", "is damaged"),
     Row("a cache shard deleted", _deleted_shard, OSError, r"missing or incomplete: re-run 01_dataset_prep.ipynb", "missing or incomplete"),
     Row("a cache shard bit-flipped (same size)", _bit_flipped_shard, ArtifactError,
-        r"image-cache shard .*\.bin cannot be decoded.*Re-run 01_dataset_prep.ipynb", "cannot be decoded"),
+        r"image-cache shard .*\.bin fails its checksum \(CRC32\).*Re-run 01_dataset_prep.ipynb", "fails its checksum"),
     Row("captions JSON is a list", _captions_json(lambda d: d["annotations"]), DataError, r"found a JSON list", "found a JSON list"),
     Row("duplicate image ids with different files", _captions_json(_duplicate_conflicting_image), DataError,
         r"appear more than once with different file names", "appear more than once"),

@@ -16,7 +16,6 @@ from conftest import ROOT
 from helpers import config, optim, runs, train
 from helpers.config import ConfigError
 from helpers.dataset import TextCacheMismatch
-from helpers.model import CheckpointMismatch
 from helpers.storage import read_json, torch_load
 
 
@@ -74,7 +73,7 @@ def test_more_epochs_with_the_default_run_name_continue_the_same_run(workspace):
     assert more.history[0] == first.history[0]  # epoch 1 was not recomputed (its timings are identical)
     assert [r["epoch"] for r in more.history] == [1, 2]
     assert any("EPOCHS changed from 1 to 2" in e for e in more.events)
-    assert sorted(p.name for p in paths.runs_dir.iterdir() if p.name.endswith("-s11")) == [first.run_dir.name]
+    assert sorted(p.name for p in paths.runs_dir.iterdir() if "-s11-" in p.name) == [first.run_dir.name]
 
 
 def _weights(path):
@@ -123,12 +122,18 @@ def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3,
     assert max((ref_w[k].float() - res_w[k].float()).abs().max().item() for k in ref_w) < weight_tol
 
 
-def test_checkpoint_of_another_architecture_is_refused(workspace):
+@pytest.mark.parametrize("finished", [True, False], ids=["reuse a finished run", "continue it with more EPOCHS"])
+def test_a_named_run_is_never_resumed_or_reused_with_other_identity_settings(workspace, finished):
     cfg, paths = workspace
-    cfg = cfg.replace(epochs=1, run_name="arch", max_steps_per_epoch=2)
-    quiet(cfg, paths)
-    with pytest.raises(CheckpointMismatch, match="HIDDEN_DIM: checkpoint 128 vs requested 64"):
-        quiet(cfg.replace(hidden_dim=64, epochs=2), paths)
+    cfg = cfg.replace(epochs=1, run_name=f"arch-{finished}", max_steps_per_epoch=2)
+    first = quiet(cfg, paths)
+    changes = {"hidden_dim": 64, "weight_decay": 0.5, "grad_clip": 0.1, "lr_schedule": "cosine", "warmup_steps": 50,
+               "image_weights": "IMAGENET1K_V1", "max_steps_per_epoch": 1}  # fmt: skip
+    for key, value in changes.items():
+        with pytest.raises(ConfigError, match=rf"was trained with other settings: {key.upper()}: .* \(stored\) vs .*FORCE_RETRAIN"):
+            quiet(cfg.replace(**{key: value}, epochs=1 if finished else 2), paths)
+    again = quiet(cfg, paths)  # nothing was touched by the refusals
+    assert again.skipped and again.history == first.history
 
 
 def test_wrong_text_model_and_image_size_are_refused(workspace):
@@ -181,11 +186,38 @@ def test_lr_schedule():
     assert optim.lr_factor(110, 110, "cosine", 10) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_run_names_derive_from_settings():
-    a = runs.run_name_for(config.from_params({}))
-    assert a == "baseline-resnet50-b64-lr0.0001-adamw-s0"
+# One other value for every identity field: the test fails when a field is added without deciding its kind.
+IDENTITY_CHANGES = {
+    "train_images": 100, "val_images": 100, "test_images": 100, "image_size": 96, "cache_quality": 80,
+    "text_model": "some/other-text-model", "variant": "head_ln", "image_weights": "IMAGENET1K_V1", "image_backbone": "resnet18",
+    "hidden_dim": 512, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.5, "optimizer": "sgd", "lr_schedule": "cosine",
+    "warmup_steps": 50, "grad_clip": 0.1, "temperature": 0.05, "bank_size": 0, "learnable_temperature": True, "seed": 1,
+    "amp": False, "max_steps_per_epoch": 1,
+}  # fmt: skip
+FREE_CHANGES = {
+    "epochs": 3, "num_workers": 0, "live_plot": False, "channels_last": False, "force_retrain": True, "eval_split": "val",
+    "shard_size": 100, "text_batch_size": 64, "caption_part_size": 1000, "include_restval": True, "data_source": "local",
+    "queries": ["a cat"], "interactive": False, "compare_zero_shot": True, "variants": ["temp"], "seeds": [0, 1],
+}  # fmt: skip
+
+
+def test_every_identity_field_alone_names_another_run_and_free_fields_do_not():
+    assert set(IDENTITY_CHANGES) == set(config.IDENTITY_FIELDS)
+    assert not set(config.IDENTITY_FIELDS) & set(config.FREE_FIELDS)
+    assert set(config.IDENTITY_FIELDS) | set(config.FREE_FIELDS) == set(config.FIELD_NAMES)
+    base = runs.run_name_for(config.from_params({}))
+    assert base.startswith("baseline-resnet50-b64-lr0.0001-adamw-s0-")
+    for key, value in IDENTITY_CHANGES.items():
+        params = {key: value, "variant": "bank"} if key == "bank_size" else {key: value}
+        reference = runs.run_name_for(config.from_params(variant="bank")) if key == "bank_size" else base
+        assert runs.run_name_for(config.from_params(params)) != reference, key
+    for key, value in FREE_CHANGES.items():
+        assert runs.run_name_for(config.from_params({key: value})) == base, key
+    # BANK_SIZE changes nothing without the bank flag: not part of a baseline's identity
+    assert runs.run_name_for(config.from_params(BANK_SIZE=0)) == base
+    a = base
     assert runs.run_name_for(config.from_params(EPOCHS=3)) == a  # EPOCHS may grow: the same run continues
-    assert runs.run_name_for(config.from_params(LEARNABLE_TEMPERATURE=True, SEED=3)).endswith("learnT-s3")
+    assert "-learnT-s3-" in runs.run_name_for(config.from_params(LEARNABLE_TEMPERATURE=True, SEED=3))
     assert runs.run_name_for(config.from_params(RUN_NAME="mine")) == "mine"
 
 
