@@ -254,8 +254,8 @@ MAX_WEIGHT_DECAY = 1.0  # AdamW's decoupled decay multiplies weights by (1 - LR*
 MAX_GRAD_CLIP = 1e4  # a larger clip never clips
 # Usual ranges: a value outside them is legal, but a divergence message names it as a likely cause.
 USUAL_RANGES = {"lr": (1e-6, 1e-2), "weight_decay": (0.0, 0.2), "temperature": (0.02, 0.2)}
-RUN_NAME_CHARACTERS = "letters, digits, '-', '_' and '.'"
-_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+RUN_NAME_CHARACTERS = "letters, digits, '-', '_', '.' and '+' (variant names join flags with '+')"
+_RUN_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
 
 
 def unusual_settings(cfg: Config | dict[str, Any]) -> list[str]:

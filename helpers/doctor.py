@@ -49,6 +49,7 @@ class Diagnosis:
             f"| ARTIFACTS_DIR | `{f['artifacts_dir']}`{' (Google Drive)' if f['artifacts_on_drive'] else ''} |",
             f"| image cache | {f['image_cache']} |",
             f"| caption caches | {f['caption_cache']} |",
+            f"| run | {f['run']} |",
         ]
         if t:
             lines += [
@@ -97,6 +98,7 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
         except ArtifactError as exc:
             states.append(f"{split}: missing" if isinstance(exc, FileNotFoundError) else f"{split}: damaged")
     facts["caption_cache"] = "; ".join(states)
+    facts["run"], facts["run_mismatch"] = run_state(cfg, paths)
     try:
         from .splits import load_splits
 
@@ -105,6 +107,31 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
     except ArtifactError:
         facts["train_images"], facts["val_images"] = cfg.train_images or TRAIN_IMAGES_FULL, cfg.val_images or VAL_IMAGES_FULL
     return facts
+
+
+def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
+    """The run these settings train into, and (second) why 02 would refuse to continue or reuse it, if it would.
+
+    The same check as the trainer's (runs.check_same_run): the run's stored identity and input digests
+    against the settings and data artifacts of now.
+    """
+    from .artifacts import ArtifactError, load_torch
+    from .config import run_identity
+    from .runs import RunDir, check_same_run
+    from .train_data import load_training_data
+    from .variants import parse_variant
+
+    run = RunDir.for_config(paths, cfg)
+    if not run.checkpoint.exists():
+        return f"`{run.name}`: not trained yet", None
+    try:
+        state = load_torch(run.checkpoint, "checkpoint")
+        data = load_training_data(cfg, paths, parse_variant(cfg.variant), progress=False)
+        check_same_run(run, state, run_identity(cfg), data.inputs, paths)
+    except (ArtifactError, ValueError, OSError) as exc:  # ConfigError is a ValueError; ProvenanceMismatch an ArtifactError
+        return f"`{run.name}`: cannot be continued or reused", str(exc)
+    done = "finished" if run.is_finished() else "interrupted"
+    return f"`{run.name}`: {done} after {state['epoch']} epoch(s), made from the current data", None
 
 
 _AUTO = "auto"
@@ -226,6 +253,8 @@ def warnings_for(facts: dict[str, Any], predictions: dict[str, float], session_h
         )
     if not facts.get("image_cache_ready"):
         out.append("No complete image cache: run 01_dataset_prep.ipynb first (same ARTIFACTS_DIR).")
+    if facts.get("run_mismatch"):
+        out.append(facts["run_mismatch"])
     return out
 
 

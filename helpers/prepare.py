@@ -34,13 +34,16 @@ class CocoData:
     train: CaptionTable
     val: CaptionTable
     file_bytes: dict[str, dict[int, int]] = field(default_factory=dict)  # folder -> image id -> file size
+    _source: dict[str, dict[str, str]] | None = field(default=None, repr=False)
 
     def table(self, folder: str) -> CaptionTable:
         return self.train if folder == "train2014" else self.val
 
     def source(self) -> dict[str, dict[str, str]]:
-        """What the data is (caption files' sha256, image files): recorded by splits.json and both caches."""
-        return source_record({"train2014": self.train, "val2014": self.val}, self.file_bytes)
+        """What the data is (caption files' sha256, image files): recorded by splits.json and both caches (computed once)."""
+        if self._source is None:
+            self._source = source_record({"train2014": self.train, "val2014": self.val}, self.file_bytes)
+        return self._source
 
 
 def scan(data_dir: Path) -> CocoData:
@@ -221,7 +224,7 @@ def cache_captions(
                     **cfg.to_dict(),
                     "split": split,
                     "caption_ids_digest": _digest(caption_ids),
-                    "source": data.source()[folder],
+                    "source": data.source()[table.folder],
                     "stats": info,
                 },
             },

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load_json, load_torch, load_weights
-from .config import Config, check_run_name, run_identity
+from .config import Config, ConfigError, check_run_name, identity_differences, run_identity
 from .env import Paths
+from .provenance import check_inputs
 from .storage import atomic_write_json, sha256_file
 from .variants import canonical
 
@@ -145,6 +146,26 @@ def run_name_for(cfg: Config) -> str:
     rest = {k: v for k, v in run_identity(cfg).items() if k not in NAMED_FIELDS}
     parts.append(hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8])
     return "-".join(parts)
+
+
+def check_same_run(run: RunDir, state: dict[str, Any], identity: dict[str, Any], inputs: dict[str, Any], paths: Paths) -> None:
+    """Refuse (ConfigError, ProvenanceMismatch) a run folder whose checkpoint ``state`` was made with other identity
+    settings than ``identity`` or from other data than ``inputs``: the trainer before it resumes or reuses a run, the doctor."""
+    how = (
+        f"Set RUN_NAME to a new name for a new run, or FORCE_RETRAIN=True to retrain {run.name} from scratch "
+        "with the settings and data of now."
+    )
+    changed = identity_differences(state.get("identity") or run_identity(state["config"]), identity)
+    if changed:
+        raise ConfigError(
+            f"Run {run.name} ({run.path}) was trained with other settings: {'; '.join(changed)}. Continuing or "
+            f"reusing it would mix two recipes. {how} (Or restore the stored settings.)"
+        )
+    check_inputs(
+        state.get("inputs"), inputs, f"Run {run.name} ({run.checkpoint})", f"the current data artifacts in {paths.artifacts_dir}",
+        f"Continuing or reusing it would combine two datasets. {how} Or re-run 01_dataset_prep.ipynb with the settings "
+        "this run's data was made with.",
+    )  # fmt: skip
 
 
 def all_runs(paths: Paths) -> list[RunDir]:

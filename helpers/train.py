@@ -34,7 +34,7 @@ from . import env, recovery
 from .artifacts import ArtifactError, load_json, load_torch, load_weights
 from .bank import CaptionBank, bank_positives
 from .checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
-from .config import Config, ConfigError, identity_differences, run_identity
+from .config import Config, ConfigError, run_identity
 from .dataset import make_loader, normalize_images
 from .distributed import backward_scale, fix_replicated_grads, gather_with_local_grad, global_clip_loss, init_distributed
 from .embed import amp_dtype
@@ -45,10 +45,20 @@ from .loss import clip_loss, clip_loss_with_bank, in_batch_hits, max_hinge_loss
 from .metrics import NonFiniteFeatures
 from .model import ClipImageModel, build_model, check_same_architecture, model_config
 from .optim import head_lr, make_optimizer, make_scheduler
-from .provenance import check_inputs
 from .recovery import RolledBack, TrainingDiverged
 from .runlock import holding
-from .runs import BEST, SELECTION_METRIC, RunDir, TrainResult, best_record, load_history, metrics_record, run_name_for, write_history
+from .runs import (
+    BEST,
+    SELECTION_METRIC,
+    RunDir,
+    TrainResult,
+    best_record,
+    check_same_run,
+    load_history,
+    metrics_record,
+    run_name_for,
+    write_history,
+)
 from .storage import atomic_write_json, sha256_file
 from .train_data import load_training_data
 from .validation import validate
@@ -284,23 +294,7 @@ class Trainer:
 
     def _check_same_run(self, state: dict[str, Any]) -> None:
         """Refuse to continue or reuse a run made with other identity settings, or from other data."""
-        how = (
-            f"Set RUN_NAME to a new name for a new run, or FORCE_RETRAIN=True to retrain {self.run_name} from scratch "
-            "with the settings and data of now."
-        )
-        stored = state.get("identity") or run_identity(state["config"])
-        changed = identity_differences(stored, self.identity)
-        if changed:
-            raise ConfigError(
-                f"Run {self.run_name} ({self.run.path}) was trained with other settings: {'; '.join(changed)}. Continuing or "
-                f"reusing it would mix two recipes. {how} (Or restore the stored settings.)"
-            )
-        check_inputs(
-            state.get("inputs"), self.inputs, f"Run {self.run_name} ({self.run.checkpoint})",
-            f"the current data artifacts in {self.paths.artifacts_dir}",
-            f"Continuing or reusing it would combine two datasets. {how} Or re-run 01_dataset_prep.ipynb with the settings "
-            "this run's data was made with.",
-        )  # fmt: skip
+        check_same_run(self.run, state, self.identity, self.inputs, self.paths)
 
     def _repair_finished(self, state: dict[str, Any]) -> None:
         """A finished run whose best.pt or config.json is gone or damaged: rebuilt from the checkpoint, or a clear error."""

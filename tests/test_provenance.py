@@ -8,6 +8,7 @@ The chain tests run 01 -> 02 -> 01 changed -> 02/03/05 on a private copy of the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -67,10 +68,26 @@ def _refusals(cfg, paths, artifact: str):
 
 def test_redrawn_splits_are_never_combined_with_a_run(chain):
     cfg, paths = chain
+    evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)
     _prepare_again(cfg, paths, seed=1)  # 01 with SEED=1: other val/test images
     _refusals(cfg, paths, r"splits\.json")
+    text = report.build_report(paths, "r").path.read_text()  # the run's own test figures, with its own data facts
+    assert "`splits.json` was re-drawn after run `r` trained" in text and "(its own record)" in text
     fresh = quiet(cfg.replace(force_retrain=True), paths)  # the fix the message names works
     assert not fresh.skipped and evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False).record
+
+
+def test_the_doctor_says_whether_the_configured_run_can_be_continued(chain):
+    from helpers import doctor
+
+    cfg, paths = chain
+    state, problem = doctor.run_state(cfg, paths)
+    assert state == "`r`: finished after 1 epoch(s), made from the current data" and problem is None
+    _prepare_again(cfg, paths, seed=1)
+    facts = doctor.inspect(cfg, paths)
+    assert "cannot be continued or reused" in facts["run"]
+    warnings = doctor.warnings_for({**facts, "gpu": "T4"}, {})
+    assert any(re.search(r"Run r .* was made from other data .*splits\.json", w) for w in warnings)
 
 
 def test_a_rebuilt_image_cache_is_never_combined_with_a_run(chain):
@@ -97,6 +114,9 @@ def test_another_dataset_with_the_same_image_ids_is_rebuilt_and_never_combined(c
     after = read_json(paths.image_cache_dir / "manifest.json")["parts"]["val2014"]["ids_digest"]
     assert before != after  # 01 rebuilt the val2014 part (the same ids, another source)
     assert torch_load(paths.text_embeds_path("val"))["captions"][0].endswith("seen from far away")  # and its captions
+    source = prepare.scan(Path(cfg.data_dir)).source()
+    for split, folder in (("train", "train2014"), ("val", "val2014")):  # each caption cache records its own folder's source
+        assert torch_load(paths.text_embeds_path(split))["config"]["source"] == source[folder]
     _refusals(cfg, paths, r"splits\.json")
 
 
