@@ -27,9 +27,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers import image_cache as ic  # noqa: E402
-from helpers.dataset import CLIP_MEAN, CLIP_STD, CocoCacheDataset, make_loader  # noqa: E402
-from helpers.variants import CaptionSafeAugment  # noqa: E402
+from helpers.clip.variants import CaptionSafeAugment  # noqa: E402
+from helpers.data import image_cache as ic  # noqa: E402
+from helpers.data.dataset import CLIP_MEAN, CLIP_STD, CocoCacheDataset, make_loader  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {}
 TRAIN_CAPTIONS = 414_113  # train2014's captions: the whole caption bank (BANK_SIZE=0)
@@ -186,9 +186,9 @@ def _train_steps(device: torch.device, backbone: str, batch: int, steps: int, fa
 
     ``fast``: AMP (fp16 + GradScaler on a T4, bf16 on newer GPUs; bf16 autocast on a CPU) and channels_last.
     """
-    from helpers import config
+    from helpers.clip.embed import amp_dtype
+    from helpers.core import config
     from helpers.doctor import time_training
-    from helpers.embed import amp_dtype
 
     torch.manual_seed(0)
     cfg = config.from_params(IMAGE_BACKBONE=backbone, IMAGE_WEIGHTS=None, AMP=fast, CHANNELS_LAST=fast)
@@ -224,8 +224,8 @@ def bench_train(args: argparse.Namespace) -> None:
 def bench_bank(args: argparse.Namespace) -> None:
     """The ``bank`` variant's cost: loss + backward with K bank captions against the plain in-batch loss,
     and that extra time next to a ResNet50 training step (measured at a small batch, scaled per image)."""
+    from helpers.clip.loss import clip_loss, clip_loss_with_bank
     from helpers.doctor import seconds_per_call
-    from helpers.loss import clip_loss, clip_loss_with_bank
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n_captions = TRAIN_CAPTIONS
@@ -281,7 +281,7 @@ def bench_memory(args: argparse.Namespace) -> None:
     if not torch.cuda.is_available():
         emit(benchmark="train_step_memory", skipped="needs a CUDA GPU")
         return
-    from helpers import config
+    from helpers.core import config
     from helpers.doctor import time_training
 
     device = torch.device("cuda")
@@ -323,8 +323,8 @@ def bench_captions(args: argparse.Namespace) -> None:
     """Caption caching: sorted + per-batch padding against padding to 77, a ViT-B/32-sized text tower."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    from helpers.synthetic import make_tiny_text_tower
-    from helpers.text_tower import EncodeStats, TextTower, encode_text
+    from helpers.data.synthetic import make_tiny_text_tower
+    from helpers.data.text_tower import EncodeStats, TextTower, encode_text
 
     captions = coco_like_captions(args.captions)
     with tempfile.TemporaryDirectory() as tmp:
@@ -384,7 +384,7 @@ def _current_rss_bytes() -> int:
 
 def recall_worker(mode: str, n_img: int, n_txt: int, dim: int) -> dict[str, float]:
     """Runs in a fresh process so that its peak RSS belongs to one approach only."""
-    from helpers.metrics import retrieval_metrics
+    from helpers.clip.metrics import retrieval_metrics
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     g = torch.Generator().manual_seed(0)

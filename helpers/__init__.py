@@ -1,10 +1,17 @@
-"""helpers: the tested package behind the five CLIP-on-COCO lab notebooks.
+"""helpers: the tested package behind the five CLIP-on-COCO lab notebooks, in folders that mirror the lab.
 
-One concern per module: ``config`` (typed run settings), ``env`` (Colab/Kaggle/local paths),
-``storage`` (atomic, retried writes), ``coco``/``splits``/``acquire``/``download`` (data),
-``image_cache``/``text_tower``/``dataset``/``prepare`` (notebook 01), ``model``/``loss``/``train``/``embed``/
-``curves``/``distributed`` (02), ``metrics``/``evaluate``/``qualitative``/``widget``/``zero_shot`` (03),
-``variants``/``ablation`` (04), ``report`` (05), ``run_all`` (headless), ``synthetic`` (offline data).
+Each folder imports only from the folders below it (an import-linter ``layers`` contract in pyproject.toml,
+checked in CI by ``lint-imports``):
+
+    study       04 ablation, 05 report
+    evaluation  03 Recall@K, qualitative retrievals, zero-shot, the widget
+    training    02 the resumable trainer and its run folder
+    clip        the model, the loss and the metric the lab grades, and the ablation's variants
+    data        01 COCO, splits, the image and caption caches
+    core        settings, paths, atomic storage, the artifact reader, provenance
+
+Beside them, the entry points: ``doctor`` (``python -m helpers.doctor``), ``run_all`` (``python -m helpers.run_all``),
+``train`` (``python -m helpers.train``) and ``teach`` (what the notebooks show).
 """
 
 __version__ = "0.1.0"

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .config import Config
-from .env import Paths
+from .core.config import Config
+from .core.env import Paths
 
 COLAB_FREE_SESSION_HOURS = 4.0  # unofficial: a free Colab session gets a few hours of T4 use, about 4 at best
 TRAIN_IMAGES_FULL = 82_783  # train2014, when the split is not prepared yet
@@ -68,9 +68,9 @@ class Diagnosis:
 
 def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
     """Machine, storage and cache state (no timing)."""
-    from . import env
-    from .artifacts import ArtifactError, load_json, load_torch
-    from .image_cache import MANIFEST, _shard_ok
+    from .core import env
+    from .core.artifacts import ArtifactError, load_json, load_torch
+    from .data.image_cache import MANIFEST, _shard_ok
 
     info = env.hardware_summary(paths)
     facts: dict[str, Any] = {k: info.get(k) for k in ("gpu", "gpu_memory_gb", "torch", "cuda", "ram_gb", "free_disk_gb", "cpu_count")}
@@ -100,7 +100,7 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
     facts["caption_cache"] = "; ".join(states)
     facts["run"], facts["run_mismatch"] = run_state(cfg, paths)
     try:
-        from .splits import load_splits
+        from .data.splits import load_splits
 
         splits = load_splits(paths)
         facts["train_images"], facts["val_images"] = len(splits.train), len(splits.val)
@@ -115,18 +115,17 @@ def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
     The same check as the trainer's (runs.check_same_run): the run's stored identity and input digests
     against the settings and data artifacts of now.
     """
-    from .artifacts import ArtifactError, load_torch
-    from .config import run_identity
-    from .runs import RunDir, check_same_run
-    from .train_data import load_training_data
-    from .variants import parse_variant
+    from .core.artifacts import ArtifactError, load_torch
+    from .core.config import run_identity
+    from .training.runs import RunDir, check_same_run
+    from .training.train_data import load_training_data
 
     run = RunDir.for_config(paths, cfg)
     if not run.checkpoint.exists():
         return f"`{run.name}`: not trained yet", None
     try:
         state = load_torch(run.checkpoint, "checkpoint")
-        data = load_training_data(cfg, paths, parse_variant(cfg.variant), progress=False)
+        data = load_training_data(cfg, paths, cfg.flags, progress=False)
         check_same_run(run, state, run_identity(cfg), data.inputs, paths)
     except (ArtifactError, ValueError, OSError) as exc:  # ConfigError is a ValueError; ProvenanceMismatch an ArtifactError
         return f"`{run.name}`: cannot be continued or reused", str(exc)
@@ -160,10 +159,10 @@ def time_training(
     ``dtype="auto"`` is the trainer's choice (fp16/bf16 autocast on CUDA with AMP, fp32 otherwise); the
     benchmark passes its own to compare precisions.
     """
-    from .dataset import normalize_images
-    from .embed import amp_dtype
-    from .loss import clip_loss
-    from .model import build_model, model_config
+    from .clip.embed import amp_dtype
+    from .clip.loss import clip_loss
+    from .clip.model import build_model, model_config
+    from .data.dataset import normalize_images
 
     batch = batch or cfg.batch_size
     model = build_model(model_config(cfg, 512), pretrained=False).to(device).train()
@@ -194,9 +193,9 @@ def time_training(
 
 def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
     """img/s of the training loader reading the real cache (None when there is no cache yet)."""
-    from .artifacts import ArtifactError
-    from .dataset import CocoCacheDataset, load_text_embeds, make_loader
-    from .image_cache import ImageCache
+    from .core.artifacts import ArtifactError
+    from .data.dataset import CocoCacheDataset, load_text_embeds, make_loader
+    from .data.image_cache import ImageCache
 
     try:
         cache = ImageCache(paths.cache_dir if (paths.cache_dir / "manifest.json").exists() else paths.image_cache_dir)
@@ -271,8 +270,8 @@ def diagnose(cfg: Config, paths: Paths, steps: int = 3, batch: int | None = None
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from . import config as config_mod
-    from . import env
+    from .core import config as config_mod
+    from .core import env
 
     parser = argparse.ArgumentParser(description="Check the machine and the caches, and predict the training time.")
     parser.add_argument("--config", default=None, help="a JSON config file (Config.save); default: the lab's defaults")

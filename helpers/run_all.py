@@ -44,7 +44,7 @@ class NotebookFailed(RuntimeError):
 
 def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str, str]:
     """Synthetic COCO layout + tiny text tower under ``root`` (reused when present)."""
-    from .synthetic import all_captions, make_synthetic_coco, make_tiny_text_tower
+    from .data.synthetic import all_captions, make_synthetic_coco, make_tiny_text_tower
 
     coco, tower = root / "coco", root / "tiny-clip-text"
     if not (coco / "annotations" / "captions_val2014.json").exists():
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, metavar="NN", help="run only these notebooks, e.g. --only 01 02")
     args = parser.parse_args(argv)
 
-    from .config import from_params, parse_sets
+    from .core.config import from_params, parse_sets
 
     artifacts = Path(args.artifacts or ("artifacts/demo" if args.demo else "artifacts")).absolute()
     overrides = parse_sets(args.set)

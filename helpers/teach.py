@@ -42,7 +42,7 @@ def _orthonormal(n: int, dim: int, seed: int) -> torch.Tensor:
 
 def toy_loss_table(batch: int = 4, dim: int = 512, temperature: float = 0.07, seed: int = 0) -> str:
     """The real ``clip_loss`` on a toy batch: aligned pairs give ~0, random pairs about log B."""
-    from .loss import clip_loss
+    from .clip.loss import clip_loss
 
     scale = 1.0 / temperature
     captions = _orthonormal(batch, dim, seed)
@@ -96,7 +96,7 @@ def toy_recall_example() -> tuple[str, dict[str, float]]:
     (of image 0) lies closest to image 2, so image 2 misses at K = 1 and caption 1 finds image 2
     first; caption 4 (of image 2) lies closer to image 1.
     """
-    from .metrics import retrieval_metrics
+    from .clip.metrics import retrieval_metrics
 
     images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     captions = F.normalize(

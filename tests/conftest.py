@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the hub
 
-from helpers import config, env, prepare  # noqa: E402
-from helpers.synthetic import all_captions, make_synthetic_coco, make_tiny_text_tower  # noqa: E402
+from helpers.core import config, env  # noqa: E402
+from helpers.data import prepare  # noqa: E402
+from helpers.data.synthetic import all_captions, make_synthetic_coco, make_tiny_text_tower  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +94,7 @@ def workspace(tmp_path_factory, tiny_tower):
 @pytest.fixture(scope="session")
 def trained(workspace):
     """A 4-epoch run named "shared" on the workspace (read-only for tests)."""
-    from helpers import train
+    from helpers.training import train
 
     cfg, paths = workspace
     cfg = cfg.replace(epochs=4, run_name="shared")

@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 
-from helpers import ablation, evaluate, report
-from helpers.ablation import RunOutcome
-from helpers.storage import read_json
+from helpers.core.storage import read_json
+from helpers.evaluation import evaluate
+from helpers.study import ablation, report
+from helpers.study.ablation import RunOutcome
 
 
 def _outcome(variant, seed, r1):
@@ -33,7 +34,8 @@ def test_summary_with_seeds_flags_noise():
 @pytest.fixture(scope="module")
 def full_artifacts(trained, tmp_path_factory):
     """A copy of the trained workspace with an evaluation, figures and an ablation summary."""
-    from helpers import figures, qualitative
+    from helpers.core import figures
+    from helpers.evaluation import qualitative
 
     cfg, paths, _ = trained
     result = evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)

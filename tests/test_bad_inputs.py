@@ -1,7 +1,7 @@
 """Bad input, table-driven: every row is what a user tried, and the message fragment they must see.
 
-The README's troubleshooting table is checked against the same rows (``readme``), so a
-message cannot change without its row in the README changing too.
+The troubleshooting table (docs/troubleshooting.md) is checked against the same rows (``readme``), so a
+message cannot change without its row there changing too.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ import pytest
 import torch
 from conftest import ROOT
 
-from helpers import artifacts, config, dataset, env, prepare, report, runs, train
-from helpers.artifacts import ArtifactError
-from helpers.coco import DataError, load_captions
-from helpers.config import ConfigError
-from helpers.image_cache import ImageCache
-from helpers.runlock import RunLock, RunLocked
-from helpers.storage import atomic_torch_save, torch_load
+from helpers.core import artifacts, config, env
+from helpers.core.artifacts import ArtifactError
+from helpers.core.config import ConfigError
+from helpers.core.storage import atomic_torch_save, torch_load
+from helpers.data import dataset, prepare
+from helpers.data.coco import DataError, load_captions
+from helpers.data.image_cache import ImageCache
+from helpers.study import report
+from helpers.training import runs, train
+from helpers.training.runlock import RunLock, RunLocked
 
 
 @dataclass
@@ -37,7 +40,7 @@ class Row:
     run: Callable[[pytest.FixtureRequest, Path], Any]
     error: type[BaseException] | None  # None: a warning is expected instead
     match: str  # regex the message must contain
-    readme: str  # what the README's troubleshooting table shows for it
+    readme: str  # what docs/troubleshooting.md shows for it
 
 
 def _headless_train(*sets: str) -> Callable[[pytest.FixtureRequest, Path], Any]:
@@ -147,7 +150,7 @@ class _lock_holder:
 
     def __init__(self, run_dir: Path):
         code = (
-            "import sys, time; from helpers.runlock import RunLock; "
+            "import sys, time; from helpers.training.runlock import RunLock; "
             "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(300)"
         )
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -204,8 +207,8 @@ def test_bad_input_gives_the_expected_message(row: Row, request, tmp_path):
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.case for r in ROWS])
 def test_readme_troubleshooting_covers_the_row(row: Row):
-    table = (ROOT / "README.md").read_text().split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
-    assert row.readme in table, f"README troubleshooting lacks a row for {row.case!r} (expected {row.readme!r})"
+    table = (ROOT / "docs" / "troubleshooting.md").read_text()
+    assert row.readme in table, f"docs/troubleshooting.md lacks a row for {row.case!r} (expected {row.readme!r})"
 
 
 def test_papermill_parameter_is_validated_before_any_work(tmp_path):
@@ -259,7 +262,7 @@ READERS: dict[str, tuple[str, Callable[[env.Paths, Path], Any]]] = {
 
 @pytest.fixture(scope="module")
 def evaluated(trained):
-    from helpers import evaluate
+    from helpers.evaluation import evaluate
 
     cfg, paths, _ = trained
     evaluate.evaluate(cfg.replace(run_name="shared", eval_split="test"), paths, progress=False)
@@ -315,7 +318,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
 
 
 def test_lock_of_another_host_is_taken_over_only_when_its_heartbeat_stops(tmp_path):
-    from helpers import runlock
+    from helpers.training import runlock
 
     path = tmp_path / "run" / runs.LOCK
     path.parent.mkdir()

@@ -64,7 +64,7 @@ def test_simulated_colab_clones_once_installs_once_and_survives_declined_drive(t
     assert f"helpers from {clone}" in first.stdout and f"IMPORTED {clone / 'helpers' / '__init__.py'}" in first.stdout
     assert (clone / ".clip-lab-installed").exists()
     assert "WARNING: Google Drive not mounted" in first.stderr and "VANISH" in first.stderr
-    assert "NO_DRIVE RuntimeError: credential propagation was unsuccessful" in first.stdout  # helpers.env falls back to local disk
+    assert "NO_DRIVE RuntimeError: credential propagation was unsuccessful" in first.stdout  # helpers.core.env falls back to local disk
     # a second run does nothing slow: no clone, no pip (an uninstallable requirement would fail if pip ran)
     (clone / "requirements.txt").write_text("this-package-does-not-exist-anywhere==0.0.1\n")
     second = _run(tmp_path, content, **env)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from helpers import coco, splits
-from helpers.coco import DataError
-from helpers.synthetic import make_synthetic_coco
+from helpers.data import coco, splits
+from helpers.data.coco import DataError
+from helpers.data.synthetic import make_synthetic_coco
 
 
 def test_load_captions(synthetic_coco):
@@ -86,7 +86,7 @@ def test_karpathy_protocol_used_when_ids_present(tmp_path):
 def test_identical_duplicate_image_records_are_merged_and_counted(coco_copy):
     import json
 
-    from helpers.coco import load_captions
+    from helpers.data.coco import load_captions
 
     path = coco_copy / "annotations" / "captions_train2014.json"
     data = json.loads(path.read_text())

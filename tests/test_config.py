@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from helpers import config
-from helpers.config import ConfigError
+from helpers.core import config
+from helpers.core.config import ConfigError
 
 
 def test_defaults_follow_the_lab():

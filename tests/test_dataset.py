@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from helpers import dataset as ds
-from helpers.artifacts import ArtifactError
-from helpers.image_cache import ImageCache
-from helpers.storage import atomic_torch_save
+from helpers.core.artifacts import ArtifactError
+from helpers.core.storage import atomic_torch_save
+from helpers.data import dataset as ds
+from helpers.data.image_cache import ImageCache
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ import torch
 import torch.multiprocessing as mp
 from conftest import ROOT
 
-from helpers import config, distributed, loss, model
-from helpers.storage import read_json, torch_load
+from helpers.clip import loss, model
+from helpers.core import config
+from helpers.core.storage import read_json, torch_load
+from helpers.training import distributed
 
 ARCH = model.model_config(
     config.from_params(IMAGE_BACKBONE="resnet18", IMAGE_WEIGHTS=None, HIDDEN_DIM=32, LEARNABLE_TEMPERATURE=True), embed_dim=16

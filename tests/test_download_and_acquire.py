@@ -7,8 +7,9 @@ import zipfile
 import pytest
 from httpserver import LocalServer
 
-from helpers import acquire, config, download
-from helpers.coco import check_layout
+from helpers.core import config
+from helpers.data import acquire, download
+from helpers.data.coco import check_layout
 
 
 def _zip_dir(zip_path, root, prefix_filter=None):

@@ -1,7 +1,7 @@
 import pytest
 
-from helpers import config, env
-from helpers.config import ConfigError
+from helpers.core import config, env
+from helpers.core.config import ConfigError
 
 
 def test_detects_environment_from_variables(monkeypatch):

@@ -7,8 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import evaluate, figures, qualitative, runs, widget
-from helpers.storage import read_json
+from helpers.core import figures
+from helpers.core.storage import read_json
+from helpers.evaluation import evaluate, qualitative, widget
+from helpers.training import runs
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +126,7 @@ def test_explorer_first_state_and_bad_uploads(index, monkeypatch):
 def test_zero_shot_image_tower(tmp_path, evaluated):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from helpers.zero_shot import zero_shot_image_features
+    from helpers.evaluation.zero_shot import zero_shot_image_features
 
     cfg = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16, projection_dim=64
@@ -141,7 +143,7 @@ def test_zero_shot_image_tower(tmp_path, evaluated):
 
 
 def test_class_bars_print_their_values(index):
-    from helpers import qualitative
+    from helpers.evaluation import qualitative
 
     fig = qualitative.classification_figure(index, index.image_ids[:2], ["a red shape", "a blue shape"])
     values = [t.get_text() for ax in fig.axes for t in ax.texts]
@@ -152,8 +154,8 @@ def test_run_name_none_picks_the_newest_finished_baseline(workspace, tmp_path, c
     import os
     import shutil
 
-    from helpers import env
-    from helpers.storage import atomic_write_json
+    from helpers.core import env
+    from helpers.core.storage import atomic_write_json
 
     cfg, _ = workspace
     art = tmp_path / "art"

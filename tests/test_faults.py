@@ -12,8 +12,10 @@ import torch
 from conftest import ROOT
 from httpserver import LocalServer
 
-from helpers import checkpoint, download, env, faults, image_cache, storage, train
-from helpers.storage import read_json, torch_load
+from helpers.core import env, faults, storage
+from helpers.core.storage import read_json, torch_load
+from helpers.data import download, image_cache
+from helpers.training import checkpoint, train
 
 KILL_POINTS = [
     "train_step:3",  # in the middle of epoch 1: nothing saved yet
@@ -62,7 +64,7 @@ def test_training_killed_at_any_moment_resumes_to_the_same_result(workspace, ref
 
 def _cache_job(folder, out, kill=None):
     code = (
-        "import sys; from pathlib import Path; from helpers import image_cache as ic; "
+        "import sys; from pathlib import Path; from helpers.data import image_cache as ic; "
         f"files = {{int(p.stem.split('_')[-1]): p.name for p in Path({str(folder)!r}).iterdir()}}; "
         f"part = ic.CachePart('val2014', Path({str(folder)!r}), files); "
         f"ic.build_image_cache([part], {str(out)!r}, size=64, shard_size=20, workers=1, progress=False)"
@@ -86,7 +88,7 @@ def test_caption_cache_resumes_after_kill(prepared, tmp_path):
     cfg = prepared["cfg"].replace(artifacts_dir=str(tmp_path / "art"), caption_part_size=100)
     cfg_file = cfg.save(tmp_path / "cfg.json")
     code = (
-        "from helpers import config, env, prepare; "
+        "from helpers.core import config, env; from helpers.data import prepare; "
         f"cfg = config.load({str(cfg_file)!r}); paths = env.resolve_paths(cfg, environment='local'); "
         "data = prepare.scan(paths.data_dir); splits = prepare.build_splits(cfg, paths, data); "
         "print(prepare.cache_captions(cfg, paths, data, splits, device='cpu', progress=False))"
@@ -242,5 +244,5 @@ def test_no_shell_true_and_no_os_system():
     ],
 )
 def test_readme_troubleshooting_lists_each_fault(fault):
-    table = (ROOT / "README.md").read_text().split("## Troubleshooting", 1)[1]
+    table = (ROOT / "docs" / "troubleshooting.md").read_text()
     assert fault in table

@@ -1,15 +1,16 @@
 from PIL import Image
 
-from helpers import figures, prepare
-from helpers.dataset import load_text_embeds
-from helpers.image_cache import ImageCache
+from helpers.core import figures
+from helpers.data import pairs, prepare
+from helpers.data.dataset import load_text_embeds
+from helpers.data.image_cache import ImageCache
 
 
 def test_pairs_grid_png_and_summary(prepared, tmp_path):
     paths = prepared["paths"]
     cache = ImageCache(paths.cache_dir)
     text = load_text_embeds(paths.text_embeds_path("train"))
-    fig = figures.pairs_grid(cache, text, n=6, seed=1, cols=3)
+    fig = pairs.pairs_grid(cache, text, n=6, seed=1, cols=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 6 and all("id " in t for t in titles)
     out = figures.save_figure(fig, tmp_path / "figs" / "grid.png")
@@ -19,7 +20,7 @@ def test_pairs_grid_png_and_summary(prepared, tmp_path):
 
 
 def test_captions_are_wrapped_and_cut_between_words_with_an_ellipsis():
-    from helpers.figures import wrap_caption
+    from helpers.core.figures import wrap_caption
 
     short = wrap_caption("a red bus", 30, 2)
     assert short == "a red bus"

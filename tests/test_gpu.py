@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from helpers import train
+from helpers.training import train
 
 pytestmark = [
     pytest.mark.gpu,
@@ -46,7 +46,7 @@ def _headless_history(cfg, paths, tmp_path) -> list[dict]:
     """Train ``cfg`` to the end in its own process (as the killed-and-resumed run is), return its history."""
     from test_train import ROOT
 
-    from helpers.storage import read_json
+    from helpers.core.storage import read_json
 
     cmd = [sys.executable, "-m", "helpers.train", "--config", str(cfg.save(tmp_path / f"{cfg.run_name}.json")), "--no-progress"]
     out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
@@ -112,7 +112,7 @@ def test_a_real_cuda_out_of_memory_halves_the_batch(workspace, monkeypatch):
 
 
 def test_recall_at_val2014_scale_stays_within_the_chunk_budget():
-    from helpers.metrics import retrieval_metrics
+    from helpers.clip.metrics import retrieval_metrics
 
     n_img, n_txt, dim, budget = 40_504, 202_654, 512, 1 << 30
     generator = torch.Generator(device="cuda").manual_seed(0)
@@ -129,7 +129,7 @@ def test_recall_at_val2014_scale_stays_within_the_chunk_budget():
 
 
 def test_fp16_caption_encoding_equals_fp32(tiny_tower):
-    from helpers.text_tower import encode_text, load_text_tower
+    from helpers.data.text_tower import encode_text, load_text_tower
 
     captions = ["a red circle on the left", "two blue squares", "a green triangle above a yellow circle"] * 20
     on_gpu = encode_text(captions, load_text_tower(str(tiny_tower), "cuda"))  # fp16 autocast
@@ -140,7 +140,7 @@ def test_fp16_caption_encoding_equals_fp32(tiny_tower):
 def test_one_process_nccl_torchrun_trains_and_resumes(workspace, tmp_path):
     from test_distributed import ROOT, _free_port
 
-    from helpers.storage import read_json
+    from helpers.core.storage import read_json
 
     cfg, paths = workspace
     path = cfg.replace(epochs=1, run_name="gpu-nccl", max_steps_per_epoch=3).save(tmp_path / "nccl.json")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import image_cache as ic
-from helpers.synthetic import add_bad_images
+from helpers.data import image_cache as ic
+from helpers.data.synthetic import add_bad_images
 
 
 def _part(root, folder="train2014"):
@@ -145,7 +145,7 @@ def test_incomplete_shard_is_rejected_by_reader(synthetic_coco, tmp_path):
 
 
 def test_no_space_stops_before_writing(synthetic_coco, tmp_path, monkeypatch):
-    monkeypatch.setattr("helpers.storage.free_bytes", lambda path: 10_000)
+    monkeypatch.setattr("helpers.core.storage.free_bytes", lambda path: 10_000)
     with pytest.raises(OSError, match="Not enough free disk"):
         ic.build_image_cache([_part(synthetic_coco, "val2014")], tmp_path / "c", size=64, workers=1, progress=False)
     assert not list((tmp_path / "c").glob("*.bin"))

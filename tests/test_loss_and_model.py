@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import config, loss, model
+from helpers.clip import loss, model
+from helpers.core import config
 
 
 def _unit(n, d, seed):
@@ -67,7 +68,7 @@ def test_model_shapes_norm_and_gradients(tiny_model):
 
 
 def test_frozen_text_tower_gets_no_gradients(tiny_tower):
-    from helpers.text_tower import load_text_tower
+    from helpers.data.text_tower import load_text_tower
 
     tower = load_text_tower(str(tiny_tower), "cpu")
     assert not any(p.requires_grad for p in tower.model.parameters())

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.metrics import fold_metrics, retrieval_metrics
+from helpers.clip.metrics import fold_metrics, retrieval_metrics
 
 
 def brute_force(img, txt, t2i, ks=(1, 5, 10)):

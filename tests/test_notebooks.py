@@ -121,7 +121,7 @@ def test_notebook_02_trains_and_then_skips(nb01):
     assert "projection head" in text and "| 2 |" in text  # parameter summary and the 2-epoch table
     assert "| predicted: EPOCHS=2 |" in text and "| training step (32 images, fp32) |" in text  # the doctor runs first
     assert "```python\ndef baseline_head(" in text and "class ClipImageModel(" in text and "```python\ndef clip_loss(" in text
-    assert "```python\ndef train_one_epoch(self, epoch: int)" in text  # the training loop, read from helpers/train.py
+    assert "```python\ndef train_one_epoch(self, epoch: int)" in text  # the training loop, read from helpers/training/train.py
     assert "| equal to their own captions | 0.0000 |" in text and "| 0.07 (14) |" in text  # toy loss, temperature table
     images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the live panel and the final curves
@@ -165,7 +165,7 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
         assert (run / "figures_test" / f"{name}.png").exists(), name
     text = _text(nb)
     assert "published" in text and "not re-measured" in text and "I→T R@1" in text
-    assert "`helpers.metrics.retrieval_metrics`" in text and "def retrieval_metrics(" in text and "def _ranks(" in text
+    assert "`helpers.clip.metrics.retrieval_metrics`" in text and "def retrieval_metrics(" in text and "def _ranks(" in text
     assert "- image 2: c1 (0.87)" in text and "text→image R@1 = 0.667" in text  # the toy example, ranked by hand
     assert len(re.findall(r"-?\d\.\d{3}  image \d+: \w", text)) == 5  # the explorer's query callback, headless
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import bank as caption_bank
-from helpers import loss, train, variants
-from helpers.loss import MAX_LOGIT_SCALE
+from helpers.clip import loss, variants
+from helpers.clip.loss import MAX_LOGIT_SCALE
+from helpers.training import bank as caption_bank
+from helpers.training import train
 
 
 def _unit(*shape, seed=0):

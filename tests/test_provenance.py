@@ -15,14 +15,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import config, env, evaluate, prepare, report, runs, train
-from helpers.artifacts import ArtifactError
-from helpers.config import ConfigError
-from helpers.image_cache import ImageCache
-from helpers.metrics import NonFiniteFeatures, retrieval_metrics
-from helpers.provenance import ProvenanceMismatch
-from helpers.recovery import TrainingDiverged
-from helpers.storage import atomic_torch_save, read_json, torch_load
+from helpers.clip.metrics import NonFiniteFeatures, retrieval_metrics
+from helpers.core import config, env
+from helpers.core.artifacts import ArtifactError
+from helpers.core.config import ConfigError
+from helpers.core.provenance import ProvenanceMismatch
+from helpers.core.storage import atomic_torch_save, read_json, torch_load
+from helpers.data import prepare
+from helpers.data.image_cache import ImageCache
+from helpers.evaluation import evaluate
+from helpers.study import report
+from helpers.training import runs, train
+from helpers.training.recovery import TrainingDiverged
 
 
 def quiet(cfg, paths, **kw):
@@ -129,7 +133,7 @@ def test_a_run_continued_after_01_changed_train_images_is_refused(chain):
 
 
 def test_a_caption_cache_of_another_text_model_is_never_combined(chain, tmp_path):
-    from helpers.synthetic import all_captions, make_tiny_text_tower
+    from helpers.data.synthetic import all_captions, make_tiny_text_tower
 
     cfg, paths = chain
     other = make_tiny_text_tower(tmp_path / "other-tower", all_captions(Path(cfg.data_dir)), seed=1)
@@ -141,8 +145,10 @@ def test_a_caption_cache_of_another_text_model_is_never_combined(chain, tmp_path
 
 
 def test_the_report_never_shows_figures_metrics_or_ablation_rows_of_an_earlier_model(chain):
-    from helpers import ablation, figures, qualitative
-    from helpers.ablation import RunOutcome
+    from helpers.core import figures
+    from helpers.evaluation import qualitative
+    from helpers.study import ablation
+    from helpers.study.ablation import RunOutcome
 
     cfg, paths = chain
     result = evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)
@@ -307,7 +313,7 @@ def test_a_run_folder_deleted_mid_run_is_written_again_whole(chain):
 
 
 def test_a_lock_that_is_a_folder_says_what_to_delete(tmp_path):
-    from helpers.runlock import RunLock, RunLocked
+    from helpers.training.runlock import RunLock, RunLocked
 
     (tmp_path / "run" / "run.lock").mkdir(parents=True)
     with pytest.raises(RunLocked, match=r"run\.lock is a folder, not this kit's lock file: delete it"):
@@ -317,7 +323,7 @@ def test_a_lock_that_is_a_folder_says_what_to_delete(tmp_path):
 def test_a_failing_lock_release_never_hides_the_error_that_ended_the_run(tmp_path, monkeypatch):
     import errno
 
-    from helpers.runlock import holding
+    from helpers.training.runlock import holding
 
     unlink = Path.unlink
 
@@ -336,7 +342,7 @@ def test_a_failing_lock_release_never_hides_the_error_that_ended_the_run(tmp_pat
 def test_disk_full_while_writing_a_checkpoint_names_the_folder_and_keeps_the_old_one(chain, monkeypatch):
     import errno
 
-    from helpers import storage
+    from helpers.core import storage
 
     cfg, paths = chain
     checkpoint = paths.runs_dir / "r" / "checkpoint.pt"
@@ -355,8 +361,8 @@ def test_disk_full_while_writing_a_checkpoint_names_the_folder_and_keeps_the_old
 def test_kaggle_without_internet_says_so(tmp_path):
     import requests
 
-    from helpers.acquire import acquire
-    from helpers.download import DownloadError
+    from helpers.data.acquire import acquire
+    from helpers.data.download import DownloadError
 
     def fetch(slug):  # a real connection attempt that fails as it does offline (nothing listens on port 9)
         return requests.get("http://127.0.0.1:9/", timeout=5)
@@ -377,5 +383,5 @@ NEW_MESSAGES = [
 def test_readme_troubleshooting_lists_each_new_message(message):
     from conftest import ROOT
 
-    table = (ROOT / "README.md").read_text().split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    table = (ROOT / "docs" / "troubleshooting.md").read_text()
     assert message in table, message

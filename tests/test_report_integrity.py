@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import evaluate, report, runs, train
-from helpers.artifacts import StaleArtifact
+from helpers.core.artifacts import StaleArtifact
+from helpers.evaluation import evaluate
+from helpers.study import report
+from helpers.training import runs, train
 
 
 def _epochs(val_losses, train_losses):
@@ -45,7 +47,7 @@ def test_report_marks_drafts_and_states_the_true_direction(trained, tmp_path):
     art = tmp_path / "art"
     shutil.copytree(paths.artifacts_dir, art, ignore=shutil.ignore_patterns("uninterrupted*", "killed*", "temp-*", "bank-*"))
     run_cfg = cfg.replace(artifacts_dir=str(art), run_name="shared", eval_split="test")
-    from helpers import env
+    from helpers.core import env
 
     record = evaluate.evaluate(run_cfg, env.resolve_paths(run_cfg, environment="local"), "cpu", False).record
     text = report.build_report(art, "shared").path.read_text()
@@ -60,7 +62,7 @@ def test_report_marks_drafts_and_states_the_true_direction(trained, tmp_path):
 
 def test_retraining_never_lets_the_report_quote_the_old_model(workspace, tmp_path):
     """train 2 epochs -> evaluate -> FORCE_RETRAIN with 1 epoch -> report: the old test R@1 must not appear."""
-    from helpers import env
+    from helpers.core import env
 
     cfg, paths = workspace
     art = tmp_path / "art"
@@ -89,7 +91,7 @@ def test_saved_figures_carry_the_run_name(tmp_path):
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from helpers.figures import footer_for, save_figure
+    from helpers.core.figures import footer_for, save_figure
 
     assert footer_for(Path("/x/artifacts/runs/baseline-s0/figures_test/q.png")) == "run baseline-s0"
     assert footer_for(tmp_path / "figures" / "pairs_grid.png") is None

@@ -2,8 +2,9 @@
 
 import pytest
 
-from helpers import config, run_all
-from helpers.config import ConfigError
+from helpers import run_all
+from helpers.core import config
+from helpers.core.config import ConfigError
 
 
 def test_failure_names_the_notebook_and_the_cell(tmp_path):
@@ -42,9 +43,9 @@ def test_each_notebook_prints_the_two_progress_lines_the_readme_shows(tmp_path):
     assert len(lines) == 2
     assert lines[0] == "[1/1] 05_report.ipynb ..."
     assert re.fullmatch(r"\[1/1\] 05_report.ipynb done in \d+s -> .*executed/05_report.ipynb", lines[1])
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "running.md").read_text()
     assert "prints two\nprogress lines, `[2/5] 02_train_clip.ipynb ...`" in readme and "done in 95s -> <executed copy>" in readme
 
 
 def test_caption_caching_leaves_no_parts_folder_behind(prepared):
-    assert not (prepared["paths"].artifacts_dir / "text_embeds_parts").exists()  # README: "the folder is removed at the end"
+    assert not (prepared["paths"].artifacts_dir / "text_embeds_parts").exists()  # docs/artifacts.md: "the folder is removed at the end"

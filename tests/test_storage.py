@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import storage
+from helpers.core import storage
 
 
 def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path, monkeypatch):

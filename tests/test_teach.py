@@ -4,13 +4,14 @@ import math
 
 import pytest
 
-from helpers import loss, teach
+from helpers import teach
+from helpers.clip import loss
 
 
 def test_show_source_renders_the_real_function():
     md = teach.source_markdown(loss.clip_loss)
-    assert md.startswith("`helpers.loss.clip_loss`") and "```python\ndef clip_loss(" in md and "cross_entropy" in md
-    from helpers import train
+    assert md.startswith("`helpers.clip.loss.clip_loss`") and "```python\ndef clip_loss(" in md and "cross_entropy" in md
+    from helpers.training import train
 
     method = teach.source_markdown(train.Trainer.train_one_epoch)  # a method, dedented to read like a function
     assert "```python\ndef train_one_epoch(self" in method and "self._forward_loss(images, text, image_ids)" in method

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from helpers import text_tower as tt
-from helpers.coco import load_captions
+from helpers.data import text_tower as tt
+from helpers.data.coco import load_captions
 
 
 @pytest.fixture(scope="module")

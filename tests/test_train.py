@@ -13,10 +13,11 @@ import pytest
 import torch
 from conftest import ROOT
 
-from helpers import config, optim, runs, train
-from helpers.config import ConfigError
-from helpers.dataset import TextCacheMismatch
-from helpers.storage import read_json, torch_load
+from helpers.core import config
+from helpers.core.config import ConfigError
+from helpers.core.storage import read_json, torch_load
+from helpers.data.dataset import TextCacheMismatch
+from helpers.training import optim, runs, train
 
 
 def quiet(cfg, paths, **kw):

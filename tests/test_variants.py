@@ -3,9 +3,12 @@
 import pytest
 import torch
 
-from helpers import config, env, model, prepare, runs, train, variants
-from helpers.config import ConfigError
-from helpers.synthetic import make_synthetic_coco
+from helpers.clip import model, variants
+from helpers.core import config, env
+from helpers.core.config import ConfigError
+from helpers.data import prepare
+from helpers.data.synthetic import make_synthetic_coco
+from helpers.training import runs, train
 
 
 def quiet(cfg, paths):
@@ -99,7 +102,7 @@ def test_restval_needs_cached_images_then_adds_them(workspace, tmp_path, tiny_to
     _, emb, image_id, caption = t.train_set[len(t.train_set) - 1]
     assert image_id in splits.restval and caption and emb.shape == (64,)
     # all of val2014 for a restval run: the 20 restval images it trained on are never scored
-    from helpers import evaluate
+    from helpers.evaluation import evaluate
 
     t.fit()
     record = evaluate.evaluate(cfg2.replace(variant="restval", eval_split="val2014", run_name=t.run_name), paths2, "cpu", False).record

@@ -1,0 +1,148 @@
+"""The trainable image tower: torchvision ResNet50 + projection head into CLIP's text space.
+
+What trains and why. The text tower (CLIP ViT-B/32's) stays frozen: its caption
+embeddings were computed once in notebook 01 and serve as fixed targets, so the
+image tower learns to *land in an existing, well-structured text space*. That needs
+no text gradients (cheap), keeps live text queries compatible with the cached
+captions, and cannot collapse the text side. The ResNet50 trunk (ImageNet weights)
+and the new projection head both train; the head maps the 2048-d pooled features
+through Linear -> GELU -> Linear into the 512-d text space. The temperature is
+either fixed (tau = 0.07) or learned as ``log(1/tau)``, clamped at ln 100 like CLIP.
+
+The architecture is fully described by :func:`model_config`, a plain dict stored in
+every checkpoint; :func:`build_model` rebuilds exactly that architecture, so a
+checkpoint is never loaded into the wrong variant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.config import Config
+from .loss import MAX_LOGIT_SCALE
+from .variants import apply_pooling, build_head, canonical, parse_variant
+
+ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint's architecture differs from the one requested."""
+
+
+def model_config(cfg: Config, embed_dim: int) -> dict[str, Any]:
+    """The plain-dict architecture description stored in checkpoints."""
+    return {
+        "image_backbone": cfg.image_backbone,
+        "image_weights": cfg.image_weights,
+        "hidden_dim": cfg.hidden_dim,
+        "embed_dim": int(embed_dim),
+        "variant": cfg.variant,
+        "temperature": cfg.temperature,
+        "learnable_temperature": cfg.learnable_temperature,
+    }
+
+
+def _comparable(arch: dict[str, Any]) -> dict[str, Any]:
+    """The architecture keys, with the variant in its canonical spelling ("head_ln+augment" == "augment+head_ln")."""
+    out = {k: arch.get(k) for k in ARCH_KEYS}
+    try:
+        out["variant"] = canonical(out["variant"])
+    except (ValueError, TypeError, AttributeError):
+        pass  # an unknown stored variant differs from any requested one: reported below
+    return out
+
+
+def check_same_architecture(stored: dict[str, Any], requested: dict[str, Any], where: str) -> None:
+    stored, requested = _comparable(stored), _comparable(requested)
+    diffs = {k: (stored[k], requested[k]) for k in ARCH_KEYS if stored[k] != requested[k]}
+    if diffs:
+        detail = ", ".join(f"{k.upper()}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diffs.items())
+        raise CheckpointMismatch(
+            f"{where} was trained with a different architecture ({detail}). Use another RUN_NAME for the new "
+            "settings, set FORCE_RETRAIN=True to overwrite it, or load it with the settings it was trained with."
+        )
+
+
+def baseline_head(in_dim: int, hidden_dim: int, embed_dim: int) -> nn.Sequential:
+    """The lab's projection head: Linear -> GELU -> Linear."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+
+
+def _trunk(backbone: str, weights: str | None) -> tuple[nn.Module, int]:
+    import torchvision
+
+    if weights is not None:
+        available = torchvision.models.get_model_weights(backbone)
+        if weights not in available.__members__:
+            raise ValueError(
+                f"IMAGE_WEIGHTS={weights!r} is not a torchvision weights name for {backbone}: "
+                f"use one of {', '.join(available.__members__)} or None (random init)"
+            )
+        weights_enum = available[weights]
+    else:
+        weights_enum = None
+    net = getattr(torchvision.models, backbone)(weights=weights_enum)
+    in_dim = net.fc.in_features
+    net.fc = nn.Identity()  # the projection head replaces the ImageNet classifier
+    return net, in_dim
+
+
+class ClipImageModel(nn.Module):
+    """ResNet trunk + projection head + logit scale. ``encode_image`` returns unit vectors."""
+
+    def __init__(self, arch: dict[str, Any], pretrained: bool = True):
+        super().__init__()
+        self.arch = dict(arch)
+        flags = parse_variant(arch["variant"])  # ablation flags; "baseline" is none of them
+        self.trunk, in_dim = _trunk(arch["image_backbone"], arch["image_weights"] if pretrained else None)
+        apply_pooling(flags, self.trunk, in_dim)
+        self.head = build_head(flags, in_dim, arch["hidden_dim"], arch["embed_dim"]) or baseline_head(
+            in_dim, arch["hidden_dim"], arch["embed_dim"]
+        )
+        init = torch.tensor(math.log(1.0 / arch["temperature"]))
+        self.logit_scale = nn.Parameter(init, requires_grad=bool(arch["learnable_temperature"]))
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        features = self.head(self.trunk(images))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(images)
+
+    def scale(self) -> torch.Tensor:
+        """``exp(logit_scale)``. The trainer clamps the parameter to [0, ln 100] after every optimizer
+        step (:meth:`clamp_logit_scale`), as open_clip does: clamping here instead would zero its
+        gradient above the cap, and a scale stuck above it could never come back down."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep 1 <= scale <= 100 (0.01 <= tau <= 1), CLIP's range."""
+        self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+
+
+def build_model(arch: dict[str, Any], pretrained: bool = True) -> ClipImageModel:
+    """Rebuild the architecture described by ``arch`` (``pretrained=False`` when weights come from a checkpoint)."""
+    return ClipImageModel(arch, pretrained=pretrained)
+
+
+def parameter_summary(model: nn.Module, text_tower: nn.Module | None = None) -> str:
+    """Trainable and frozen parameter counts per component, as a Markdown table."""
+    rows = []
+    components = [("image trunk (ResNet)", model.trunk), ("projection head", model.head)]
+    if text_tower is not None:
+        components.append(("text tower (CLIP, frozen)", text_tower))
+    for name, module in components:
+        params = list(module.parameters())
+        rows.append((name, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params if not p.requires_grad)))
+    ls = model.logit_scale
+    rows.append(("logit scale (temperature)", ls.numel() if ls.requires_grad else 0, 0 if ls.requires_grad else ls.numel()))
+    lines = ["| component | trainable | frozen |", "|---|---:|---:|"]
+    lines += [f"| {n} | {t:,} | {f:,} |" for n, t, f in rows]
+    lines.append(f"| **total** | **{sum(r[1] for r in rows):,}** | **{sum(r[2] for r in rows):,}** |")
+    return "\n".join(lines)

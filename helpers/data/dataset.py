@@ -1,0 +1,166 @@
+"""Datasets over the prepared caches, and loaders tuned for 2 CPU cores.
+
+Why this shape: the image cache holds 224 px JPEGs, so a worker only has to decode a
+small JPEG (libjpeg-turbo through torchvision); the result stays uint8 until it is on
+the device, where :func:`normalize_images` converts and normalises a whole batch at
+once (4x less host-to-device traffic than float32, and no per-image CPU arithmetic).
+Caption embeddings come precomputed from ``*_text_embeds.pt``.
+
+Modes:
+- ``"train"``: one item per image; its caption is drawn at random *per epoch*, from a
+  seed derived from (seed, epoch, image id), so a resumed run sees the same captions;
+- ``"eval"``: one item per image with its first caption (fixed);
+- ``"captions"``: one item per caption (all captions), for retrieval.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..core.artifacts import load_torch
+from ..core.env import default_num_workers
+from .image_cache import ImageCache
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TEXT_CACHE_KEYS = ("embeddings", "caption_ids", "image_ids", "captions", "model", "normalized", "config")
+
+
+class TextCacheMismatch(RuntimeError):
+    """The caption cache was built with another TEXT_MODEL (or is not a caption cache)."""
+
+
+def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:
+    """Load a ``*_text_embeds.pt`` (weights_only) and check it came from ``expected_model``."""
+    data = load_torch(path, "text_embeds")  # damaged or foreign files: ArtifactError naming the fix
+    if expected_model is not None and data["model"] != expected_model:
+        raise TextCacheMismatch(
+            f"{path} was encoded with TEXT_MODEL={data['model']!r}, but this run uses {expected_model!r}. "
+            "Set TEXT_MODEL to match, or re-run 01_dataset_prep.ipynb with the new TEXT_MODEL to rebuild the cache."
+        )
+    return data
+
+
+def text_embed_width(path: str | Path) -> int:
+    """The caption-embedding width (512 for ViT-B/32: the projection head's output size), read from the
+    file's tensor metadata: ``mmap=True`` maps the embeddings instead of reading them (~800 MB for train2014)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["embeddings"].shape[1])
+    except Exception:  # absent, damaged or foreign: the full loader's error names the problem and the fix
+        return int(load_text_embeds(path)["embeddings"].shape[1])
+
+
+def normalize_images(
+    images: torch.Tensor, device: torch.device | str, channels_last: bool = False, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 [B, 3, H, W] (any device) -> CLIP-normalised float on ``device``."""
+    x = images.to(device, non_blocking=True).to(dtype).div_(255.0)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class CocoCacheDataset(Dataset):
+    """(image, text embedding, image_id, caption) from the image and caption caches."""
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        text: dict[str, Any],
+        image_ids: list[int],
+        mode: str = "train",
+        seed: int = 0,
+        normalize: bool = True,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        if mode not in ("train", "eval", "captions"):
+            raise ValueError(f"mode must be 'train', 'eval' or 'captions', not {mode!r}")
+        self.cache, self.mode, self.seed, self.normalize, self.transform = cache, mode, seed, normalize, transform
+        self.embeddings: torch.Tensor = text["embeddings"]
+        self.captions: list[str] = text["captions"]
+        rows_by_image: dict[int, list[int]] = {}
+        for row, image_id in enumerate(text["image_ids"].tolist()):
+            rows_by_image.setdefault(image_id, []).append(row)
+        no_pixels = [i for i in image_ids if i not in cache]
+        no_caption = [i for i in image_ids if i in cache and i not in rows_by_image]
+        for what, ids in (("not in the image cache (unreadable?)", no_pixels), ("without cached captions", no_caption)):
+            if ids:
+                warnings.warn(f"Skipping {len(ids)} image(s) {what}, e.g. {ids[:3]}", stacklevel=2)
+        self.image_ids = [i for i in image_ids if i in cache and i in rows_by_image]
+        if not self.image_ids:
+            raise RuntimeError(
+                "No usable images: the image and caption caches share none of the requested ids. Re-run 01_dataset_prep.ipynb"
+            )
+        self.rows = [rows_by_image[i] for i in self.image_ids]
+        # captions mode: one item per caption, and the item -> image row mapping retrieval needs
+        self.caption_rows = [r for rows in self.rows for r in rows]
+        self.caption_image_index = torch.tensor([k for k, rows in enumerate(self.rows) for _ in rows], dtype=torch.long)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a new caption per image for ``epoch`` (deterministic given the seed)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.caption_rows) if self.mode == "captions" else len(self.image_ids)
+
+    def caption_row(self, index: int) -> int:
+        rows = self.rows[index]
+        if self.mode == "eval" or len(rows) == 1:
+            return rows[0]
+        return rows[random.Random(f"{self.seed}-{self.epoch}-{self.image_ids[index]}").randrange(len(rows))]
+
+    def image(self, index: int) -> torch.Tensor:
+        image = self.cache.load_uint8(self.image_ids[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.normalize:
+            image = normalize_images(image.unsqueeze(0), "cpu")[0]
+        return image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+        if self.mode == "captions":
+            row = self.caption_rows[index]
+            image_index = int(self.caption_image_index[index])
+        else:
+            row, image_index = self.caption_row(index), index
+        return self.image(image_index), self.embeddings[row].float(), self.image_ids[image_index], self.captions[row]
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    num_workers: int | None = None,
+    drop_last: bool = False,
+    pin_memory: bool | None = None,
+    sampler: torch.utils.data.Sampler | None = None,
+) -> DataLoader:
+    """A DataLoader whose shuffle order is a function of (seed, epoch): resume sees the same order.
+
+    Under DDP pass a DistributedSampler (its own per-epoch seeding replaces ``shuffle``).
+    """
+    workers = default_num_workers(num_workers)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        generator=generator,
+        num_workers=workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

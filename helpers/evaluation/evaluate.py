@@ -1,0 +1,278 @@
+"""Evaluating a trained run: embeddings of one split, Recall@K, results files, references.
+
+One embedding per *image* (never one per caption, so a top-k list cannot repeat an
+image) and one per *caption* (from the cache, encoded once in notebook 01). The
+architecture is rebuilt from the checkpoint's own config. Results go to
+``runs/<run>/eval_<split>.json`` and ``.csv`` with the config, split, counts and the
+checkpoint's identity (path, epoch, SHA-256).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..clip.embed import encode_images
+from ..clip.metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
+from ..clip.model import ClipImageModel
+from ..core.artifacts import load_json
+from ..core.config import Config
+from ..core.env import Paths
+from ..core.provenance import captions_digest, check_inputs
+from ..core.storage import atomic_write_bytes, atomic_write_json, sha256_file
+from ..data.dataset import CocoCacheDataset, load_text_embeds
+from ..data.image_cache import ImageCache, restore_cache
+from ..data.splits import Splits, karpathy_ids, load_splits
+from ..training.recovery import TrainingDiverged, advice
+from ..training.runs import RunDir, find_run, load_trained, start_figures
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published result, with the exact place it is printed: quoted, never re-measured here."""
+
+    model: str
+    source: str
+    protocol: str
+    recalls: tuple[float, float, float, float, float, float]  # % I->T R@1/5/10, T->I R@1/5/10
+
+    def metrics(self) -> dict[str, float]:
+        return dict(zip(RECALL_KEYS, self.recalls))
+
+
+# Each row is checked against its source. CLIP's paper reports zero-shot COCO retrieval for its
+# largest model only; CLIP ViT-B/32 (this kit's text tower) has no row there, so its zero-shot
+# figure is *measured here* on the same split instead (COMPARE_ZERO_SHOT=True).
+REFERENCES: tuple[Reference, ...] = (
+    Reference(
+        "CLIP ViT-L/14@336px, zero-shot",
+        "Radford et al. 2021, *Learning Transferable Visual Models From Natural Language Supervision*, Table 13",
+        "MS-COCO 5k test (Karpathy)",
+        (58.4, 81.5, 88.1, 37.8, 62.4, 72.2),
+    ),
+    Reference(
+        "VSE++ (ResNet-152, fine-tuned, trained on COCO)",
+        "Faghri et al. 2018, *VSE++: Improving Visual-Semantic Embeddings with Hard Negatives* (BMVC; arXiv:1707.05612), "
+        "MS-COCO results table, 5K test rows",
+        "MS-COCO 5k test (Karpathy)",
+        (41.3, 71.1, 81.2, 30.3, 59.4, 72.4),
+    ),
+)
+FOLDS_KARPATHY = "five consecutive blocks of 1,000 images in the order of coco2014_karpathy_test_ids.txt (the Karpathy file order)"
+FOLDS_SORTED = "five consecutive blocks of 1,000 images in ascending image-id order (not the Karpathy file order: a subset)"
+
+
+@dataclass
+class EvalData:
+    """Everything needed to score one split."""
+
+    run: RunDir
+    model: ClipImageModel
+    checkpoint: dict[str, Any]
+    cache: ImageCache
+    text: dict[str, Any]
+    dataset: CocoCacheDataset  # eval mode: one item per image
+    split: str
+    protocol: str
+    scored: dict[str, Any]  # which images were scored and how they relate to training and model selection
+    run_inputs: dict[str, Any]  # the digests of the data the run trained on (provenance.run_inputs), checked against now
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+
+def trained_image_ids(splits: Splits, train_config: dict[str, Any]) -> set[int]:
+    """Every image the run trained on: train2014's split, plus restval when its variant used it."""
+    from ..core.flags import parse_variant
+
+    ids = set(splits.train)
+    if "restval" in parse_variant(train_config.get("variant", "baseline")):
+        ids |= set(splits.restval)
+    return ids
+
+
+def split_image_ids(splits: Splits, split: str, cache: ImageCache, trained: set[int] | None = None) -> list[int]:
+    """The images to score. ``val2014`` leaves out every image the run trained on (a ``restval``
+    run trained on ~30k of them): no image a run trained on is ever scored."""
+    if split == "test":
+        return splits.test
+    if split == "val":
+        return splits.val
+    ids = sorted((set(splits.val) | set(splits.test) | set(splits.restval)) - (trained or set()))
+    cached = [i for i in ids if i in cache]
+    if len(cached) < len(ids):
+        warnings.warn(
+            f"EVAL_SPLIT='val2014': only {len(cached):,} of {len(ids):,} val2014 images are cached; "
+            "re-run 01_dataset_prep.ipynb with INCLUDE_RESTVAL=True for all of val2014",
+            stacklevel=2,
+        )
+    return cached
+
+
+def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
+    run = find_run(cfg, paths)
+    ckpt_path = run.weights
+    model, state = load_trained(ckpt_path, device)
+    cache = ImageCache(restore_cache(paths.image_cache_dir, paths.cache_dir))
+    text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)
+    splits = load_splits(paths)
+    trained = trained_image_ids(splits, state["config"])
+    ids = split_image_ids(splits, cfg.eval_split, cache, trained)
+    if cfg.eval_split == "test" and splits.protocol == "karpathy-5k":
+        position = {image_id: k for k, image_id in enumerate(karpathy_ids("test"))}
+        ids = sorted(ids, key=position.__getitem__)  # the standard order: the 1k folds are the standard folds
+    check_inputs(
+        state.get("inputs"),
+        {"splits": splits.digest, "image_size": cache.image_size, "text_model": text["model"],
+         "val_images": cache.digest(splits.val), "val_captions": captions_digest(text, splits.val)},
+        f"Run {run.name} ({ckpt_path})", f"the current data artifacts in {paths.artifacts_dir}",
+        f"Scoring it on them would measure another model than the one trained. Re-run 01_dataset_prep.ipynb with the settings "
+        f"this run's data was made with, or retrain on the current data: 02_train_clip.ipynb with FORCE_RETRAIN=True "
+        f"(RUN_NAME={run.name!r}).",
+    )  # fmt: skip
+    dataset = CocoCacheDataset(cache, text, ids, mode="eval", normalize=False)
+    checkpoint = {
+        "path": str(ckpt_path), "epoch": state["epoch"], "sha256": sha256_file(ckpt_path), "arch": state["arch"],
+        "config": state["config"],
+    }  # fmt: skip
+    scored_ids = dataset.image_ids
+    excluded = sorted(set(splits.val) | set(splits.test) | set(splits.restval)) if cfg.eval_split == "val2014" else []
+    scored = {
+        "num_images": len(scored_ids),
+        "image_ids_sha256": hashlib.sha256(",".join(map(str, sorted(scored_ids))).encode()).hexdigest(),
+        "seen_in_training": len(trained.intersection(scored_ids)),  # 0 by construction; recorded so a reader can check
+        "excluded_because_trained_on": len(trained.intersection(excluded)),
+        "used_for_model_selection": len(set(splits.val).intersection(scored_ids)),
+    }
+    if scored["seen_in_training"]:
+        raise RuntimeError(f"{scored['seen_in_training']} image(s) of EVAL_SPLIT={cfg.eval_split!r} were trained on: not scoring them")
+    return EvalData(run, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol, scored, state["inputs"])
+
+
+@dataclass
+class EvalResult:
+    data: EvalData
+    image_features: torch.Tensor  # [N_img, D], unit
+    text_features: torch.Tensor  # [N_txt, D], unit, captions of the split's images
+    text_to_image: torch.Tensor  # [N_txt] row of each caption's image
+    caption_rows: list[int]  # rows into the text cache
+    metrics: dict[str, float]
+    metrics_1k: dict[str, float] | None
+    zero_shot: dict[str, float] | None
+    record: dict[str, Any]
+
+
+def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None, progress: bool = True) -> EvalResult:
+    """Score the run's best checkpoint on EVAL_SPLIT; write eval_<split>.json/.csv into the run folder."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = load_eval_data(cfg, paths, device)
+    t0 = time.perf_counter()
+    image_features = encode_images(data.model, data.dataset, device, num_workers=cfg.num_workers, progress=progress)
+    if not torch.isfinite(image_features).all():
+        raise TrainingDiverged(
+            f"Run {data.run.name} ({data.checkpoint['path']}, epoch {data.checkpoint['epoch']}) gives non-finite image features "
+            f"(NaN/inf): its weights diverged and no Recall@K of them means anything. {advice(data.checkpoint['config'])} "
+            f"Then retrain: 02_train_clip.ipynb with FORCE_RETRAIN=True (RUN_NAME={data.run.name!r})."
+        )
+    rows = data.dataset.caption_rows
+    text_features = data.text["embeddings"][rows].float()
+    t2i = data.dataset.caption_image_index
+    metrics = retrieval_metrics(image_features, text_features, t2i, device=device)
+    metrics_1k = fold_metrics(image_features, text_features, t2i, device=device) if len(image_features) >= 5000 else None
+    karpathy_order = data.split == "test" and data.protocol == "karpathy-5k"
+    zero_shot = None
+    if cfg.compare_zero_shot:
+        from .zero_shot import zero_shot_image_features
+
+        zs = zero_shot_image_features(cfg.text_model, data.cache, data.dataset.image_ids, device, progress=progress)
+        zero_shot = retrieval_metrics(zs, text_features, t2i, device=device)
+    record = {
+        "run_name": data.run.name,
+        "split": data.split,
+        "protocol": data.protocol,
+        "num_images": len(image_features),
+        "num_captions": len(rows),
+        "checkpoint": data.checkpoint,
+        "metrics": metrics,
+        "metrics_1k": metrics_1k,
+        "folds_1k": (FOLDS_KARPATHY if karpathy_order else FOLDS_SORTED) if metrics_1k else None,
+        "scored_images": data.scored,
+        "zero_shot": zero_shot,
+        "zero_shot_model": cfg.text_model if zero_shot else None,
+        "seconds": time.perf_counter() - t0,
+        "config": cfg.to_dict(),
+        "train_config": load_json(data.run.config, "config") if data.run.config.exists() else None,
+        "inputs": {
+            "run": data.run_inputs,
+            "scored_images": data.cache.digest(data.dataset.image_ids),
+            "scored_captions": captions_digest(data.text, data.dataset.image_ids),
+        },
+    }
+    atomic_write_json(data.run.eval_json(data.split), record)
+    atomic_write_bytes(data.run.eval_csv(data.split), results_csv(record).encode())
+    start_figures(data.run, data.split, record)
+    return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record)
+
+
+def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+    """(model, protocol, recalls in %) rows: this run, its 1k folds, zero-shot, then published references."""
+    n = record["num_images"]
+    pct = lambda m: {k: 100 * m[k] for k in RECALL_KEYS}  # noqa: E731
+    out = [(f"this run ({record['run_name']})", f"{record['split']}: {n:,} images", pct(record["metrics"]))]
+    if record.get("metrics_1k"):
+        out.append((f"this run ({record['run_name']})", "1k (mean of 5 folds)", pct(record["metrics_1k"])))
+    if record.get("zero_shot"):
+        out.append((f"zero-shot {record['zero_shot_model']} (measured here)", f"{record['split']}: {n:,} images", pct(record["zero_shot"])))
+    for k, ref in enumerate(REFERENCES, 1):
+        out.append((f"{ref.model} [published{'*' * k}, not re-measured]", ref.protocol, ref.metrics()))
+    return out
+
+
+def results_csv(record: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["model", "protocol", *[k.replace("@", "_at_") + "_pct" for k in RECALL_KEYS], "rsum_pct"])
+    for name, protocol, rec in _rows(record):
+        writer.writerow([name, protocol, *[f"{rec[k]:.2f}" for k in RECALL_KEYS], f"{sum(rec.values()):.2f}"])
+    return buf.getvalue()
+
+
+def results_markdown(record: dict[str, Any]) -> str:
+    """Our Recall@K beside the published references, in %."""
+    lines = [
+        "| model | protocol | I→T R@1 | R@5 | R@10 | T→I R@1 | R@5 | R@10 | rsum |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, protocol, rec in _rows(record):
+        cells = " | ".join(f"{rec[k]:.1f}" for k in RECALL_KEYS)
+        lines.append(f"| {name} | {protocol} | {cells} | {sum(rec.values()):.1f} |")
+    m = record["metrics"]
+    lines += [
+        "",
+        f"Median rank: image→text {m['i2t_median_rank']:.0f}, text→image {m['t2i_median_rank']:.0f}. "
+        f"Split protocol: `{record['protocol']}`; {record['num_captions']:,} captions. "
+        "Published figures are quoted, not re-measured; they compare only when this run's protocol is `karpathy-5k` "
+        "on the test split. CLIP ViT-B/32, whose text tower this kit uses, has no COCO retrieval row in the CLIP "
+        "paper: set `COMPARE_ZERO_SHOT=True` to measure it here on the same images.",
+    ]
+    if record.get("folds_1k"):
+        lines.append(f"The 1k figure is the mean over {record['folds_1k']}.")
+    scored = record.get("scored_images")
+    if scored:
+        lines.append(
+            f"Scored images: {scored['num_images']:,}; seen in training: {scored['seen_in_training']}"
+            + (f" ({scored['excluded_because_trained_on']:,} trained-on images left out)" if scored["excluded_because_trained_on"] else "")
+            + (f"; {scored['used_for_model_selection']:,} of them chose the best epoch (val)" if scored["used_for_model_selection"] else "")
+            + "."
+        )
+    lines += [""] + [f"{'*' * k} {ref.source}." for k, ref in enumerate(REFERENCES, 1)]
+    return "\n".join(lines)

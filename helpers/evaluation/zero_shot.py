@@ -1,0 +1,44 @@
+"""Zero-shot CLIP on the same split: the ceiling users can compare their run against.
+
+The image tower of the CLIP model named by TEXT_MODEL (ViT-B/32 by default) encodes
+the same cached 224 px centre crops with the same normalisation CLIP's own
+preprocessing uses (shorter side resized to 224, centre crop, CLIP mean/std), so its
+``image_embeds`` land in the same text space as the cached caption embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.dataset import normalize_images
+from ..data.image_cache import ImageCache
+
+
+@torch.no_grad()
+def zero_shot_image_features(
+    model_name: str, cache: ImageCache, image_ids: list[int], device: torch.device, batch_size: int = 128, progress: bool = True
+) -> torch.Tensor:
+    """Unit ``image_embeds`` [N, D] of ``CLIPVisionModelWithProjection`` for the cached images."""
+    from tqdm.auto import tqdm
+    from transformers import CLIPVisionModelWithProjection
+
+    try:
+        vision = CLIPVisionModelWithProjection.from_pretrained(model_name).to(device).eval()
+    except (OSError, ValueError) as exc:
+        raise OSError(
+            f"COMPARE_ZERO_SHOT needs the CLIP image tower of TEXT_MODEL={model_name!r} ({exc}). "
+            "Check the internet connection, or set COMPARE_ZERO_SHOT=False."
+        ) from exc
+    size = int(vision.config.image_size)
+    use_amp = device.type == "cuda"
+    out = []
+    for start in tqdm(range(0, len(image_ids), batch_size), desc="Zero-shot CLIP images", unit="batch", disable=not progress):
+        batch = torch.stack([cache.load_uint8(i) for i in image_ids[start : start + batch_size]])
+        x = normalize_images(batch, device)
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            emb = vision(pixel_values=x).image_embeds
+        out.append(F.normalize(emb.float(), dim=-1).cpu())
+    return torch.cat(out)

@@ -1,0 +1,189 @@
+"""The ablation study: train and evaluate each variant (and the baseline) per seed, then compare.
+
+Runs go through the same resumable trainer and the same evaluation, so a baseline trained
+earlier with the same settings is reused, not retrained, and a disconnect loses at most one
+epoch. Honest selection: variants are *compared* on the val split (rsum: the sum of
+Recall@1/5/10 in both directions, the same figure that picks each run's best epoch); the
+test split is *reported* for every variant but never used to choose one. With several SEEDS
+the table reports mean and standard deviation, and a change no larger than the seeds' spread
+is flagged as noise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.artifacts import ArtifactError
+from ..core.config import Config
+from ..core.env import Paths
+from ..core.figures import save_figure
+from ..core.flags import BASELINE
+from ..core.storage import atomic_write_json, atomic_write_text
+from ..evaluation.evaluate import RECALL_KEYS, evaluate
+from ..training.runs import RunDir, load_eval, run_name_for
+from ..training.train import train  # the one call that starts a training
+
+METRIC_KEYS = (*RECALL_KEYS, "rsum")
+
+
+@dataclass
+class RunOutcome:
+    variant: str
+    seed: int
+    run_name: str
+    metrics: dict[str, float]  # test-split Recall@K (fractions) and rsum: reported
+    train_minutes: float
+    reused: bool
+    val_metrics: dict[str, float] | None = None  # val-split Recall@K and rsum: used to compare variants
+    checkpoint: dict[str, Any] | None = None  # path name and sha256 of the weights scored: the report checks they are current
+
+
+def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True) -> list[RunOutcome]:
+    """Train (or reuse) and evaluate the baseline and every variant for every seed."""
+    ordered = [BASELINE] + [v for v in variants if v != BASELINE]  # canonical since Config construction
+    outcomes = []
+    for seed in seeds:
+        for variant in dict.fromkeys(ordered):
+            run_cfg = cfg.replace(variant=variant, seed=seed, run_name=None)
+            name = run_name_for(run_cfg)
+            print(f"── {variant} (seed {seed}): run {name}")
+            result = train(run_cfg, paths, progress=progress, live_plot=False, log=lambda m: print("   ", m))
+            val = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="val"), paths, progress)
+            test = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="test"), paths, progress)
+            minutes = result.metrics["total_train_seconds"] / 60
+            scored = {"path": Path(str(test["checkpoint"]["path"])).name, "sha256": test["checkpoint"]["sha256"]}
+            outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"], scored))
+    return outcomes
+
+
+def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, Any]:
+    """Reuse the run's results of ``cfg.eval_split`` when they scored its current best checkpoint; else evaluate."""
+    try:
+        return load_eval(RunDir.named(paths, cfg.run_name), cfg.eval_split)
+    except ArtifactError:  # absent, damaged, or scored an earlier model of the run: score the current one
+        return evaluate(cfg, paths, progress=progress).record
+
+
+def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:
+    """Per variant: mean and std (over seeds) of each metric, its delta to the baseline, minutes."""
+    by_variant: dict[str, list[RunOutcome]] = {}
+    for o in outcomes:
+        by_variant.setdefault(o.variant, []).append(o)
+    table: dict[str, dict[str, Any]] = {}
+    for variant, runs in by_variant.items():
+        row: dict[str, Any] = {"seeds": [r.seed for r in runs], "runs": [r.run_name for r in runs]}
+        for key in METRIC_KEYS:
+            values = [100 * r.metrics[key] for r in runs]
+            row[key] = statistics.fmean(values)
+            row[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row["train_minutes"] = statistics.fmean(r.train_minutes for r in runs)
+        if all(r.val_metrics for r in runs):
+            values = [100 * r.val_metrics["rsum"] for r in runs]
+            row["val_rsum"] = statistics.fmean(values)
+            row["val_rsum_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        table[variant] = row
+    base = table.get(BASELINE)
+    for row in table.values():
+        keys = METRIC_KEYS + (("val_rsum",) if "val_rsum" in row and base and "val_rsum" in base else ())
+        for key in keys:
+            row[key + "_delta"] = row[key] - base[key] if base else None
+            spread = max(row[key + "_std"], base[key + "_std"]) if base else 0.0
+            row[key + "_within_noise"] = bool(base) and len(row["seeds"]) > 1 and abs(row[key + "_delta"]) <= spread
+    return table
+
+
+def chosen_variant(table: dict[str, dict[str, Any]]) -> str | None:
+    """The variant with the highest mean val rsum: the choice the val split makes (None without val figures)."""
+    scored = {v: row["val_rsum"] for v, row in table.items() if "val_rsum" in row}
+    return max(scored, key=scored.__getitem__) if scored else None
+
+
+def table_markdown(table: dict[str, dict[str, Any]]) -> str:
+    """Val rsum (compares), test R@1/5/10 both directions and rsum (reported), training time; deltas against the baseline."""
+    multi = any(len(r["seeds"]) > 1 for r in table.values())
+    chosen = chosen_variant(table)
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        if key not in row:
+            return "—"
+        text = f"{row[key]:.1f}" + (f" ± {row[key + '_std']:.1f}" if multi else "")
+        delta = row.get(key + "_delta")
+        if delta is not None and row is not table.get(BASELINE):
+            text += f" ({delta:+.1f}{'~' if row[key + '_within_noise'] else ''})"
+        return text
+
+    lines = [
+        "| variant | **val rsum** (compares) | test I→T R@1 | I→T R@5 | I→T R@10 | T→I R@1 | T→I R@5 | T→I R@10 | test rsum | train min |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE):  # baseline first (JSON sorts keys)
+        name = f"**{variant}** ★" if variant == chosen else variant
+        cells = [cell(row, "val_rsum"), *(cell(row, k) for k in METRIC_KEYS), f"{row['train_minutes']:.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    seeds = sorted({s for r in table.values() for s in r["seeds"]})
+    lines += [
+        "",
+        "Variants are **compared on the val split** (rsum = sum of Recall@1/5/10 both ways, in %); ★ marks the one val chooses. "
+        "Test-split Recall@K (in %) is reported for every variant and never used to choose. "
+        f"(±x.x) is the change against the baseline. Seeds: {seeds}.",
+    ]
+    if multi:
+        lines.append("`~` marks a change no larger than the standard deviation across seeds: indistinguishable from noise.")
+    else:
+        lines.append("One seed only: differences of a point or two may be noise. Add seeds (SEEDS = [0, 1, 2]) to measure the spread.")
+    return "\n".join(lines)
+
+
+def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
+    """Left: each variant's val rsum change (the comparison). Right: its test Recall@K changes (the report).
+    Error bars: the standard deviation across seeds."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    variants = [v for v in table if v != BASELINE]
+    fig, (ax_val, ax) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(RECALL_KEYS) + 4), 4.4), gridspec_kw={"width_ratios": [1, 3]})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    with_val = [v for v in variants if table[v].get("val_rsum_delta") is not None]
+    ax_val.bar(
+        range(len(with_val)),
+        [table[v]["val_rsum_delta"] for v in with_val],
+        yerr=[table[v]["val_rsum_std"] for v in with_val] if any(table[v]["val_rsum_std"] for v in with_val) else None,
+        color=[colours[variants.index(v) % len(colours)] for v in with_val],
+        capsize=3,
+    )
+    ax_val.set_xticks(range(len(with_val)), with_val, rotation=30, ha="right", fontsize=8)
+    ax_val.set(title="val rsum change (compares)", ylabel="change vs baseline (rsum points, %)")
+    width = 0.8 / max(1, len(variants))
+    x = np.arange(len(RECALL_KEYS))
+    for i, variant in enumerate(variants):
+        row = table[variant]
+        deltas = [row[k + "_delta"] or 0.0 for k in RECALL_KEYS]
+        errors = [row[k + "_std"] for k in RECALL_KEYS]
+        ax.bar(
+            x + (i - (len(variants) - 1) / 2) * width, deltas, width, yerr=errors if any(errors) else None, label=variant, capsize=3,
+            color=colours[i % len(colours)],
+        )
+    ax.set_xticks(x, [k.replace("i2t_", "I→T ").replace("t2i_", "T→I ") for k in RECALL_KEYS])
+    ax.set(title="test Recall@K change (reported, never used to choose)", ylabel="change vs baseline (Recall points, %)")
+    if variants:
+        ax.legend(fontsize=8)
+    for a in (ax_val, ax):
+        a.axhline(0, color="black", linewidth=0.8)
+        a.grid(axis="y", alpha=0.3)
+    fig.suptitle("Ablation against the baseline")
+    fig.tight_layout()
+    return fig
+
+
+def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], cfg: Config, out_dir: Path) -> Path:
+    """``ablation.json`` (+ ``ablation.md``): the table, every run and the config, for notebook 05."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        out_dir / "ablation.json",
+        {"table": table, "runs": [o.__dict__ for o in outcomes], "config": cfg.to_dict(), "chart": "ablation_recall_delta.png"},
+    )
+    atomic_write_text(out_dir / "ablation.md", table_markdown(table) + "\n")
+    return save_figure(delta_chart(table), out_dir / "ablation_recall_delta.png")

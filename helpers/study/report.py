@@ -1,0 +1,418 @@
+"""The lab report, assembled from the artifacts alone (nothing is recomputed).
+
+``build_report`` reads ARTIFACTS_DIR (splits, cache manifest, each run's config,
+metrics, history and evaluation, the ablation summary), copies every figure it links
+into ``report/figures/`` and writes ``report/report.md``. A missing artifact never
+crashes it: its section names the notebook that produces it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.artifacts import ArtifactError, ArtifactMissing, try_load_json
+from ..core.config import check_run_name
+from ..core.env import Paths
+from ..core.provenance import splits_digest
+from ..core.storage import atomic_write_text
+from ..evaluation.evaluate import results_markdown
+from ..training.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, weights_sha256
+
+HYPERPARAMETERS = (
+    "variant", "image_backbone", "image_weights", "hidden_dim", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
+    "lr_schedule", "warmup_steps", "grad_clip", "temperature", "learnable_temperature", "bank_size", "image_size", "amp", "seed",
+    "train_images",
+)  # fmt: skip
+
+LOSS_INTUITION = """\
+Each training batch holds B matching image-caption pairs. Every image is an **anchor**; its own
+caption is the **positive**; the other B-1 captions of the batch are **negatives**. The model
+scores all B x B pairs by cosine similarity (both embeddings are L2-normalised) and divides by a
+**temperature** tau. The loss is a B-way cross-entropy "which caption is mine?" for every
+image, plus the same from every caption's side ("which image is mine?"), averaged: the
+*symmetric InfoNCE* loss. Minimising it pulls each matching pair together and pushes all
+non-matching pairs apart, so a larger batch supplies more (and harder) negatives for free.
+The temperature sets how peaked the softmax is: a small tau (0.07, logit scale ~14) makes the
+loss concentrate on the hardest negatives, a large tau treats all negatives alike. Too small
+and training becomes unstable, which is why CLIP learns log(1/tau) and clamps 1/tau at 100.
+Here the text side is frozen, so the loss only moves the image tower into CLIP's text space."""
+
+REFLECTION = """\
+*To be completed by the student.*
+
+- **Tools used:** _which LLM assistants, for which parts of the lab (code, debugging, writing)._
+- **Most useful prompts:** _paste two or three prompts that helped most, and what they produced._
+- **How outputs were validated:** _e.g. unit tests, comparing Recall@K against the published
+  references, reading the loss curves, checking retrieved images by eye._
+- **What went wrong:** _answers that were wrong or misleading, and how you noticed._
+- **Link to the conversation:** _<paste the share link here>_"""
+
+
+@dataclass
+class Report:
+    path: Path
+    figures: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+class _Builder:
+    """The report's lines, the figures copied so far, and what is missing or damaged (listed at the top)."""
+
+    def __init__(self, artifacts: Path, out: Path):
+        self.artifacts, self.out = artifacts, out
+        self.lines: list[str] = []
+        self.figures: list[Path] = []
+        self.missing: list[str] = []
+        self.damaged: list[str] = []  # problems found while reading artifacts for this report
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def missing_note(self, what: str, notebook: str) -> None:
+        self.missing.append(what)
+        self.add(f"_Missing: {what}. Run `{notebook}` (same ARTIFACTS_DIR) to produce it._", "")
+
+    def figure(self, src: Path, name: str, caption: str, notebook: str) -> None:
+        if not src.exists():
+            self.missing_note(f"figure {src.relative_to(self.artifacts) if src.is_relative_to(self.artifacts) else src}", notebook)
+            return
+        dest = self.out / "figures" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        self.figures.append(dest)
+        self.add(f"![{caption}](figures/{name})", f"*{caption}*", "")
+
+    def table(self, header: list[str], rows: list[list[str]], what: str, notebook: str, numeric: range = range(0)) -> None:
+        """A Markdown table (``numeric`` columns right-aligned), or the note that names the notebook producing ``what``."""
+        if not rows:
+            self.missing_note(what, notebook)
+            return
+        align = ["---:" if k in numeric else "---" for k in range(len(header))]
+        self.add(*("| " + " | ".join(cells) + " |" for cells in (header, align, *rows)), "")
+
+    def load(self, path: Path, kind: str) -> Any | None:
+        """The artifact, or None when absent or damaged (a damaged one is listed at the top of the report, with its fix)."""
+        data, problem = try_load_json(path, kind)
+        if problem:
+            self.damaged.append(problem)
+        return data
+
+    def lenient(self, read: Any, *args: Any) -> Any | None:
+        """``read(*args)``, or None when absent; damaged (or stale: scored a model retrained since) is listed and left out."""
+        try:
+            return read(*args)
+        except ArtifactMissing:
+            return None
+        except ArtifactError as exc:
+            self.damaged.append(str(exc))
+            return None
+
+
+@dataclass
+class RunArtifacts:
+    """What the report reads of one run folder; None where a file is absent or damaged."""
+
+    run: RunDir
+    config: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    history: dict[str, Any] | None  # rewritten from checkpoint.pt when history.json is damaged
+    eval: dict[str, Any] | None  # the test split's results, never stale ones
+    figures: Path | None  # notebook 03's test-split figures, only when they show the current checkpoint
+
+    @classmethod
+    def read(cls, run: RunDir, b: _Builder) -> RunArtifacts:
+        config, metrics = b.load(run.config, "config"), b.lenient(load_metrics, run)
+        figures = b.lenient(load_figures, run, "test")
+        return cls(run, config, metrics, b.lenient(load_history, run), b.lenient(load_eval, run, "test"), figures)
+
+
+LOSS_TOLERANCE = 1e-3  # relative: a validation loss within 0.1% of its minimum has not "risen"
+
+
+def convergence_sentence(history: list[dict[str, Any]], best_epoch: int) -> str:
+    """One sentence on convergence, every judgement in it computed from the epoch records."""
+    if len(history) < 2:
+        return "Only one epoch was trained: no trend can be read from the curves."
+    by_loss = min(history, key=lambda r: r["val_loss"])
+    first, last = history[0], history[-1]
+    rose = last["val_loss"] > by_loss["val_loss"] * (1 + LOSS_TOLERANCE) and by_loss is not last
+    if rose and last["train_loss"] < by_loss["train_loss"]:
+        return (
+            f"Validation loss reached its minimum at epoch {by_loss['epoch']} ({by_loss['val_loss']:.3f}) and rose to "
+            f"{last['val_loss']:.3f} by epoch {last['epoch']}, while the training loss kept falling ({by_loss['train_loss']:.3f} → "
+            f"{last['train_loss']:.3f}): the model started to overfit. Selection on val rsum kept epoch {best_epoch}."
+        )
+    if rose:
+        return (
+            f"Validation loss rose after epoch {by_loss['epoch']} ({by_loss['val_loss']:.3f} → {last['val_loss']:.3f}) and the "
+            f"training loss did not fall either ({by_loss['train_loss']:.3f} → {last['train_loss']:.3f}): unstable training "
+            "rather than overfitting."
+        )
+    if by_loss is last:
+        return (
+            f"Validation loss was still falling at the last epoch ({history[-2]['val_loss']:.3f} → {last['val_loss']:.3f}; "
+            f"{first['val_loss']:.3f} at epoch 1): more epochs may help."
+        )
+    return (
+        f"Validation loss levelled off: its minimum was at epoch {by_loss['epoch']} ({by_loss['val_loss']:.3f}) and the last "
+        f"epoch is within {100 * LOSS_TOLERANCE:.1f}% of it ({last['val_loss']:.3f})."
+    )
+
+
+def direction_sentence(metrics: dict[str, float]) -> str:
+    """Which retrieval direction is stronger, as the figures say (never assumed)."""
+    i2t, t2i = 100 * metrics["i2t_R@1"], 100 * metrics["t2i_R@1"]
+    ranks = f"median ranks {metrics['i2t_median_rank']:.0f} (image→text) and {metrics['t2i_median_rank']:.0f} (text→image)"
+    if i2t > t2i:
+        return (
+            f"Image→text R@1 is higher than text→image ({i2t:.1f} vs {t2i:.1f}); {ranks}. The usual reason on COCO: an image "
+            "has about 5 correct captions and scores a hit when any of them ranks first, while a caption has one correct image."
+        )
+    if t2i > i2t:
+        return (
+            f"Text→image R@1 is higher than image→text ({t2i:.1f} vs {i2t:.1f}); {ranks}. On COCO the opposite is usual (an "
+            "image has about 5 correct captions, a caption one image): worth examining in the qualitative figures."
+        )
+    return f"Image→text and text→image R@1 are equal ({i2t:.1f}); {ranks}."
+
+
+def _observations(run: RunArtifacts) -> list[str]:
+    m, history, name = run.metrics, (run.history or {}).get("epochs", []), run.run.name
+    if not m or not history:
+        return [f"- `{name}`: no finished training history."]
+    best = next(r for r in history if r["epoch"] == m["best_epoch"])
+    events = m.get("events") or []
+    return [
+        f"- `{name}`: best epoch **{m['best_epoch']}** of {len(history)} by {m['selection_metric']} (val rsum "
+        f"{100 * best['val_rsum']:.1f}); train/val loss at that epoch {best['train_loss']:.3f} / {best['val_loss']:.3f}; "
+        f"{m['img_per_s']:.0f} img/s.",
+        f"  Convergence: {convergence_sentence(history, m['best_epoch'])}",
+        f"  Stability: {m.get('skipped_steps', 0)} skipped step(s), {len(events)} event(s)"
+        + (": " + "; ".join(events[:5]) if events else " (no divergence, no out-of-memory)."),
+    ]
+
+
+DRAFT = "**Draft: rewrite in your own words.** The figures are computed from the artifacts; the explanation is yours to give."
+
+
+def draft(*lines: str) -> list[str]:
+    """A visibly marked draft, as a quote block: the student replaces it with their own analysis."""
+    return ["> " + DRAFT, ">", *[f"> {line}" if line else ">" for text in lines for line in text.splitlines()], ""]
+
+
+def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> Report:
+    """Write ``ARTIFACTS_DIR/report/report.md`` and its figures; return what was written and what is missing.
+
+    The main run is RUN_NAME if it exists, else the newest finished baseline run, else the newest finished run.
+    """
+    paths = artifacts if isinstance(artifacts, Paths) else Paths.for_artifacts(Path(artifacts))
+    out = paths.artifacts_dir / "report"
+    if (out / "figures").exists():
+        shutil.rmtree(out / "figures")  # no stale figures from an earlier report
+    b = _Builder(paths.artifacts_dir, out)
+    runs = {run.name: RunArtifacts.read(run, b) for run in all_runs(paths)}
+    if run_name and run_name not in runs:  # a typo must not silently become the report of another run
+        check_run_name(run_name)
+        raise FileNotFoundError(f"No run {run_name!r} in {paths.runs_dir}. Known runs: {sorted(runs) or 'none'}. Run 02_train_clip.ipynb.")
+    main = runs.get(run_name or "") or runs.get(newest_name(runs))
+    splits = b.load(paths.splits_path, "splits")
+    manifest = b.load(paths.image_cache_dir / "manifest.json", "manifest")
+    ablation = b.load(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
+
+    b.add("# CLIP fine-tuning on MS COCO 2014: lab report", "")
+    for problem in b.damaged:
+        b.missing.append(problem)
+        b.add(f"_Left out of this report: {problem}_", "")
+    summary_section(b, main)
+    data_section(b, paths, main, splits, manifest)
+    hyperparameters_section(b, runs)
+    hardware_section(b, runs)
+    b.add("## 5. The CLIP loss: intuition", "", *draft(LOSS_INTUITION))
+    results_section(b, main)
+    curves_section(b, main)
+    qualitative_section(b, main)
+    observations_section(b, runs, main)
+    ablation_section(b, paths, ablation)
+    b.add("## 11. Reflection on LLM use", "", "> **Template: complete it yourself.** Answer each prompt; delete this line.", ">")
+    b.add(*[f"> {line}" if line else ">" for line in REFLECTION.splitlines()], "")
+    path = atomic_write_text(out / "report.md", "\n".join(b.lines) + "\n")
+    return Report(path, b.figures, b.missing)
+
+
+def newest_name(runs: dict[str, RunArtifacts]) -> str | None:
+    """The default main run: the newest finished baseline (else finished) run whose metrics could be read."""
+    chosen, _ = newest_finished(
+        [r.run for r in runs.values()],
+        usable=lambda run: runs[run.name].metrics is not None,
+        variant=lambda run: (runs[run.name].config or {}).get("variant"),  # stored canonical (Config)
+    )  # from the files already read: no second read of each config.json
+    return chosen.name if chosen else None
+
+
+def summary_section(b: _Builder, main: RunArtifacts | None) -> None:
+    b.add("## 1. Summary", "")
+    if not (main and main.eval):
+        b.missing_note("test-split results of a trained run", "03_evaluate_clip.ipynb")
+        return
+    ev, result = main.eval["metrics"], main.eval
+    trained = (main.metrics or {}).get("config") or result.get("checkpoint", {}).get("config") or {}  # the run's own record
+    b.add(
+        f"A {trained.get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
+        f"of `{trained.get('text_model', 'CLIP')}` "
+        f"(run `{main.run.name}`) reaches, on the {result['split']} split "
+        f"({result['num_images']:,} images, protocol `{result['protocol']}`): "
+        f"image→text R@1/5/10 = {100 * ev['i2t_R@1']:.1f} / {100 * ev['i2t_R@5']:.1f} / {100 * ev['i2t_R@10']:.1f}, "
+        f"text→image R@1/5/10 = {100 * ev['t2i_R@1']:.1f} / {100 * ev['t2i_R@5']:.1f} / {100 * ev['t2i_R@10']:.1f} "
+        f"(rsum {100 * ev['rsum']:.1f}).",
+        "",
+    )
+
+
+def data_section(
+    b: _Builder, paths: Paths, main: RunArtifacts | None, splits: dict[str, Any] | None, manifest: dict[str, Any] | None
+) -> None:
+    """The data the main run trained on, from its own record; the current data artifacts only when no run has one."""
+    b.add("## 2. Data", "")
+    data = (main.metrics or {}).get("data") if main else None
+    if data:
+        sizes, protocol = data["splits"], main.metrics["protocol"]
+        image_size, quality, skipped = data["image_size"], data["cache_quality"], data["skipped_images"]
+        source = f"as run `{main.run.name}` trained on them (its own record)"
+        if splits is not None and main.metrics["inputs"]["splits"] != splits_digest(splits):
+            b.add(
+                f"_Note: `splits.json` was re-drawn after run `{main.run.name}` trained (notebook 01 ran again with other "
+                "settings). This section describes the run's data; the current artifacts belong to no run in this report._",
+                "",
+            )
+    elif splits:
+        sizes = {k: len(splits[k]) for k in ("train", "val", "test", "restval")}
+        protocol, source = splits["protocol"], "as prepared by notebook 01 (no finished run yet)"
+        image_size = manifest["image_size"] if manifest else None
+        quality = manifest["quality"] if manifest else None
+        skipped = sum(len(s["failed"]) for p in manifest["parts"].values() for s in p["shards"].values()) if manifest else None
+    else:
+        b.missing_note("splits.json", "01_dataset_prep.ipynb")
+        return
+    b.add(
+        f"Split protocol: `{protocol}`. Train {sizes['train']:,} images (train2014), val {sizes['val']:,} "
+        f"(model selection), test {sizes['test']:,} (reported), restval {sizes['restval']:,}; {source}.",
+        "",
+    )
+    if image_size is not None:
+        b.add(
+            f"Images were decoded once, resized (shorter side {image_size} px, centre crop) and cached as "
+            f"quality-{quality} JPEGs; {skipped} unreadable image(s) were skipped. Captions were encoded once "
+            "by the frozen CLIP text tower (max 77 tokens, truncation, per-batch padding).",
+            "",
+        )
+    b.figure(
+        paths.artifacts_dir / "figures" / "pairs_grid.png",
+        "data_pairs_grid.png",
+        "Random image-caption pairs from the prepared caches",
+        "01_dataset_prep.ipynb",
+    )
+
+
+def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
+    b.add("## 3. Hyperparameters", "")
+    configs = {n: r.config for n, r in runs.items() if r.config}
+    rows = [[key, *(str(config.get(key)) for config in configs.values())] for key in HYPERPARAMETERS]
+    b.table(["setting", *(f"`{n}`" for n in configs)], rows if configs else [], "training runs", "02_train_clip.ipynb")
+
+
+def hardware_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
+    b.add("## 4. Hardware and runtime", "")
+    finished = {n: r.metrics for n, r in runs.items() if r.metrics}
+    rows = [
+        [f"`{n}`", m["hardware"].get("gpu") or "CPU", str(m["hardware"].get("torch")), str(m["epochs"]),
+         f"{m['total_train_seconds'] / 60:.1f} min", f"{m['img_per_s']:.0f}", m["amp_dtype"]]
+        for n, m in finished.items()
+    ]  # fmt: skip
+    header = ["run", "GPU", "torch", "epochs", "training time", "img/s", "AMP"]
+    b.table(header, rows, "training metrics", "02_train_clip.ipynb", numeric=range(3, 6))
+
+
+def results_section(b: _Builder, main: RunArtifacts | None) -> None:
+    b.add("## 6. Retrieval results", "")
+    if main and main.eval:
+        b.add(results_markdown(main.eval), "")
+    else:
+        b.missing_note("Recall@K of the main run", "03_evaluate_clip.ipynb")
+
+
+def curves_section(b: _Builder, main: RunArtifacts | None) -> None:
+    b.add("## 7. Training curves", "")
+    if not main:
+        b.missing_note("a trained run", "02_train_clip.ipynb")
+        return
+    name = main.run.name
+    b.figure(main.run.loss_curves, f"{name}_loss_curves.png", f"Learning curves of `{name}`", "02_train_clip.ipynb")
+
+
+QUALITATIVE_FIGURES = (
+    ("text_queries", "Text → image: top-5 distinct images per query"),
+    ("image_classes", "Image → class probabilities (prompt ensembling)"),
+    ("similarity_heatmap", "Image-caption cosine similarities"),
+    ("retrieval_successes", "Text → image successes"),
+    ("retrieval_failures", "Text → image failures"),
+)  # the stems notebook 03 saves into the run's figures of the test split
+
+
+def qualitative_section(b: _Builder, main: RunArtifacts | None) -> None:
+    b.add("## 8. Qualitative retrievals", "")
+    if not main:
+        b.missing_note("qualitative figures", "03_evaluate_clip.ipynb")
+        return
+    if main.figures is None:  # absent, or made for an earlier model of the run (listed at the top)
+        b.missing_note(f"qualitative figures of the current model of `{main.run.name}`", "03_evaluate_clip.ipynb")
+        return
+    for stem, caption in QUALITATIVE_FIGURES:
+        b.figure(main.figures / f"{stem}.png", f"{main.run.name}_{stem}.png", caption, "03_evaluate_clip.ipynb")
+
+
+def observations_section(b: _Builder, runs: dict[str, RunArtifacts], main: RunArtifacts | None) -> None:
+    b.add("## 9. Observations: stability, convergence, retrieval quality", "")
+    finished = [r for r in runs.values() if r.metrics]
+    if not finished:
+        b.missing_note("training histories", "02_train_clip.ipynb")
+        return
+    facts = [line for run in finished for line in _observations(run)]
+    if main and main.eval:
+        facts.append(f"- Retrieval: {direction_sentence(main.eval['metrics'])}")
+    b.add(*draft(*facts))
+
+
+def _same_checkpoint(paths: Paths, outcome: dict[str, Any]) -> bool:
+    """Whether an ablation row still describes its run's current weights (the sha256 its test eval scored)."""
+    scored = outcome.get("checkpoint") or {}
+    run = RunDir.named(paths, outcome["run_name"])
+    return bool(scored) and weights_sha256(run.path / Path(str(scored.get("path", "best.pt"))).name) == scored.get("sha256")
+
+
+def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None) -> None:
+    b.add("## 10. Ablation", "")
+    if not ablation:
+        b.missing_note("ablation results", "04_ablation.ipynb")
+        return
+    from .ablation import table_markdown
+
+    stale = [o["run_name"] for o in ablation["runs"] if not _same_checkpoint(paths, o)]
+    if stale:
+        problem = (
+            f"{paths.artifacts_dir / 'ablation' / 'ablation.json'} compares models that have been retrained or continued since "
+            f"(run(s) {', '.join(stale)}): the ablation is out of date and not shown. Re-run 04_ablation.ipynb "
+            "(finished runs are reused, only the changed ones are evaluated again)."
+        )
+        b.missing.append(problem)
+        b.add(f"_Left out of this report: {problem}_", "")
+        return
+    b.add(table_markdown(ablation["table"]), "")
+    b.figure(
+        paths.artifacts_dir / "ablation" / ablation["chart"],
+        "ablation_recall_delta.png",
+        "Recall@K change against the baseline",
+        "04_ablation.ipynb",
+    )

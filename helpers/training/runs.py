@@ -1,0 +1,395 @@
+"""A run folder, ``ARTIFACTS_DIR/runs/<run name>/``: its files, its name, and how it is read back.
+
+Why one module: the trainer (notebook 02) writes a run and notebooks 03-05 read it. With the
+file names, the naming rule, the best-epoch choice and every reader in one place, a reader can
+never disagree with the writer. No other module spells a file name of the run folder; the
+docs/artifacts.md lists the files and their formats.
+
+The checkpoint is the source of truth: ``history.json`` and ``loss_curves.png`` are derived
+from it and rewritten from it when damaged; ``eval_<split>.json`` is shown only while it
+matches the checkpoint it scored.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load_json, load_torch, load_weights
+from ..core.config import Config, ConfigError, check_run_name, identity_differences, run_identity
+from ..core.env import Paths
+from ..core.flags import canonical
+from ..core.provenance import check_inputs
+from ..core.storage import atomic_write_json, sha256_file
+
+CHECKPOINT = "checkpoint.pt"  # the whole training state after the last finished epoch
+BEST = "best.pt"  # the weights of the epoch with the highest val rsum
+HISTORY = "history.json"
+METRICS = "metrics.json"  # written when the run finishes: its presence means "finished"
+CONFIG = "config.json"
+LOSS_CURVES = "loss_curves.png"
+LOCK = "run.lock"  # helpers/training/runlock.py: one writer per run folder
+SELECTION_METRIC = "rsum"  # on the val split: picks the best epoch (and, in 04, the best variant)
+
+
+class _File:
+    """A file of the run folder by its name: ``run.best`` is ``run.path / BEST``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, run: RunDir, owner: type | None = None) -> Path:
+        return run.path / self.name
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run folder and the paths of its files (``os.PathLike``: ``Path(run)`` is the folder)."""
+
+    path: Path
+
+    @classmethod
+    def for_config(cls, paths: Paths, cfg: Config) -> RunDir:
+        """The folder the settings ``cfg`` train into."""
+        return cls(paths.runs_dir / run_name_for(cfg))
+
+    @classmethod
+    def named(cls, paths: Paths, name: str) -> RunDir:
+        return cls(paths.runs_dir / check_run_name(name))  # a name, never a path out of runs/
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    checkpoint = _File(CHECKPOINT)
+    best = _File(BEST)
+    history = _File(HISTORY)
+    metrics = _File(METRICS)
+    config = _File(CONFIG)
+    loss_curves = _File(LOSS_CURVES)
+    lock = _File(LOCK)
+
+    def eval_json(self, split: str) -> Path:
+        return self.path / f"eval_{split}.json"
+
+    def eval_csv(self, split: str) -> Path:
+        return self.path / f"eval_{split}.csv"
+
+    def figures(self, split: str) -> Path:
+        """Notebook 03's figures of ``split`` (the report takes them from ``figures("test")``)."""
+        return self.path / f"figures_{split}"
+
+    @property
+    def weights(self) -> Path:
+        """What notebook 03 scores: ``best.pt``, or the last checkpoint of a run that has none yet."""
+        return self.best if self.best.exists() else self.checkpoint
+
+    def is_finished(self) -> bool:
+        return self.metrics.exists() and self.best.exists()
+
+    def variant(self) -> str | None:
+        """The variant the run was trained with (from ``config.json``), or None when unreadable."""
+        try:
+            return canonical(load_json(self.config, "config").get("variant", "baseline"))
+        except (ArtifactError, OSError, ValueError):
+            return None
+
+    def remove_partial_writes(self) -> None:
+        """Temporary files of a write that was killed (storage.py writes ``.<name>.tmp`` first)."""
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """FORCE_RETRAIN: the model and every result of it go; results of a replaced model must never reach a report."""
+        for path in (self.checkpoint, self.best, self.history, self.metrics):
+            path.unlink(missing_ok=True)
+        for stale in [*self.path.glob("eval_*.json"), *self.path.glob("eval_*.csv")]:
+            stale.unlink()
+        for folder in self.path.glob("figures_*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+NAMED_FIELDS = (  # in the readable part of the name
+    "variant", "image_backbone", "batch_size", "lr", "optimizer", "temperature", "learnable_temperature", "train_images", "seed",
+)
+
+
+def run_name_for(cfg: Config) -> str:
+    """A readable run name from the main settings, plus a short hash of every other identity field.
+
+    ``baseline-resnet50-b64-lr0.0001-adamw-s0-1a2b3c4d``: two settings that differ in any field that
+    changes the result (WEIGHT_DECAY, LR_SCHEDULE, IMAGE_WEIGHTS, ...: ``config.IDENTITY_FIELDS``) never
+    share a folder. EPOCHS is left out on purpose: it is what a student raises to train longer, and the
+    same run folder then continues after its last epoch instead of starting again from epoch 1.
+    """
+    if cfg.run_name:
+        return cfg.run_name
+    parts = [cfg.variant, cfg.image_backbone, f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
+    if cfg.learnable_temperature:
+        parts.append("learnT")
+    elif cfg.temperature != 0.07:
+        parts.append(f"T{cfg.temperature:g}")
+    if cfg.train_images is not None:
+        parts.append(f"n{cfg.train_images}")
+    parts.append(f"s{cfg.seed}")
+    rest = {k: v for k, v in run_identity(cfg).items() if k not in NAMED_FIELDS}
+    parts.append(hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8])
+    return "-".join(parts)
+
+
+def check_same_run(run: RunDir, state: dict[str, Any], identity: dict[str, Any], inputs: dict[str, Any], paths: Paths) -> None:
+    """Refuse (ConfigError, ProvenanceMismatch) a run folder whose checkpoint ``state`` was made with other identity
+    settings than ``identity`` or from other data than ``inputs``: the trainer before it resumes or reuses a run, the doctor."""
+    how = (
+        f"Set RUN_NAME to a new name for a new run, or FORCE_RETRAIN=True to retrain {run.name} from scratch "
+        "with the settings and data of now."
+    )
+    changed = identity_differences(state.get("identity") or run_identity(state["config"]), identity)
+    if changed:
+        raise ConfigError(
+            f"Run {run.name} ({run.path}) was trained with other settings: {'; '.join(changed)}. Continuing or "
+            f"reusing it would mix two recipes. {how} (Or restore the stored settings.)"
+        )
+    check_inputs(
+        state.get("inputs"), inputs, f"Run {run.name} ({run.checkpoint})", f"the current data artifacts in {paths.artifacts_dir}",
+        f"Continuing or reusing it would combine two datasets. {how} Or re-run 01_dataset_prep.ipynb with the settings "
+        "this run's data was made with.",
+    )  # fmt: skip
+
+
+def all_runs(paths: Paths) -> list[RunDir]:
+    """Every run folder under ARTIFACTS_DIR/runs, sorted by name."""
+    return [RunDir(p) for p in sorted(paths.runs_dir.glob("*")) if p.is_dir()] if paths.runs_dir.exists() else []
+
+
+def newest_finished(
+    runs: list[RunDir], usable: Callable[[RunDir], bool] = RunDir.is_finished, variant: Callable[[RunDir], str | None] = RunDir.variant
+) -> tuple[RunDir | None, bool]:
+    """The default run of notebooks 03 and 05: the newest finished *baseline* run, else the newest finished run.
+
+    Returns (run, is_baseline). A run still training (or interrupted) has no metrics.json and is never picked.
+    ``usable`` and ``variant`` let a reader that has already loaded the runs' files (the report) answer from them.
+    """
+    finished = [r for r in runs if usable(r)]
+    baselines = [r for r in finished if variant(r) == "baseline"]
+    pool = baselines or finished
+    if not pool:
+        return None, False
+    return max(pool, key=lambda r: r.metrics.stat().st_mtime), bool(baselines)
+
+
+def find_run(cfg: Config, paths: Paths) -> RunDir:
+    """RUN_NAME if set; else the run the same settings would train, if finished; else :func:`newest_finished`.
+
+    The choice is printed when it is not the one the settings name.
+    """
+    if cfg.run_name:
+        run = RunDir.named(paths, cfg.run_name)
+        if not run.path.is_dir():
+            known = [r.name for r in all_runs(paths)]
+            raise FileNotFoundError(f"No run {cfg.run_name!r} in {paths.runs_dir}. Known runs: {known or 'none'}. Run 02_train_clip.ipynb.")
+        return run
+    default = RunDir.for_config(paths, cfg)
+    if default.is_finished():
+        return default
+    chosen, baseline = newest_finished(all_runs(paths))
+    if chosen is None:
+        raise FileNotFoundError(f"No finished run in {paths.runs_dir}: run 02_train_clip.ipynb first (same ARTIFACTS_DIR)")
+    kind = "finished baseline run" if baseline else "finished run (no finished baseline run yet)"
+    print(f"RUN_NAME=None: using the newest {kind}, {chosen.name}. Set RUN_NAME to pick another.")
+    return chosen
+
+
+def best_record(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch ``best.pt`` holds: highest val rsum; ties go to the lower val loss, then the earlier epoch."""
+    return max(history, key=lambda r: (r[f"val_{SELECTION_METRIC}"], -r["val_loss"]))
+
+
+def load_trained(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the architecture stored in ``best.pt``/``checkpoint.pt`` and load its weights (weights_only)."""
+    from ..clip.model import build_model
+
+    path = Path(path)
+    kind = "best" if path.name == BEST else "checkpoint"
+    state = load_torch(path, kind)
+    model = build_model(state["arch"], pretrained=False)
+    load_weights(model, state, path, kind)
+    return model.to(device).eval(), state
+
+
+# ----------------------------------------------------------------------------- history
+def history_record(run_name: str, epochs: list[dict[str, Any]], steps: list[dict[str, Any]], events: list[str]) -> dict[str, Any]:
+    """The ``history.json`` format (docs/artifacts.md): per-epoch records, logged steps, events."""
+    return {"run_name": run_name, "epochs": epochs, "steps": steps, "events": events}
+
+
+def write_history(run: RunDir, epochs: list[dict[str, Any]], steps: list[dict[str, Any]], events: list[str]) -> None:
+    """history.json and loss_curves.png, derived from the training state (the checkpoint is the source of truth)."""
+    from .curves import save_training_curves
+
+    atomic_write_json(run.history, history_record(run.name, epochs, steps, events))
+    save_training_curves(epochs, steps, run.loss_curves, title=run.name)
+
+
+def load_history(run: RunDir | str | os.PathLike) -> dict[str, Any]:
+    """``history.json`` of a run; if it is damaged or absent but ``checkpoint.pt`` holds the history,
+    write it again from the checkpoint (the source of truth) and say so."""
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    try:
+        return load_json(run.history, "history")
+    except ArtifactError as exc:
+        if not run.checkpoint.exists():
+            raise
+        problem = "absent" if isinstance(exc, ArtifactMissing) else "damaged"
+    state = load_torch(run.checkpoint, "checkpoint")
+    record = history_record(state.get("run_name", run.name), state["history"], state.get("step_log", []), state.get("events", []))
+    atomic_write_json(run.history, record)
+    warnings.warn(f"{run.history} was {problem}: rewritten from {CHECKPOINT} ({len(record['epochs'])} epochs)", stacklevel=2)
+    return record
+
+
+def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
+    """``eval_<split>.json`` of a run, *only* if it scored the run's current checkpoint.
+
+    Every reader of results goes through here (report, ablation): after a retraining the old
+    figures are never shown; the error names the notebook that scores the new model.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    path = run.eval_json(split)
+    record = load_json(path, "eval")
+    scored = run.path / Path(str(record["checkpoint"].get("path", BEST))).name  # by name: Drive paths differ between sessions
+    current = weights_sha256(scored)
+    if current != record["checkpoint"]["sha256"]:
+        now = f"now {current[:12]}…" if current else f"{scored.name} is gone"
+        raise StaleArtifact(
+            f"{path} scored an earlier model of this run (checkpoint sha256 {record['checkpoint']['sha256'][:12]}…, {now}): "
+            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run.name!r} "
+            f"and EVAL_SPLIT={split!r}."
+        )
+    return record
+
+
+FIGURES_STAMP = "figures.json"  # in figures_<split>/: the checkpoint its figures show
+
+
+def weights_sha256(path: Path) -> str | None:
+    """sha256 of a checkpoint file (None when absent), computed once per file version in this process."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def start_figures(run: RunDir, split: str, record: dict[str, Any]) -> Path:
+    """Empty ``figures_<split>/`` (its figures showed an earlier model) and stamp it with the checkpoint now scored."""
+    folder = run.figures(split)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    atomic_write_json(folder / FIGURES_STAMP, {"checkpoint": record["checkpoint"], "eval": run.eval_json(split).name})
+    return folder
+
+
+def load_figures(run: RunDir, split: str) -> Path:
+    """``figures_<split>/`` of a run, *only* if its figures show the run's current checkpoint (like :func:`load_eval`)."""
+    folder = run.figures(split)
+    stamp = load_json(folder / FIGURES_STAMP, "figures")
+    scored = run.path / Path(str(stamp["checkpoint"].get("path", BEST))).name
+    if weights_sha256(scored) != stamp["checkpoint"].get("sha256"):
+        raise StaleArtifact(
+            f"{folder} shows an earlier model of this run (checkpoint sha256 {str(stamp['checkpoint'].get('sha256'))[:12]}…): "
+            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run.name!r} and "
+            f"EVAL_SPLIT={split!r}."
+        )
+    return folder
+
+
+def load_metrics(run: RunDir) -> dict[str, Any]:
+    """``metrics.json`` of a finished run, *only* if it describes the run's current ``best.pt``."""
+    record = load_json(run.metrics, "metrics")
+    if record.get("best_sha256") != weights_sha256(run.best):
+        raise StaleArtifact(
+            f"{run.metrics} describes another model than {run.best} (it was retrained or continued since): not shown. "
+            f"Re-run 02_train_clip.ipynb with RUN_NAME={run.name!r}: it finishes the run and writes the summary again."
+        )
+    return record
+
+
+# ----------------------------------------------------------------------------- metrics
+@dataclass
+class TrainResult:
+    """What a call to ``train.train`` returns: the run, its epochs and its ``metrics.json``."""
+
+    run_dir: Path
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    resumed_from_epoch: int = 0
+    skipped: bool = False  # the run had already finished: nothing was trained
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+
+def metrics_record(run: RunDir, history: list[dict[str, Any]], events: list[str], **facts: Any) -> dict[str, Any]:
+    """The ``metrics.json`` format (docs/artifacts.md): the best epoch, totals, and ``facts`` (config,
+    arch, hardware, precision, image counts, protocol) as the trainer knows them."""
+    best = best_record(history)
+    train_seconds = sum(r["train_seconds"] for r in history)
+    return {
+        "run_name": run.name,
+        "epochs": len(history),
+        "best_epoch": best["epoch"],
+        "selection_metric": f"val_{SELECTION_METRIC}",
+        "best_val": {k: v for k, v in best.items() if k.startswith("val_")},
+        "final_train_loss": history[-1]["train_loss"],
+        "final_val_loss": history[-1]["val_loss"],
+        "total_train_seconds": train_seconds,
+        "total_seconds": train_seconds + sum(r["val_seconds"] for r in history),
+        "epoch_seconds": [r["train_seconds"] for r in history],
+        "img_per_s": sum(r["img_per_s"] * r["train_seconds"] for r in history) / max(1e-9, train_seconds),
+        "skipped_steps": sum(r["skipped_steps"] for r in history),
+        "events": events,
+        **facts,
+    }
+
+
+def summary_markdown(result: TrainResult) -> str:
+    """Per-epoch table plus the headline facts of a run."""
+    m = result.metrics
+    hw = m["hardware"]
+    lines = [
+        f"**Run** `{m['run_name']}`: {m['epochs']} epochs on {hw.get('gpu') or 'CPU'} "
+        f"({m['amp_dtype']}, channels_last={m['channels_last']}), {m['total_train_seconds'] / 60:.1f} min of training, "
+        f"{m['img_per_s']:.0f} img/s. Best epoch by {m['selection_metric']}: **{m['best_epoch']}**."
+        + (" (Already trained: loaded from the run folder.)" if result.skipped else ""),
+        "",
+        "| epoch | train loss | val loss | in-batch acc i→t | val R@1 i→t | val R@1 t→i | val R@5 t→i | val rsum | img/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result.history:
+        lines.append(
+            f"| {r['epoch']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['train_i2t_acc']:.3f} | {r['val_i2t_R@1']:.3f} | "
+            f"{r['val_t2i_R@1']:.3f} | {r['val_t2i_R@5']:.3f} | {r['val_rsum']:.3f} | {r['img_per_s']:.0f} |"
+        )
+    if m["events"]:
+        lines += ["", "**Events:** " + "; ".join(m["events"])]
+    return "\n".join(lines)
+

@@ -1,0 +1,37 @@
+"""The end-of-epoch check on the val split: the figures that pick the best epoch.
+
+Why val and never test: ``best.pt`` is chosen by the val rsum (sum of Recall@1/5/10 in both
+directions); the test split stays unseen until notebook 03 reports it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ..clip.embed import encode_images
+from ..clip.loss import clip_loss
+from ..clip.metrics import retrieval_metrics
+from ..data.dataset import CocoCacheDataset
+
+
+@torch.no_grad()
+def validate(
+    model: Any, val_set: CocoCacheDataset, device: torch.device, batch_size: int, amp: bool, num_workers: int
+) -> dict[str, Any]:
+    """``val_loss`` (one fixed caption per image, batches of ``batch_size``) and val Recall@K over all captions."""
+    t0 = time.perf_counter()
+    image_features = encode_images(model, val_set, device, batch_size, amp, num_workers)
+    first_caption = torch.stack([val_set.embeddings[val_set.caption_row(i)].float() for i in range(len(val_set))])
+    scale = model.scale().float().cpu()
+    losses = []
+    for start in range(0, len(image_features), batch_size):
+        chunk = slice(start, start + batch_size)
+        if image_features[chunk].shape[0] > 1:
+            losses.append((clip_loss(image_features[chunk].cpu(), first_caption[chunk], scale).item(), image_features[chunk].shape[0]))
+    val_loss = sum(v * n for v, n in losses) / max(1, sum(n for _, n in losses))
+    text_features = val_set.embeddings[val_set.caption_rows].float()
+    metrics = retrieval_metrics(image_features, text_features, val_set.caption_image_index, device=device)
+    return {"val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()}, "val_seconds": time.perf_counter() - t0}
