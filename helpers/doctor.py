@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .core import markdown
 from .core.config import Config
 from .core.env import Paths
 
@@ -39,29 +40,27 @@ class Diagnosis:
     def markdown(self) -> str:
         f, t, p = self.facts, self.timings, self.predictions
         gpu = f"{f['gpu']} ({f['gpu_memory_gb']} GB)" if f["gpu"] else "none"
-        lines = [
-            "| check | value |",
-            "|---|---|",
-            f"| GPU | {gpu} |",
-            f"| torch / CUDA | {f['torch']} / {f['cuda'] or '-'} |",
-            f"| RAM | {f['ram_gb']} GB |",
-            f"| free disk (artifacts / data) | {f['free_disk_gb']['artifacts_dir']} / {f['free_disk_gb']['data_dir']} GB |",
-            f"| ARTIFACTS_DIR | `{f['artifacts_dir']}`{' (Google Drive)' if f['artifacts_on_drive'] else ''} |",
-            f"| image cache | {f['image_cache']} |",
-            f"| caption caches | {f['caption_cache']} |",
-            f"| run | {f['run']} |",
+        rows = [
+            ["GPU", gpu],
+            ["torch / CUDA", f"{f['torch']} / {f['cuda'] or '-'}"],
+            ["RAM", f"{f['ram_gb']} GB"],
+            ["free disk (artifacts / data)", f"{f['free_disk_gb']['artifacts_dir']} / {f['free_disk_gb']['data_dir']} GB"],
+            ["ARTIFACTS_DIR", f"`{f['artifacts_dir']}`{' (Google Drive)' if f['artifacts_on_drive'] else ''}"],
+            ["image cache", f["image_cache"]],
+            ["caption caches", f["caption_cache"]],
+            ["run", f["run"]],
         ]
         if t:
-            lines += [
-                f"| training step ({t['batch']} images, {t['precision']}) | {t['train_img_per_s']:.1f} img/s |",
-                f"| loader from the cache | {t['loader_img_per_s']:.0f} img/s |" if t.get("loader_img_per_s") else "| loader | no cache |",
-            ]
+            rows.append([f"training step ({t['batch']} images, {t['precision']})", f"{t['train_img_per_s']:.1f} img/s"])
+            loader = t.get("loader_img_per_s")
+            rows.append(["loader from the cache", f"{loader:.0f} img/s"] if loader else ["loader", "no cache"])
         if p:
-            lines += [
-                f"| predicted: one epoch ({p['train_images']:,} images + validation) | {p['epoch_minutes']:.1f} min |",
-                f"| predicted: EPOCHS={p['epochs']} | **{p['run_minutes']:.0f} min** |",
-                f"| predicted: ablation of {p['variants']} variant(s) + baseline | {p['ablation_minutes']:.0f} min |",
+            rows += [
+                [f"predicted: one epoch ({p['train_images']:,} images + validation)", f"{p['epoch_minutes']:.1f} min"],
+                [f"predicted: EPOCHS={p['epochs']}", f"**{p['run_minutes']:.0f} min**"],
+                [f"predicted: ablation of {p['variants']} variant(s) + baseline", f"{p['ablation_minutes']:.0f} min"],
             ]
+        lines = [markdown.table(["check", "value"], rows)]
         lines += [""] + [f"**Warning:** {w}" for w in self.warnings] if self.warnings else ["", "No warnings."]
         return "\n".join(lines)
 

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .core import markdown
+
 
 def source_markdown(obj: Any) -> str:
     """The source of a function or class as a fenced Python block, with where it lives."""
@@ -55,12 +57,16 @@ def toy_loss_table(batch: int = 4, dim: int = 512, temperature: float = 0.07, se
         [
             f"Toy batch: B = {batch} pairs, {dim}-d unit vectors, τ = {temperature} (scale {scale:.1f}).",
             "",
-            "| image features | loss | read it as |",
-            "|---|---:|---|",
-            f"| equal to their own captions | {aligned:.4f} | every positive wins: close to 0 |",
-            f"| random (mean of 100 draws) | {shuffled:.4f} | no information: near log B = {math.log(batch):.4f} (chance); "
-            f"random {dim}-d vectors are nearly orthogonal |",
-            f"| equal to *another* pair's caption | {swapped:.4f} | confidently wrong: far above chance |",
+            markdown.table(
+                ["image features", "loss", "read it as"],
+                [
+                    ["equal to their own captions", f"{aligned:.4f}", "every positive wins: close to 0"],
+                    ["random (mean of 100 draws)", f"{shuffled:.4f}",
+                     f"no information: near log B = {math.log(batch):.4f} (chance); random {dim}-d vectors are nearly orthogonal"],
+                    ["equal to *another* pair's caption", f"{swapped:.4f}", "confidently wrong: far above chance"],
+                ],
+                numeric=(1,),
+            ),
         ]
     )
 
@@ -70,16 +76,12 @@ def temperature_table(
 ) -> str:
     """Softmax over one anchor's cosine similarities at several τ: small τ concentrates on the top candidates."""
     sims = torch.tensor(similarities)
-    header = "| τ (scale 1/τ) | " + " | ".join(f"cos {s:.1f}" for s in similarities) + " |"
+    rows = [[f"{tau:g} ({1 / tau:.0f})", *(f"{p:.3f}" for p in torch.softmax(sims / tau, dim=0).tolist())] for tau in temperatures]
     lines = [
         "One anchor's cosine similarities to its positive (first) and three negatives; softmax(cos / τ):",
         "",
-        header,
-        "|---|" + "---:|" * len(similarities),
+        markdown.table(["τ (scale 1/τ)", *(f"cos {s:.1f}" for s in similarities)], rows, numeric=range(1, len(similarities) + 1)),
     ]
-    for tau in temperatures:
-        probs = torch.softmax(sims / tau, dim=0).tolist()
-        lines.append(f"| {tau:g} ({1 / tau:.0f}) | " + " | ".join(f"{p:.3f}" for p in probs) + " |")
     lines += [
         "",
         "At τ = 1 the four candidates look almost alike (the loss barely separates them); at τ = 0.07 the positive takes "
@@ -144,16 +146,8 @@ def caption_tokens_table(tokenizer: Any, captions: list[str]) -> str:
     ]
     for caption, ids, mask in zip(captions, batch["input_ids"], batch["attention_mask"]):
         tokens = tokenizer.convert_ids_to_tokens(ids)
-        lines += [
-            f"**{caption!r}**",
-            "",
-            "| position | " + " | ".join(str(k) for k in range(len(ids))) + " |",
-            "|---|" + "---|" * len(ids),
-            "| token | " + " | ".join(f"`{t}`" for t in tokens) + " |",
-            "| id | " + " | ".join(str(i) for i in ids) + " |",
-            "| attention mask | " + " | ".join(str(m) for m in mask) + " |",
-            "",
-        ]
+        rows = [["token", *(f"`{t}`" for t in tokens)], ["id", *map(str, ids)], ["attention mask", *map(str, mask)]]
+        lines += [f"**{caption!r}**", "", markdown.table(["position", *map(str, range(len(ids)))], rows), ""]
     lines.append(
         "Mask 0 marks padding. CLIP's text transformer is causal and reads its embedding at the end-of-text token, so "
         "padding after it never changes the result: that is why the cache pads each batch to its longest caption only."

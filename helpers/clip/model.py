@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import markdown
 from ..core.config import Config
 from .loss import MAX_LOGIT_SCALE
 from .variants import apply_pooling, build_head, canonical, parse_variant
@@ -142,7 +143,6 @@ def parameter_summary(model: nn.Module, text_tower: nn.Module | None = None) -> 
         rows.append((name, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params if not p.requires_grad)))
     ls = model.logit_scale
     rows.append(("logit scale (temperature)", ls.numel() if ls.requires_grad else 0, 0 if ls.requires_grad else ls.numel()))
-    lines = ["| component | trainable | frozen |", "|---|---:|---:|"]
-    lines += [f"| {n} | {t:,} | {f:,} |" for n, t, f in rows]
-    lines.append(f"| **total** | **{sum(r[1] for r in rows):,}** | **{sum(r[2] for r in rows):,}** |")
-    return "\n".join(lines)
+    cells = [[n, f"{t:,}", f"{f:,}"] for n, t, f in rows]
+    cells.append(["**total**", f"**{sum(r[1] for r in rows):,}**", f"**{sum(r[2] for r in rows):,}**"])
+    return markdown.table(["component", "trainable", "frozen"], cells, numeric=(1, 2))

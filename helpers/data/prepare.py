@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..core import markdown
 from ..core.config import Config
 from ..core.env import Paths
 from ..core.provenance import source_record, splits_digest
@@ -251,19 +252,23 @@ def summary_markdown(splits: Splits, manifest: dict[str, Any], captions: dict[st
     lines = [
         f"**Protocol:** `{splits.protocol}`",
         "",
-        "| split | images | source | used for |",
-        "|---|---:|---|---|",
-        f"| train | {len(splits.train):,} | train2014 | training |",
-        f"| val | {len(splits.val):,} | val2014 | model selection (best epoch) |",
-        f"| test | {len(splits.test):,} | val2014 | reported Recall@K |",
-        f"| restval | {len(splits.restval):,} | val2014 | unused (ablation: more data) |",
+        markdown.table(
+            ["split", "images", "source", "used for"],
+            [
+                ["train", f"{len(splits.train):,}", "train2014", "training"],
+                ["val", f"{len(splits.val):,}", "val2014", "model selection (best epoch)"],
+                ["test", f"{len(splits.test):,}", "val2014", "reported Recall@K"],
+                ["restval", f"{len(splits.restval):,}", "val2014", "unused (ablation: more data)"],
+            ],
+            numeric=(1,),
+        ),
         "",
-        f"Image cache: {cached.get('train2014', 0):,} train2014 + {cached.get('val2014', 0):,} val2014 images; "
+        f"- Image cache: {cached.get('train2014', 0):,} train2014 + {cached.get('val2014', 0):,} val2014 images; "
         f"{len(skipped)} skipped as unreadable" + (f" (e.g. {skipped[0]['file']}: {skipped[0]['error']})" if skipped else "") + ".",
     ]
     for split, info in captions.items():
-        lines.append(
-            f"Captions ({split}): {info['captions']:,}"
+        lines.append(  # one list item per line: Markdown joins plain lines into one paragraph
+            f"- Captions ({split}): {info['captions']:,}"
             + (" (cached earlier)" if info.get("skipped") else f", {info['token_reduction']}x fewer tokens than padding to 77")
         )
     return "\n".join(lines)

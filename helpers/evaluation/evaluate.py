@@ -23,6 +23,7 @@ import torch
 from ..clip.embed import encode_images
 from ..clip.metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
 from ..clip.model import ClipImageModel
+from ..core import markdown
 from ..core.artifacts import load_json
 from ..core.config import Config
 from ..core.env import Paths
@@ -248,13 +249,9 @@ def results_csv(record: dict[str, Any]) -> str:
 
 def results_markdown(record: dict[str, Any]) -> str:
     """Our Recall@K beside the published references, in %."""
-    lines = [
-        "| model | protocol | I→T R@1 | R@5 | R@10 | T→I R@1 | R@5 | R@10 | rsum |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, protocol, rec in _rows(record):
-        cells = " | ".join(f"{rec[k]:.1f}" for k in RECALL_KEYS)
-        lines.append(f"| {name} | {protocol} | {cells} | {sum(rec.values()):.1f} |")
+    header = ["model", "protocol", "I→T R@1", "R@5", "R@10", "T→I R@1", "R@5", "R@10", "rsum"]
+    rows = [[name, protocol, *(f"{rec[k]:.1f}" for k in RECALL_KEYS), f"{sum(rec.values()):.1f}"] for name, protocol, rec in _rows(record)]
+    lines = [markdown.table(header, rows, numeric=range(2, 9))]
     m = record["metrics"]
     lines += [
         "",

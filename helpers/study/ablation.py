@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core import markdown
 from ..core.artifacts import ArtifactError
 from ..core.config import Config
 from ..core.env import Paths
@@ -115,14 +116,14 @@ def table_markdown(table: dict[str, dict[str, Any]]) -> str:
             text += f" ({delta:+.1f}{'~' if row[key + '_within_noise'] else ''})"
         return text
 
-    lines = [
-        "| variant | **val rsum** (compares) | test I→T R@1 | I→T R@5 | I→T R@10 | T→I R@1 | T→I R@5 | T→I R@10 | test rsum | train min |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE):  # baseline first (JSON sorts keys)
-        name = f"**{variant}** ★" if variant == chosen else variant
-        cells = [cell(row, "val_rsum"), *(cell(row, k) for k in METRIC_KEYS), f"{row['train_minutes']:.1f}"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    header = ["variant", "**val rsum** (compares)", "test I→T R@1", "I→T R@5", "I→T R@10", "T→I R@1", "T→I R@5", "T→I R@10",
+              "test rsum", "train min"]  # fmt: skip
+    rows = [
+        [f"**{variant}** ★" if variant == chosen else variant, cell(row, "val_rsum"), *(cell(row, k) for k in METRIC_KEYS),
+         f"{row['train_minutes']:.1f}"]
+        for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE)  # baseline first (JSON sorts keys)
+    ]  # fmt: skip
+    lines = [markdown.table(header, rows, numeric=range(1, len(header)))]
     seeds = sorted({s for r in table.values() for s in r["seeds"]})
     lines += [
         "",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core import markdown
 from ..core.artifacts import ArtifactError, ArtifactMissing, try_load_json
 from ..core.config import check_run_name
 from ..core.env import Paths
@@ -90,8 +91,7 @@ class _Builder:
         if not rows:
             self.missing_note(what, notebook)
             return
-        align = ["---:" if k in numeric else "---" for k in range(len(header))]
-        self.add(*("| " + " | ".join(cells) + " |" for cells in (header, align, *rows)), "")
+        self.add(markdown.table(header, rows, numeric), "")
 
     def load(self, path: Path, kind: str) -> Any | None:
         """The artifact, or None when absent or damaged (a damaged one is listed at the top of the report, with its fix)."""

@@ -30,19 +30,23 @@ def training_curves_figure(history: list[dict[str, Any]], steps: list[dict[str, 
     ax_loss, ax_acc, ax_lr, ax_t = axes.flat
     xs = [s["epoch"] for s in steps]
     epochs = [r["epoch"] for r in history]
+    batch = history[-1].get("batch_size") if history else None
+    among = f"1 of {batch} in the batch" if batch else "1 of the batch"
     if steps:
         ax_loss.plot(xs, _smooth([s["loss"] for s in steps]), color="tab:blue", alpha=0.35, label="train (steps, smoothed)")
-        ax_acc.plot(xs, _smooth([s["i2t_acc"] for s in steps]), color="tab:blue", alpha=0.5, label="in-batch image→text")
-        ax_acc.plot(xs, _smooth([s["t2i_acc"] for s in steps]), color="tab:orange", alpha=0.5, label="in-batch text→image")
+        for key, colour, direction in (("i2t_acc", "tab:blue", "image→text"), ("t2i_acc", "tab:orange", "text→image")):
+            percent = _smooth([100 * s[key] for s in steps])
+            ax_acc.plot(xs, percent, color=colour, alpha=0.5, label=f"in-batch top-1 {direction} ({among})")
         ax_lr.plot(xs, [s["lr"] for s in steps], color="tab:green")
         ax_t.plot(xs, [s["temperature"] for s in steps], color="tab:red")
     if history:
         ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train (epoch mean)")
         ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", color="tab:purple", label="validation")
-        ax_acc.plot(epochs, [r["val_i2t_R@1"] for r in history], "s--", color="tab:blue", label="val R@1 image→text")
-        ax_acc.plot(epochs, [r["val_t2i_R@1"] for r in history], "s--", color="tab:orange", label="val R@1 text→image")
+        for key, colour, label in (("val_i2t_R@1", "tab:blue", "image→text (all val captions)"),
+                                   ("val_t2i_R@1", "tab:orange", "text→image (all val images)")):  # fmt: skip
+            ax_acc.plot(epochs, [100 * r[key] for r in history], "s--", color=colour, label=f"val R@1 {label}")
     ax_loss.set(title="Symmetric InfoNCE loss", xlabel="epoch", ylabel="loss")
-    ax_acc.set(title="Retrieval accuracy", xlabel="epoch", ylabel="top-1", ylim=(0, 1))
+    ax_acc.set(title="Retrieval: in-batch top-1 and val R@1", xlabel="epoch", ylabel="%", ylim=(0, 100))
     ax_lr.set(title="Learning rate", xlabel="epoch", ylabel="lr")
     ax_t.set(title="Temperature τ (1 / logit scale)", xlabel="epoch", ylabel="τ")
     for ax in (ax_loss, ax_acc):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core import markdown
 from ..core.artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load_json, load_torch, load_weights
 from ..core.config import Config, ConfigError, check_run_name, identity_differences, run_identity
 from ..core.env import Paths
@@ -371,6 +372,9 @@ def metrics_record(run: RunDir, history: list[dict[str, Any]], events: list[str]
     }
 
 
+PERCENT_COLUMNS = ("train_i2t_acc", "val_i2t_R@1", "val_t2i_R@1", "val_t2i_R@5", "val_rsum")  # stored as fractions, read in %
+
+
 def summary_markdown(result: TrainResult) -> str:
     """Per-epoch table plus the headline facts of a run."""
     m = result.metrics
@@ -381,14 +385,17 @@ def summary_markdown(result: TrainResult) -> str:
         f"{m['img_per_s']:.0f} img/s. Best epoch by {m['selection_metric']}: **{m['best_epoch']}**."
         + (" (Already trained: loaded from the run folder.)" if result.skipped else ""),
         "",
-        "| epoch | train loss | val loss | in-batch acc i→t | val R@1 i→t | val R@1 t→i | val R@5 t→i | val rsum | img/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in result.history:
-        lines.append(
-            f"| {r['epoch']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['train_i2t_acc']:.3f} | {r['val_i2t_R@1']:.3f} | "
-            f"{r['val_t2i_R@1']:.3f} | {r['val_t2i_R@5']:.3f} | {r['val_rsum']:.3f} | {r['img_per_s']:.0f} |"
-        )
+    header = [
+        "epoch", "train loss", "val loss", "in-batch top-1 i→t (%)", "val R@1 i→t (%)", "val R@1 t→i (%)", "val R@5 t→i (%)",
+        "val rsum (%)", "img/s",
+    ]  # fmt: skip
+    rows = [
+        [str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['val_loss']:.4f}", *(f"{100 * r[k]:.1f}" for k in PERCENT_COLUMNS),
+         f"{r['img_per_s']:.0f}"]
+        for r in result.history
+    ]  # fmt: skip
+    lines.append(markdown.table(header, rows, numeric=range(len(header))))
     if m["events"]:
         lines += ["", "**Events:** " + "; ".join(m["events"])]
     return "\n".join(lines)

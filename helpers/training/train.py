@@ -413,13 +413,15 @@ class Trainer:
         return True
 
     def _log_step(self, epoch: int, step: int, steps: int, value: float, hits: torch.Tensor, n: int) -> None:
-        """Every STEP_LOG_EVERY steps: a step_log entry (the live panel's data, the spike detector's memory)."""
-        if self.global_step % STEP_LOG_EVERY and step:
+        """Every STEP_LOG_EVERY steps, and the first and last step of each epoch: a step_log entry (the live panel's
+        data, the spike detector's memory)."""
+        if self.global_step % STEP_LOG_EVERY and 0 < step < steps - 1:  # also the first and the last step of each epoch
             return
         acc_i, acc_t = (hits.float() / n).tolist()
         temperature = 1.0 / self.model.scale().item()
         lr = head_lr(self.optimizer)
-        entry = {"step": self.global_step, "epoch": epoch + step / steps, "loss": value, "i2t_acc": acc_i, "t2i_acc": acc_t}
+        # x on the curves: the epochs done after this step (the last step of epoch 4 is at 4.0, where its val point is)
+        entry = {"step": self.global_step, "epoch": epoch + (step + 1) / steps, "loss": value, "i2t_acc": acc_i, "t2i_acc": acc_t}
         self.step_log.append({**entry, "lr": lr, "temperature": temperature})
         self._recent = (self._recent + [value])[-recovery.SPIKE_WINDOW :]
         if self.on_step is not None:
@@ -446,7 +448,8 @@ class Trainer:
         write_history(self.run, self.history, self.step_log, self.events)
         self.log(
             f"epoch {epoch + 1}/{self.cfg.epochs}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-            f"val R@1 i2t {record['val_i2t_R@1']:.3f} t2i {record['val_t2i_R@1']:.3f}, rsum {record['val_rsum']:.3f}, "
+            f"val R@1 i2t {100 * record['val_i2t_R@1']:.1f}% t2i {100 * record['val_t2i_R@1']:.1f}%, "
+            f"rsum {100 * record['val_rsum']:.1f}, "
             f"{record['img_per_s']:.0f} img/s, {record['train_seconds']:.0f}s"
         )
         if self.on_epoch is not None:

@@ -1,0 +1,27 @@
+"""Every Markdown table the kit generates, written one way: cell text escaped, columns aligned as asked.
+
+Why: a cell holding ``|`` (CLIP's ``<|startoftext|>`` token, a caption, a path) splits into two cells,
+and GFM renderers silently drop the cells past the header's count. Escaped as ``\\|``, a pipe stays
+text, also inside a code span (GFM unescapes table pipes before it parses the cell).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def cell(value: Any) -> str:
+    """One cell's Markdown source: ``|`` escaped, line breaks (which would end the row) as spaces."""
+    return " ".join(str(value).split("\n")).replace("|", "\\|")
+
+
+def table(header: Sequence[Any], rows: Sequence[Sequence[Any]], numeric: Sequence[int] | range = ()) -> str:
+    """A GFM table; ``numeric`` columns are right-aligned. Every row must have the header's width."""
+    width = len(header)
+    for row in rows:
+        if len(row) != width:
+            raise ValueError(f"a table row has {len(row)} cells, its header {width}: {list(row)!r}")
+    align = ["---:" if k in numeric else "---" for k in range(width)]
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(cell(c) if lines_k != 1 else c for c in line) + " |" for lines_k, line in enumerate(lines))

@@ -1,0 +1,29 @@
+"""What a student reads: one unit for Recall (percent) in logs, tables and curves, and curves whose x axes agree."""
+
+from __future__ import annotations
+
+import re
+
+from helpers.training import runs, train
+from helpers.training.curves import training_curves_figure
+
+
+def test_recall_is_read_in_percent_everywhere_and_the_step_curve_ends_where_the_val_points_do(workspace):
+    cfg, paths = workspace
+    logs: list[str] = []
+    result = train.train(cfg.replace(run_name="units", epochs=2, max_steps_per_epoch=3), paths, progress=False, log=logs.append)
+    last = result.history[-1]
+    epoch_line = next(line for line in logs if line.startswith("epoch 2/2"))
+    assert f"rsum {100 * last['val_rsum']:.1f}," in epoch_line and f"i2t {100 * last['val_i2t_R@1']:.1f}%" in epoch_line
+    table = runs.summary_markdown(result)
+    assert "val rsum (%)" in table and f"| {100 * last['val_rsum']:.1f} |" in table
+    assert not re.search(r"\| 0\.\d{3} \|", table)  # no fraction left among the Recall columns
+    steps = runs.load_history(result.run)["steps"]
+    assert steps[-1]["epoch"] == len(result.history)  # the last step of epoch 2 sits at x = 2.0, beside its val point
+    fig = training_curves_figure(result.history, steps)
+    acc = fig.axes[1]
+    assert acc.get_ylabel() == "%" and acc.get_ylim() == (0.0, 100.0)
+    labels = [line.get_label() for line in acc.lines]
+    assert f"in-batch top-1 image→text (1 of {last['batch_size']} in the batch)" in labels
+    assert "val R@1 text→image (all val images)" in labels
+    assert max(max(line.get_ydata()) for line in acc.lines) > 1  # plotted in percent, not as fractions
