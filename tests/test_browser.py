@@ -155,3 +155,42 @@ def test_explorer_in_jupyterlab_answers_a_typed_query_and_the_slider(trained, ti
         browser.close()
     assert len({first, after_query, final}) == 3 and all(src.startswith("data:image/png") for src in (first, after_query, final))
     assert shown_k == "2"
+
+
+def test_the_report_preview_of_notebook_05_shows_every_figure(trained, tmp_path):
+    """Notebook 05 executed, rendered to HTML as nbconvert does, opened in Chromium: every figure has loaded."""
+    if _missing():
+        pytest.fail(f"CLIP_LAB_REQUIRE_BROWSER is set, but there is {_missing()}")
+    import nbformat
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import sync_playwright
+
+    from helpers.core import figures
+    from helpers.evaluation import evaluate, qualitative
+
+    cfg, paths, _ = trained
+    art = tmp_path / "art"
+    shutil.copytree(paths.artifacts_dir, art, copy_function=os.link)
+    cfg = cfg.replace(artifacts_dir=str(art), run_name="shared", eval_split="test")
+    from helpers.core import env
+
+    result = evaluate.evaluate(cfg, env.resolve_paths(cfg, environment="local"), device="cpu", progress=False)
+    index = qualitative.RetrievalIndex.from_eval(result, cfg.text_model)
+    figures.save_figure(qualitative.query_grid(index, ["a red circle"], k=3), result.data.run.figures("test") / "text_queries.png")
+    executed = tmp_path / "05.ipynb"
+    parameters = {"ARTIFACTS_DIR": str(art), "RUN_NAME": "shared"}
+    pm.execute_notebook(str(ROOT / "05_report.ipynb"), str(executed), parameters=parameters, cwd=str(ROOT))
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    page_file = tmp_path / "elsewhere" / "05.html"  # far from ARTIFACTS_DIR: relative links could not resolve
+    page_file.parent.mkdir()
+    page_file.write_text(html)
+    expected = len(list((art / "report" / "figures").glob("*.png")))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.goto(page_file.as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all(".jp-OutputArea img", "els => els.map(e => [e.alt, e.naturalWidth])")  # outputs only
+        browser.close()
+    assert expected >= 2 and len(images) == expected, (expected, images)
+    assert all(width > 0 for _, width in images), images  # every figure decoded, none shown as alt text

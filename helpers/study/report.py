@@ -242,6 +242,28 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     return Report(path, b.figures, b.missing)
 
 
+def preview_markdown(report: Report) -> str:
+    """``report.md`` with every figure embedded (a base64 ``data:`` URI) for ``display(Markdown(...))`` in a notebook.
+
+    Why: the report links its figures relative to ``ARTIFACTS_DIR/report/``, but a notebook resolves
+    links against its own folder (and Colab cannot reach local files at all), so the preview showed alt
+    text only. The file on disk keeps its relative links: that is what the student hands in.
+    """
+    import base64
+    import re
+
+    folder = report.path.parent
+
+    def embed(match: re.Match[str]) -> str:
+        figure = folder / match.group(2)
+        if not figure.is_file():
+            return match.group(0)
+        data = base64.b64encode(figure.read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    return re.sub(r"!\[([^\]]*)\]\((figures/[^)]+\.png)\)", embed, report.path.read_text())
+
+
 def newest_name(runs: dict[str, RunArtifacts]) -> str | None:
     """The default main run: the newest finished baseline (else finished) run whose metrics could be read."""
     chosen, _ = newest_finished(
