@@ -177,9 +177,17 @@ def _total_ram_bytes() -> int:
 
 
 def format_summary(info: dict[str, object]) -> str:
-    """A two-column text table of :func:`hardware_summary`."""
+    """A two-column text table of :func:`hardware_summary`: nested values spelt out, CUDA said for what it is."""
+
+    def value(key: str, v: object) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {x}{' GB' if key.endswith('_gb') else ''}" for k, x in v.items())
+        if key == "cuda" and not info.get("cuda_available"):
+            return f"{v or 'none'} (the CUDA this torch was built for; no GPU visible)"
+        return f"{v}{' GB' if key.endswith('_gb') and v is not None else ''}"
+
     width = max(len(k) for k in info)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in info.items())
+    return "\n".join(f"{k:<{width}}  {value(k, v)}" for k, v in info.items())
 
 
 def default_num_workers(requested: int | None) -> int:

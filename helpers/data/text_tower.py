@@ -14,8 +14,10 @@ times fewer tokens; sorting by length keeps batches uniform.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,21 @@ class EncodeStats:
         return self.tokens_if_padded_to_77 / max(1, self.tokens)
 
 
+@contextlib.contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """transformers' "Loading weights 0/37" bars off for the block (downloads keep theirs): they spilled into the
+    notebooks' outputs on every load, between the lines a student reads."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
 def load_text_tower(name: str, device: str | torch.device | None = None) -> TextTower:
     """Load tokenizer + ``CLIPTextModelWithProjection`` from a hub name or a local folder, frozen."""
     from transformers import AutoTokenizer, CLIPTextModelWithProjection
@@ -56,8 +73,9 @@ def load_text_tower(name: str, device: str | torch.device | None = None) -> Text
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     local = os.path.isdir(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = CLIPTextModelWithProjection.from_pretrained(name)
+        with no_loading_bars():
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = CLIPTextModelWithProjection.from_pretrained(name)
     except (OSError, ValueError) as exc:
         hint = (
             "the folder must hold a save_pretrained() text model and tokenizer"

@@ -271,5 +271,6 @@ def results_markdown(record: dict[str, Any]) -> str:
             + (f"; {scored['used_for_model_selection']:,} of them chose the best epoch (val)" if scored["used_for_model_selection"] else "")
             + "."
         )
-    lines += [""] + [f"{'*' * k} {ref.source}." for k, ref in enumerate(REFERENCES, 1)]
+    for k, ref in enumerate(REFERENCES, 1):  # each footnote its own paragraph: plain lines would merge into one
+        lines += ["", f"{'*' * k} {ref.source}."]
     return "\n".join(lines)

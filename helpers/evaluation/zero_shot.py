@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..data.dataset import normalize_images
 from ..data.image_cache import ImageCache
+from ..data.text_tower import no_loading_bars
 
 
 @torch.no_grad()
@@ -24,7 +25,8 @@ def zero_shot_image_features(
     from transformers import CLIPVisionModelWithProjection
 
     try:
-        vision = CLIPVisionModelWithProjection.from_pretrained(model_name).to(device).eval()
+        with no_loading_bars():
+            vision = CLIPVisionModelWithProjection.from_pretrained(model_name).to(device).eval()
     except (OSError, ValueError) as exc:
         raise OSError(
             f"COMPARE_ZERO_SHOT needs the CLIP image tower of TEXT_MODEL={model_name!r} ({exc}). "

@@ -187,4 +187,9 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], cfg: Conf
         {"table": table, "runs": [o.__dict__ for o in outcomes], "config": cfg.to_dict(), "chart": "ablation_recall_delta.png"},
     )
     atomic_write_text(out_dir / "ablation.md", table_markdown(table) + "\n")
-    return save_figure(delta_chart(table), out_dir / "ablation_recall_delta.png")
+    import matplotlib.pyplot as plt
+
+    fig = delta_chart(table)
+    path = save_figure(fig, out_dir / "ablation_recall_delta.png")
+    plt.close(fig)  # the notebook shows the saved PNG once; an open figure would be drawn a second time
+    return path
