@@ -41,10 +41,13 @@ def test_results_files_and_metrics(evaluated):
     assert result.image_features.shape == (50, 64) and len(set(result.data.dataset.image_ids)) == 50
     rows = list(csv.reader(io.StringIO((run / "eval_test.csv").read_text())))
     assert rows[0][0] == "model" and len(rows) == 1 + 1 + len(evaluate.REFERENCES)
-    assert sum("[published" in r[0] and "not re-measured]" in r[0] for r in rows) == len(evaluate.REFERENCES) == 2
+    assert sum("[published" in r[0] and "not re-measured]" in r[0] for r in rows) == len(evaluate.REFERENCES) == 4
     assert abs(float(rows[1][2]) - 100 * m["i2t_R@1"]) < 0.01
     md = evaluate.results_markdown(record)
     assert "CLIP ViT-L/14@336px, zero-shot" in md and "58.4" in md and "not re-measured" in md
+    vit_b32 = "| OpenAI CLIP ViT-B/32, zero-shot [published*, not re-measured] | MS-COCO 5k test (Karpathy) | 50.1 | 75.0 | 83.5 | 30.4 |"
+    assert vit_b32 in md  # as open_clip's table prints them (verified there: 50.12/75.00/83.52, 30.44/55.94/66.87)
+    assert "OpenAI CLIP RN50, zero-shot" in md and "\"image retrieval\" means text→image" in md
     assert "Radford et al. 2021, *Learning Transferable Visual Models From Natural Language Supervision*, Table 13" in md
     assert "arXiv:1707.05612" in md and "COMPARE_ZERO_SHOT=True" in md  # ViT-B/32 has no published row: measure it
     assert record["scored_images"]["seen_in_training"] == 0 and record["scored_images"]["num_images"] == 50
