@@ -102,7 +102,8 @@ def test_tables_of_training_evaluation_ablation_doctor_and_report(recorded, trai
     document += parameter_summary(model)
     record = evaluate.evaluate(cfg.replace(eval_split="val"), paths, device="cpu", progress=False).record
     document += evaluate.results_markdown(record)
-    outcomes = [RunOutcome("baseline", 0, "shared", record["metrics"], 1.0, True), RunOutcome("head_ln", 0, "x", record["metrics"], 2.0)]
+    metrics = record["metrics"]
+    outcomes = [RunOutcome("baseline", 0, "shared", metrics, 1.0, True), RunOutcome("head_ln", 0, "x", metrics, 2.0, False)]
     document += ablation.table_markdown(ablation.summarise(outcomes))
     facts = doctor.inspect(cfg, paths)
     document += doctor.Diagnosis({**facts, "artifacts_dir": "/tmp/odd|folder"}).markdown()  # a path with a pipe

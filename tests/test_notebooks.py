@@ -10,6 +10,8 @@ import nbformat
 import papermill as pm
 import pytest
 
+from helpers.study import ablation
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("01_dataset_prep.ipynb", "02_train_clip.ipynb", "03_evaluate_clip.ipynb", "04_ablation.ipynb", "05_report.ipynb")
 
@@ -94,7 +96,7 @@ def test_notebook_01_on_synthetic_data(nb01):
     text = _text(nb)
     assert "protocol=deterministic: train 120 images" in text
     assert "```python\ndef prepare_image(" in text and "```python\ndef normalize_images(" in text  # the transform, shown
-    assert "| attention mask |" in text and "`<|endoftext|>`" in text  # tokens, padding and mask of one batch
+    assert "| attention mask |" in text and "`<\\|endoftext\\|>`" in text  # tokens, padding, mask; the pipes escaped for GFM
     assert re.search(r"L2 norm (0\.999\d|1\.000\d)", text) and "one row per caption" in text
     stamp = (art / "train_text_embeds.pt").stat().st_mtime_ns
     shard_stamp = (art / "image_cache" / "train2014-00000.bin").stat().st_mtime_ns
@@ -183,6 +185,8 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert set(summary["table"]) == {"baseline", "head_ln", "augment"}
     assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
     assert re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", _text(nb)) and "compared on the val split" in _text(nb)
+    assert "| `bigbatch` | batch 256" in _text(nb)  # every flag's code change, shown from helpers/clip/variants.py
+    assert _text(nb).rstrip().endswith(ablation.COMPARISON_QUESTIONS[-1])  # 04 ends with the handout's questions
     (out / "nb04b").mkdir()
     again = run_notebook("04_ablation.ipynb", out / "nb04b", **common)
     assert _text(again).count("already finished") == 3  # every run reused, none retrained
@@ -194,6 +198,10 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links and all((report.parent / link).exists() for link in links)
     assert "## 10. Ablation" in text and re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", text)
+    section10 = text.split("## 10. Ablation", 1)[1].split("\n## ", 1)[0]
+    assert "| `head_ln` | head: Linear → LayerNorm" in section10 and "| `augment` |" in section10  # the variants run ...
+    assert "| `bigbatch` |" not in section10  # ... and only those
+    assert "Your comparison: write it yourself" in section10 and all(q in section10 for q in ablation.COMPARISON_QUESTIONS)
     run = summary["runs"][0]["run_name"]
     ev = json.loads((art / "runs" / run / "eval_test.json").read_text())["metrics"]
     assert f"{100 * ev['i2t_R@1']:.1f}" in text

@@ -67,6 +67,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core import markdown
 from ..core.flags import BASELINE, EXCLUSIVE, FLAGS, PRESETS, canonical, parse_variant  # noqa: F401  (the variant vocabulary)
 
 TEMP_LR_FACTOR = 100.0  # logit_scale's LR / base LR under ``temp``
@@ -74,6 +75,77 @@ BIGBATCH_SIZE = 256
 DISC_LR_TRUNK_FACTOR = 0.1
 OPTIM_WARMUP_FRACTION = 0.05
 OPTIM_GRAD_CLIP = 1.0
+
+
+# What each flag changes and why it might help: notebook 04 shows this table, the report the rows of the variants run.
+CHANGES: dict[str, tuple[str, str]] = {
+    'head_ln': (
+        'head: Linear → LayerNorm → GELU → Dropout(0.1) → Linear',
+        'normalised, regularised projection',
+    ),
+    'head_bn': (
+        'head: Linear → BatchNorm → GELU → Linear',
+        "an earlier kit's variant",
+    ),
+    'attn_pool': (
+        'learned attention pooling over the 7×7 map instead of average pooling',
+        'keeps *where* things are',
+    ),
+    'augment': (
+        'RandomResizedCrop (scale 0.7–1) + mild brightness/contrast',
+        'more views of each image',
+    ),
+    'optim': (
+        '5% linear warmup, cosine decay, gradient clipping 1.0, learnable temperature',
+        'smoother optimisation',
+    ),
+    'disc_lr': (
+        'trunk at 0.1× LR, head at 1×',
+        'protects the pretrained ImageNet features',
+    ),
+    'freeze_bn': (
+        'trunk BatchNorm statistics frozen',
+        'batch statistics of 64 images are noisy',
+    ),
+    'restval': (
+        '+ the ~30k val2014 images in neither Karpathy split',
+        'more data (cache them in 01)',
+    ),
+    'temp': (
+        'the temperature learns: `logit_scale` in its own parameter group at 100× LR, no weight decay, clamped to [0, ln 100] '
+        'after each step',
+        "AdamW moves log(scale) by at most about its LR per step: at LR 1e-4, over a 10-epoch run (~12,900 steps), the scale "
+        "could rise from 14 to at most ~52; at 100× LR it can reach CLIP's clamp of 100 within a few hundred steps",
+    ),
+    'bank': (
+        "the image→text term also scores `BANK_SIZE` (32,768) cached captions drawn afresh each step; the image's own captions, "
+        "and captions in the very same words, are masked",
+        '63 negatives per image become ~32,800; the frozen text tower keeps the bank exact, never stale',
+    ),
+    'bigbatch': (
+        'batch 256, LR × √(256/64) = 2× (square-root rule for Adam)',
+        '4× more in-batch negatives; the OOM fallback halves it if the GPU is full',
+    ),
+    'hardneg': (
+        "VSE++'s max-of-hinges loss (margin 0.2): only the hardest negative counts",
+        'the published comparison point (VSE++: 41.3 / 30.3 R@1)',
+    ),
+    'best': (
+        'preset: `optim+disc_lr+temp+bank`',
+        "the kit's recommendation; reasons (and why `augment` is left out) in `helpers/clip/variants.py`; `best+augment` adds it",
+    ),
+}
+
+
+def changes_markdown(variants: list[str] | None = None) -> str:
+    """The flags of ``variants`` (all flags and presets when None): what each changes and why it might help."""
+    if variants is None:
+        names = list(CHANGES)
+    else:
+        names = [n for n in CHANGES if any(n == v or n in parse_variant(v) for v in variants if v != BASELINE)]
+        names += [v for v in variants if v in PRESETS and v not in names]
+    rows = [[f"`{name}`", *CHANGES[name]] for name in names]
+    return markdown.table(["flag", "what changes", "why it might help"], rows)
 
 
 # ----------------------------------------------------------------------------- heads

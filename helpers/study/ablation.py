@@ -138,6 +138,20 @@ def table_markdown(table: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+COMPARISON_QUESTIONS = (
+    "Which modification helped, and which did not? By how much: the val rsum change, and test R@1 in both directions?",
+    "Is each change beyond the spread across seeds (`~` marks one that is not)? With one seed the spread is unknown: say so.",
+    "Did a variant trade one direction for the other (image→text against text→image), or R@1 for R@10?",
+    "Why might it have helped or hurt here (data size, epochs, the baseline's weaknesses)? What would you try next?",
+)  # the handout's questions: notebook 04 ends with them, the report's section 10 leaves them to the student
+
+
+def questions_markdown() -> str:
+    """The comparison the student writes, as a marked quote block of the handout's questions (nothing is answered)."""
+    lines = ["> **Your comparison: write it yourself.** Answer from the table and the chart, in your own words:", ">"]
+    return "\n".join([*lines, *(f"> - {q}" for q in COMPARISON_QUESTIONS)])
+
+
 def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
     """Left: each variant's val rsum change (the comparison). Right: its test Recall@K changes (the report).
     Error bars: the standard deviation across seeds."""

@@ -444,3 +444,8 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         "Recall@K change against the baseline",
         "04_ablation.ipynb",
     )
+    from ..clip.variants import changes_markdown
+    from .ablation import questions_markdown
+
+    b.add("What each variant run here changes (the baseline's code is untouched):", "", changes_markdown(list(ablation["table"])), "")
+    b.add(questions_markdown(), "")
