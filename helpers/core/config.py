@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .flags import canonical, parse_variant
+from .flags import canonical, parse_variant, spelling
 from .storage import atomic_write_json, read_json
 
 DATA_SOURCES = ("coco", "coco-subset", "kaggle", "local")
@@ -106,9 +106,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _check_values(self)
-        # the variant parsed once, here: every reader (run name, identity, model, trainer) uses these canonical flags
-        self.flags: frozenset[str] = parse_variant(self.variant)
+        _check_values(self)  # also sets ``flags``: the variant parsed once, read by the run name, identity, model, trainer
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, so the dict can live inside a ``weights_only`` checkpoint."""
@@ -318,7 +316,8 @@ def _check_values(cfg: Config) -> None:
     choice("image_backbone", BACKBONES)
     choice("lr_schedule", LR_SCHEDULES)
     try:
-        cfg.variant = canonical(cfg.variant)  # one spelling everywhere: run names, stored arch, resume
+        cfg.flags = parse_variant(cfg.variant)  # the variant parsed once: every reader uses these canonical flags
+        cfg.variant = spelling(cfg.flags)  # one spelling everywhere: run names, stored arch, resume
         cfg.variants = [canonical(v) for v in cfg.variants]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

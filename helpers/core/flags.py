@@ -39,7 +39,11 @@ def parse_variant(variant: str) -> frozenset[str]:
     return frozenset(flags)
 
 
+def spelling(flags: frozenset[str]) -> str:
+    """The one spelling of a set of flags (FLAGS order; ``"baseline"`` for none)."""
+    return "+".join(f for f in FLAGS if f in flags) or BASELINE
+
+
 def canonical(variant: str) -> str:
     """A stable spelling (flags in FLAGS order), so equal variants share a run name."""
-    flags = parse_variant(variant)
-    return "+".join(f for f in FLAGS if f in flags) or BASELINE
+    return spelling(parse_variant(variant))

@@ -28,12 +28,12 @@ from ..core.artifacts import load_json
 from ..core.config import Config
 from ..core.env import Paths
 from ..core.provenance import captions_digest, check_inputs
-from ..core.storage import atomic_write_bytes, atomic_write_json, sha256_file
+from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import CocoCacheDataset, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
 from ..training.recovery import TrainingDiverged, advice
-from ..training.runs import RunDir, find_run, load_trained, start_figures
+from ..training.runs import RunDir, find_run, load_trained, start_figures, weights_sha256
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     )  # fmt: skip
     dataset = CocoCacheDataset(cache, text, ids, mode="eval", normalize=False)
     checkpoint = {
-        "path": str(ckpt_path), "epoch": state["epoch"], "sha256": sha256_file(ckpt_path), "arch": state["arch"],
+        "path": str(ckpt_path), "epoch": state["epoch"], "sha256": weights_sha256(ckpt_path), "arch": state["arch"],
         "config": state["config"],
     }  # fmt: skip
     scored_ids = dataset.image_ids

@@ -21,7 +21,7 @@ from ..core.env import Paths
 from ..core.provenance import splits_digest
 from ..core.storage import atomic_write_text
 from ..evaluation.evaluate import results_markdown
-from ..training.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, weights_sha256
+from ..training.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, scores_current_weights
 
 HYPERPARAMETERS = (
     "variant", "image_backbone", "image_weights", "hidden_dim", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
@@ -415,9 +415,7 @@ def observations_section(b: _Builder, runs: dict[str, RunArtifacts], main: RunAr
 
 def _same_checkpoint(paths: Paths, outcome: dict[str, Any]) -> bool:
     """Whether an ablation row still describes its run's current weights (the sha256 its test eval scored)."""
-    scored = outcome.get("checkpoint") or {}
-    run = RunDir.named(paths, outcome["run_name"])
-    return bool(scored) and weights_sha256(run.path / Path(str(scored.get("path", "best.pt"))).name) == scored.get("sha256")
+    return scores_current_weights(RunDir.named(paths, outcome["run_name"]), outcome.get("checkpoint"))
 
 
 def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None) -> None:

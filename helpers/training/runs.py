@@ -269,9 +269,9 @@ def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     path = run.eval_json(split)
     record = load_json(path, "eval")
-    scored = run.path / Path(str(record["checkpoint"].get("path", BEST))).name  # by name: Drive paths differ between sessions
-    current = weights_sha256(scored)
-    if current != record["checkpoint"]["sha256"]:
+    if not scores_current_weights(run, record["checkpoint"]):
+        scored = scored_weights(run, record["checkpoint"])
+        current = weights_sha256(scored)
         now = f"now {current[:12]}…" if current else f"{scored.name} is gone"
         raise StaleArtifact(
             f"{path} scored an earlier model of this run (checkpoint sha256 {record['checkpoint']['sha256'][:12]}…, {now}): "
@@ -282,6 +282,16 @@ def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
 
 
 FIGURES_STAMP = "figures.json"  # in figures_<split>/: the checkpoint its figures show
+
+
+def scored_weights(run: RunDir, checkpoint: dict[str, Any]) -> Path:
+    """The run's file a record's ``checkpoint`` {path, sha256} names, found by name (Drive paths differ between sessions)."""
+    return run.path / Path(str(checkpoint.get("path", BEST))).name
+
+
+def scores_current_weights(run: RunDir, checkpoint: dict[str, Any] | None) -> bool:
+    """Whether a record (an eval, a figures stamp, an ablation row) was made from the run's weights as they are now."""
+    return bool(checkpoint) and weights_sha256(scored_weights(run, checkpoint)) == checkpoint.get("sha256")
 
 
 def weights_sha256(path: Path) -> str | None:
@@ -311,8 +321,7 @@ def load_figures(run: RunDir, split: str) -> Path:
     """``figures_<split>/`` of a run, *only* if its figures show the run's current checkpoint (like :func:`load_eval`)."""
     folder = run.figures(split)
     stamp = load_json(folder / FIGURES_STAMP, "figures")
-    scored = run.path / Path(str(stamp["checkpoint"].get("path", BEST))).name
-    if weights_sha256(scored) != stamp["checkpoint"].get("sha256"):
+    if not scores_current_weights(run, stamp["checkpoint"]):
         raise StaleArtifact(
             f"{folder} shows an earlier model of this run (checkpoint sha256 {str(stamp['checkpoint'].get('sha256'))[:12]}…): "
             f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run.name!r} and "

@@ -40,7 +40,7 @@ from ..core.artifacts import ArtifactError, load_json, load_torch, load_weights
 from ..core.config import Config, ConfigError, run_identity
 from ..core.env import Paths
 from ..core.faults import kill_point
-from ..core.storage import atomic_write_json, sha256_file
+from ..core.storage import atomic_write_json
 from ..data.dataset import make_loader, normalize_images
 from ..data.image_cache import failures
 from . import recovery
@@ -60,6 +60,7 @@ from .runs import (
     load_history,
     metrics_record,
     run_name_for,
+    weights_sha256,
     write_history,
 )
 from .train_data import load_training_data
@@ -480,7 +481,7 @@ class Trainer:
             protocol=self.splits.protocol,
             identity=self.identity,
             inputs=self.inputs,
-            best_sha256=sha256_file(self.run.best),  # the model this summary describes
+            best_sha256=weights_sha256(self.run.best),  # the model this summary describes
             data={
                 "splits": self.splits.sizes(),
                 "image_size": self.cache.image_size,
