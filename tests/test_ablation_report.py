@@ -9,6 +9,7 @@ from helpers.core.storage import read_json
 from helpers.evaluation import evaluate
 from helpers.study import ablation, report
 from helpers.study.ablation import RunOutcome
+from helpers.study.base_settings import BaseSettings
 
 
 def _outcome(variant, seed, r1):
@@ -46,7 +47,7 @@ def full_artifacts(trained, tmp_path_factory):
     shutil.copytree(paths.runs_dir / "shared", paths.runs_dir / augment.run_name, dirs_exist_ok=True)  # its weights: a copy
     augment.checkpoint = scored
     outcomes = [RunOutcome("baseline", 0, "shared", result.metrics, 1.0, True, checkpoint=scored), augment]
-    ablation.save(ablation.summarise(outcomes), outcomes, cfg, paths.artifacts_dir / "ablation")
+    ablation.save(ablation.summarise(outcomes), outcomes, BaseSettings(cfg, paths, "shared", "test"), paths.artifacts_dir / "ablation")
     return paths.artifacts_dir
 
 

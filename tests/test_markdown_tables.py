@@ -104,7 +104,7 @@ def test_tables_of_training_evaluation_ablation_doctor_and_report(recorded, trai
     document += evaluate.results_markdown(record)
     metrics = record["metrics"]
     outcomes = [RunOutcome("baseline", 0, "shared", metrics, 1.0, True), RunOutcome("head_ln", 0, "x", metrics, 2.0, False)]
-    document += ablation.table_markdown(ablation.summarise(outcomes))
+    document += ablation.table_markdown(ablation.summarise(outcomes), {"run": "a|b", "overrides": {"lr": {"base": 0.001, "here": 0.01}}})
     facts = doctor.inspect(cfg, paths)
     document += doctor.Diagnosis({**facts, "artifacts_dir": "/tmp/odd|folder"}).markdown()  # a path with a pipe
     document += report.build_report(paths, "shared").path.read_text()

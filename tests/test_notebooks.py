@@ -147,10 +147,7 @@ def test_notebook_01_typo_in_parameters_names_the_key(tmp_path, synthetic_coco, 
 
 def test_notebook_03_evaluates_the_run_from_02(nb01):
     _, params, out = nb01
-    run = Path(params["ARTIFACTS_DIR"]) / "runs" / "nb-baseline"
-    if not (run / "best.pt").exists():  # when run alone: train the run notebook 02 would have trained
-        common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline", **TINY_TRAINING)
-        run_notebook("02_train_clip.ipynb", out, LIVE_PLOT=False, **common)
+    run = _baseline_of_02(params, out)
     (out / "nb03").mkdir()
     nb = run_notebook(
         "03_evaluate_clip.ipynb",
@@ -172,24 +169,47 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
     assert len(re.findall(r"-?\d\.\d{3}  image \d+: \w", text)) == 5  # the explorer's query callback, headless
 
 
+def _baseline_of_02(params, out):
+    """The run notebook 02 trains in test_notebook_02_trains_and_then_skips (trained here when a test runs alone)."""
+    run = Path(params["ARTIFACTS_DIR"]) / "runs" / "nb-baseline"
+    if not (run / "metrics.json").exists():
+        common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline", **TINY_TRAINING)
+        run_notebook("02_train_clip.ipynb", out, LIVE_PLOT=False, **common)
+    return run
+
+
 def test_notebooks_04_and_05_ablation_and_report(nb01):
     _, params, out = nb01
     art = Path(params["ARTIFACTS_DIR"])
-    tiny = dict(TINY_TRAINING, EPOCHS=1, MAX_STEPS_PER_EPOCH=3)
-    common = dict(
-        ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], VARIANTS=["head_ln", "augment"], SEEDS=[0], **tiny
-    )
+    _baseline_of_02(params, out)
+    # Only the study's own settings and two overrides: the recipe (resnet18, random init, HIDDEN_DIM 64, LR 1e-3, 64 px,
+    # the tiny text tower) must come from 02's baseline run. 04's old defaults (ResNet50, ImageNet weights) fail offline.
+    common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], VARIANTS=["head_ln", "augment"], SEEDS=[0], EPOCHS=1, MAX_STEPS_PER_EPOCH=3)
     (out / "nb04").mkdir()
-    nb = run_notebook("04_ablation.ipynb", out / "nb04", **common)
+    nb = run_notebook("04_ablation.ipynb", out / "nb04", NUM_WORKERS=0, **common)
     summary = json.loads((art / "ablation" / "ablation.json").read_text())
     assert set(summary["table"]) == {"baseline", "head_ln", "augment"}
+    assert summary["base"] == {
+        "run": "nb-baseline",
+        "chosen_by": "the newest finished baseline run, trained by notebook 02; set BASE_RUN to pick another",
+        "overrides": {"epochs": {"base": 2, "here": 1}, "max_steps_per_epoch": {"base": None, "here": 3}},
+    }
+    for outcome in summary["runs"]:
+        trained = json.loads((art / "runs" / outcome["run_name"] / "config.json").read_text())
+        assert {k: trained[k] for k in ("image_backbone", "image_weights", "hidden_dim", "lr", "batch_size", "image_size")} == {
+            "image_backbone": "resnet18", "image_weights": None, "hidden_dim": 64, "lr": 1e-3, "batch_size": 32, "image_size": 64,
+        }  # fmt: skip
+        assert trained["text_model"] == params["TEXT_MODEL"]
+    assert "**Base settings** of every run below: run `nb-baseline`" in _text(nb)
+    assert "| `EPOCHS` | 2 | 1 |" in _text(nb) and "| `MAX_STEPS_PER_EPOCH` | None | 3 |" in _text(nb)
     assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
     assert re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", _text(nb)) and "compared on the val split" in _text(nb)
     assert "| `bigbatch` | batch 256" in _text(nb)  # every flag's code change, shown from helpers/clip/variants.py
     assert _text(nb).rstrip().endswith(ablation.COMPARISON_QUESTIONS[-1])  # 04 ends with the handout's questions
     (out / "nb04b").mkdir()
-    again = run_notebook("04_ablation.ipynb", out / "nb04b", **common)
+    again = run_notebook("04_ablation.ipynb", out / "nb04b", NUM_WORKERS=0, **common)
     assert _text(again).count("already finished") == 3  # every run reused, none retrained
+    assert json.loads((art / "ablation" / "ablation.json").read_text())["base"]["run"] == "nb-baseline"  # not 04's own baseline
 
     (out / "nb05").mkdir()
     nb5 = run_notebook("05_report.ipynb", out / "nb05", ARTIFACTS_DIR=params["ARTIFACTS_DIR"])
@@ -201,6 +221,7 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     section10 = text.split("## 10. Ablation", 1)[1].split("\n## ", 1)[0]
     assert "| `head_ln` | head: Linear → LayerNorm" in section10 and "| `augment` |" in section10  # the variants run ...
     assert "| `bigbatch` |" not in section10  # ... and only those
+    assert "| `EPOCHS` | 2 | 1 |" in section10  # the study's overrides of the base run, beside its table
     assert "Your comparison: write it yourself" in section10 and all(q in section10 for q in ablation.COMPARISON_QUESTIONS)
     run = summary["runs"][0]["run_name"]
     ev = json.loads((art / "runs" / run / "eval_test.json").read_text())["metrics"]

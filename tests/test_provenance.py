@@ -149,6 +149,7 @@ def test_the_report_never_shows_figures_metrics_or_ablation_rows_of_an_earlier_m
     from helpers.evaluation import qualitative
     from helpers.study import ablation
     from helpers.study.ablation import RunOutcome
+    from helpers.study.base_settings import BaseSettings
 
     cfg, paths = chain
     result = evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)
@@ -156,7 +157,7 @@ def test_the_report_never_shows_figures_metrics_or_ablation_rows_of_an_earlier_m
     figures.save_figure(qualitative.query_grid(index, ["a red circle"], k=3), result.data.run.figures("test") / "text_queries.png")
     scored = {"path": "best.pt", "sha256": result.record["checkpoint"]["sha256"]}
     outcomes = [RunOutcome("baseline", 0, "r", result.metrics, 1.0, True, result.metrics, scored)]
-    ablation.save(ablation.summarise(outcomes), outcomes, cfg, paths.artifacts_dir / "ablation")
+    ablation.save(ablation.summarise(outcomes), outcomes, BaseSettings(cfg, paths, "r", "test"), paths.artifacts_dir / "ablation")
     fresh = report.build_report(paths, "r").path.read_text()
     assert "r_text_queries.png" in fresh and "Recall@K change against the baseline" in fresh  # all current: all shown
     assert "best epoch **1** of 1" in fresh

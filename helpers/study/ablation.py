@@ -26,6 +26,7 @@ from ..core.storage import atomic_write_json, atomic_write_text
 from ..evaluation.evaluate import RECALL_KEYS, evaluate
 from ..training.runs import RunDir, load_eval, run_name_for
 from ..training.train import train  # the one call that starts a training
+from .base_settings import BaseSettings, overrides_markdown
 
 METRIC_KEYS = (*RECALL_KEYS, "rsum")
 
@@ -102,8 +103,9 @@ def chosen_variant(table: dict[str, dict[str, Any]]) -> str | None:
     return max(scored, key=scored.__getitem__) if scored else None
 
 
-def table_markdown(table: dict[str, dict[str, Any]]) -> str:
-    """Val rsum (compares), test R@1/5/10 both directions and rsum (reported), training time; deltas against the baseline."""
+def table_markdown(table: dict[str, dict[str, Any]], base: dict[str, Any] | None = None) -> str:
+    """Val rsum (compares), test R@1/5/10 both directions and rsum (reported), training time; deltas against the baseline;
+    then the base run and every setting the study overrode (``base``: :meth:`BaseSettings.record`)."""
     multi = any(len(r["seeds"]) > 1 for r in table.values())
     chosen = chosen_variant(table)
 
@@ -135,6 +137,7 @@ def table_markdown(table: dict[str, dict[str, Any]]) -> str:
         lines.append("`~` marks a change no larger than the standard deviation across seeds: indistinguishable from noise.")
     else:
         lines.append("One seed only: differences of a point or two may be noise. Add seeds (SEEDS = [0, 1, 2]) to measure the spread.")
+    lines += ["", overrides_markdown(base)]
     return "\n".join(lines)
 
 
@@ -193,14 +196,18 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
     return fig
 
 
-def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], cfg: Config, out_dir: Path) -> Path:
-    """``ablation.json`` (+ ``ablation.md``): the table, every run and the config, for notebook 05."""
+def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: BaseSettings, out_dir: Path) -> Path:
+    """``ablation.json`` (+ ``ablation.md``): the table, every run, the config and the base run with the overrides, for notebook 05."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        out_dir / "ablation.json",
-        {"table": table, "runs": [o.__dict__ for o in outcomes], "config": cfg.to_dict(), "chart": "ablation_recall_delta.png"},
-    )
-    atomic_write_text(out_dir / "ablation.md", table_markdown(table) + "\n")
+    record = {
+        "table": table,
+        "runs": [o.__dict__ for o in outcomes],
+        "config": base.cfg.to_dict(),
+        "base": base.record(),
+        "chart": "ablation_recall_delta.png",
+    }
+    atomic_write_json(out_dir / "ablation.json", record)
+    atomic_write_text(out_dir / "ablation.md", table_markdown(table, record["base"]) + "\n")
     import matplotlib.pyplot as plt
 
     fig = delta_chart(table)

@@ -435,7 +435,7 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         b.missing.append(problem)
         b.add(f"_Left out of this report: {problem}_", "")
         return
-    b.add(table_markdown(ablation["table"]), "")
+    b.add(table_markdown(ablation["table"], ablation.get("base")), "")
     b.figure(
         paths.artifacts_dir / "ablation" / ablation["chart"],
         "ablation_recall_delta.png",

@@ -1,0 +1,126 @@
+"""The ablation's base settings: the student's own baseline run, not a second set of defaults.
+
+Why: a variant differs from the baseline in its flag, nothing else. If notebook 04 had its own
+defaults, a student who trained the baseline in 02 with WEIGHT_DECAY=0.05 would compare variants
+trained at 0.01 against a baseline retrained at 0.01: a different study from the one they think
+they ran. So every setting that shapes a run (``config.IDENTITY_FIELDS`` and EPOCHS) comes from
+the base run, by default the newest finished baseline run that notebook 02 trained. A setting the
+student writes in 04 on purpose still wins, and is listed beside the ablation table, so a reader
+sees every way the study departs from the baseline it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import markdown
+from ..core.artifacts import ArtifactError, load_json
+from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params
+from ..core.env import Paths, resolve_paths
+from ..core.flags import BASELINE
+from ..training.runs import RunDir, all_runs, newest_finished
+
+INHERITED = (*(f for f in IDENTITY_FIELDS if f not in ("variant", "seed")), "epochs")  # per run: variant and seed are the study's
+BASE_RUN_KEY = "BASE_RUN"  # notebook 04's parameter: a run name, or None for the newest finished baseline run
+
+
+@dataclass
+class BaseSettings:
+    cfg: Config  # the settings of the study: the base run's, with the overrides applied
+    paths: Paths
+    run: str | None  # the base run's name; None: no finished baseline run yet, the lab's defaults
+    chosen_by: str  # how the base run was found, in words
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # FIELD: {"base": value, "here": value}
+
+    def record(self) -> dict[str, Any]:
+        """What ``ablation.json`` stores under ``base``: the report repeats it beside the table."""
+        return {"run": self.run, "chosen_by": self.chosen_by, "overrides": self.overrides}
+
+    def markdown(self) -> str:
+        """What notebook 04 prints before it trains: where the settings come from, the main ones, every override."""
+        c = self.cfg
+        source = f"run `{self.run}` ({self.chosen_by})" if self.run else self.chosen_by
+        main = (
+            f"{c.image_backbone} ({c.image_weights or 'random init'}), {c.image_size} px, batch {c.batch_size}, {c.optimizer} "
+            f"lr {c.lr:g} (weight decay {c.weight_decay:g}, {c.lr_schedule}), temperature {c.temperature:g}"
+            f"{' (learnable)' if c.learnable_temperature else ''}, {c.epochs} epochs, text model `{c.text_model}`"
+        )
+        lines = [f"**Base settings** of every run below: {source}.", "", f"Main settings: {main}.", ""]
+        return "\n".join([*lines, overrides_markdown(self.record())])
+
+
+def overrides_markdown(base: dict[str, Any] | None) -> str:
+    """The overrides of ``ablation.json``'s ``base`` as a table (or the sentence that there are none)."""
+    if not base:
+        return "Base settings: not recorded (an ablation.json written before notebook 04 took them from the baseline run)."
+    overrides = base.get("overrides") or {}
+    name = f"`{base['run']}`" if base.get("run") else "the lab's defaults"
+    if not overrides:
+        return f"Overrides set in notebook 04: none. Every run uses the settings of {name}, apart from its variant and seed."
+    rows = [[f"`{k.upper()}`", repr(v["base"]), repr(v["here"])] for k, v in overrides.items()]
+    head = f"Overrides set in notebook 04 (every run of the study, the baseline included, uses them instead of {name}'s):"
+    return "\n".join([head, "", markdown.table(["setting", "base run", "this study"], rows)])
+
+
+def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
+    """Notebook 04's settings: the base run's, then every UPPERCASE setting written in the notebook on top.
+
+    Settings of where and how (ARTIFACTS_DIR, LIVE_PLOT, NUM_WORKERS, ...) simply apply; a setting that shapes a run
+    and differs from the base run's is an override, recorded and shown.
+    """
+    params = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and not callable(v)}
+    base_run = params.pop(BASE_RUN_KEY, None)
+    here = from_params(params)  # a misspelt or mistyped key fails here, with its name
+    given = {k.lower() for k in params}
+    paths = resolve_paths(here)
+    run, chosen_by = find_base_run(paths, base_run)
+    base = _stored_config(run) if run else Config()
+    values = here.to_dict()
+    overrides: dict[str, dict[str, Any]] = {}
+    for name in INHERITED:
+        theirs, ours = getattr(base, name), getattr(here, name)
+        if name in given and ours != theirs:
+            overrides[name] = {"base": theirs, "here": ours}
+        else:
+            values[name] = theirs
+    cfg = from_params({**values, "variant": BASELINE, "run_name": None})
+    return BaseSettings(cfg, paths, run.name if run else None, chosen_by, overrides)
+
+
+def find_base_run(paths: Paths, name: str | None) -> tuple[RunDir | None, str]:
+    """BASE_RUN if given (it must be finished), else the newest finished baseline run that this ablation did not train."""
+    if name is not None:
+        run = RunDir.named(paths, name)
+        if not run.is_finished():
+            known = [r.name for r in all_runs(paths) if r.is_finished()]
+            raise FileNotFoundError(
+                f"BASE_RUN={name!r} is not a finished run in {paths.runs_dir}. Finished runs: {known or 'none'}. "
+                "Set BASE_RUN = None to use the newest finished baseline run, or finish that run in 02_train_clip.ipynb."
+            )
+        return run, "BASE_RUN"
+    own = _runs_trained_by_the_ablation(paths)
+    candidates = [r for r in all_runs(paths) if r.name not in own]
+    run, is_baseline = newest_finished(candidates)
+    if run is None or not is_baseline:
+        return None, (
+            "the lab's defaults: there is no finished baseline run yet (train one in 02_train_clip.ipynb first to base the study on "
+            "your settings, or set BASE_RUN)"
+        )
+    return run, "the newest finished baseline run, trained by notebook 02; set BASE_RUN to pick another"
+
+
+def _runs_trained_by_the_ablation(paths: Paths) -> set[str]:
+    """Runs an earlier ablation trained from its base with overrides: never the base of the next one."""
+    try:
+        summary = load_json(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
+    except (ArtifactError, OSError):
+        return set()
+    base = (summary.get("base") or {}).get("run")
+    return {str(o.get("run_name")) for o in summary.get("runs", [])} - {base}
+
+
+def _stored_config(run: RunDir) -> Config:
+    """The settings a run was trained with, from its ``config.json`` (keys of older versions are dropped)."""
+    stored = load_json(run.config, "config")
+    return from_params({k: v for k, v in stored.items() if k in FIELD_NAMES})

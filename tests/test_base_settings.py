@@ -1,0 +1,80 @@
+"""Notebook 04's base settings come from the student's baseline run; what 04 overrides is recorded and shown."""
+
+import json
+import os
+
+import pytest
+
+from helpers.core import config
+from helpers.study import ablation, base_settings
+
+
+def _finished_run(art, name, mtime, **settings):
+    """A run folder as the trainer leaves it, as far as the base-run lookup reads it (config.json; metrics.json and best.pt exist)."""
+    run = art / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config.from_params(settings).to_dict()))
+    (run / "best.pt").write_bytes(b"weights")
+    (run / "metrics.json").write_text("{}")
+    os.utime(run / "metrics.json", (mtime, mtime))
+    return run
+
+
+def _notebook(art, **params):
+    """The globals of notebook 04's parameters cell (plus anything the student wrote or papermill injected)."""
+    return {"ARTIFACTS_DIR": str(art), "BASE_RUN": None, "VARIANTS": ["temp"], "SEEDS": [0], "LIVE_PLOT": False, **params}
+
+
+def test_the_study_takes_every_run_setting_from_the_students_baseline_run(tmp_path):
+    art = tmp_path / "art"
+    _finished_run(art, "old-baseline", 1_000, weight_decay=0.2)
+    _finished_run(art, "mine", 2_000, weight_decay=0.05, lr=3e-4, optimizer="sgd", temperature=0.05, epochs=6, hidden_dim=256)
+    _finished_run(art, "a-variant", 3_000, variant="temp", weight_decay=0.3)  # newer, but not a baseline
+    base = base_settings.from_notebook(_notebook(art))
+    c = base.cfg
+    assert (c.weight_decay, c.lr, c.optimizer, c.temperature, c.epochs, c.hidden_dim) == (0.05, 3e-4, "sgd", 0.05, 6, 256)
+    assert c.variant == "baseline" and c.variants == ["temp"] and c.run_name is None
+    assert base.run == "mine" and base.overrides == {}
+    shown = base.markdown()
+    assert "run `mine` (the newest finished baseline run, trained by notebook 02" in shown and "sgd lr 0.0003 (weight decay 0.05" in shown
+    assert "Overrides set in notebook 04: none" in shown
+
+
+def test_a_setting_written_in_04_overrides_the_base_run_and_is_listed_beside_the_table(tmp_path):
+    art = tmp_path / "art"
+    _finished_run(art, "mine", 2_000, weight_decay=0.05, epochs=6)
+    base = base_settings.from_notebook(_notebook(art, EPOCHS=2, WEIGHT_DECAY=0.05, NUM_WORKERS=0))
+    assert base.cfg.epochs == 2 and base.cfg.weight_decay == 0.05 and base.cfg.num_workers == 0
+    assert base.overrides == {"epochs": {"base": 6, "here": 2}}  # the same value as the base run's is no override
+    table = ablation.summarise([ablation.RunOutcome("baseline", 0, "b", dict.fromkeys(ablation.METRIC_KEYS, 0.5), 1.0, False)])
+    md = ablation.table_markdown(table, base.record())
+    assert "| `EPOCHS` | 6 | 2 |" in md and "instead of `mine`'s" in md
+
+
+def test_without_a_baseline_run_the_lab_defaults_are_used_and_said(tmp_path):
+    art = tmp_path / "art"
+    _finished_run(art, "a-variant", 3_000, variant="temp", lr=0.003)
+    base = base_settings.from_notebook(_notebook(art))
+    assert base.run is None and base.cfg.lr == config.Config().lr
+    assert "the lab's defaults: there is no finished baseline run yet" in base.markdown()
+
+
+def test_base_run_by_name_and_a_name_that_is_not_a_finished_run(tmp_path):
+    art = tmp_path / "art"
+    _finished_run(art, "mine", 2_000, lr=3e-4)
+    _finished_run(art, "older", 1_000, lr=5e-4)
+    assert base_settings.from_notebook(_notebook(art, BASE_RUN="older")).cfg.lr == 5e-4
+    with pytest.raises(FileNotFoundError, match=r"BASE_RUN='nope' is not a finished run .* Finished runs: \['mine', 'older'\]"):
+        base_settings.from_notebook(_notebook(art, BASE_RUN="nope"))
+    with pytest.raises(config.ConfigError, match="EPOCS"):
+        base_settings.from_notebook(_notebook(art, EPOCS=3))
+
+
+def test_a_baseline_the_last_ablation_trained_with_overrides_never_becomes_the_next_base(tmp_path):
+    art = tmp_path / "art"
+    _finished_run(art, "mine", 2_000, epochs=6)
+    _finished_run(art, "ablation-baseline", 3_000, epochs=1)  # 04 trained it with EPOCHS=1 from base "mine"
+    (art / "ablation").mkdir()
+    runs = [{"run_name": "ablation-baseline"}, {"run_name": "temp-run"}]
+    (art / "ablation" / "ablation.json").write_text(json.dumps({"table": {}, "runs": runs, "config": {}, "base": {"run": "mine"}}))
+    assert base_settings.from_notebook(_notebook(art)).run == "mine"
