@@ -30,9 +30,10 @@ drive = _Drive()
 
 
 def _git_repo(root: Path, requirements: str = "pip>=1\n") -> Path:
-    """A stand-in for the GitHub repository: helpers/ and requirements.txt, committed."""
+    """A stand-in for the GitHub repository: helpers/ (the real bootstrap module) and requirements.txt, committed."""
     (root / "helpers").mkdir(parents=True)
     (root / "helpers" / "__init__.py").write_text('"""stand-in"""\n')
+    (root / "helpers" / "bootstrap.py").write_text((ROOT / "helpers" / "bootstrap.py").read_text())
     (root / "requirements.txt").write_text(requirements)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "init"]):
@@ -140,6 +141,27 @@ def test_badges_and_clone_url_come_from_one_repository():
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_notebook_carries_the_same_bootstrap(name):
     assert next(c.source for c in nbformat.read(ROOT / name, as_version=4).cells if c.cell_type == "code") == BOOTSTRAP
+
+
+def test_the_bootstrap_is_a_collapsed_form_whose_logic_lives_in_a_module():
+    cells = [next(c for c in nbformat.read(ROOT / n, as_version=4).cells if c.cell_type == "code") for n in NOTEBOOKS]
+    for cell in cells:
+        assert cell.source.startswith("# @title ") and '{ display-mode: "form" }' in cell.source.splitlines()[0]
+        assert cell.metadata.get("cellView") == "form"  # Colab: collapsed, only the title shows
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True  # JupyterLab: the input collapsed
+    assert "from helpers import bootstrap" in BOOTSTRAP and "bootstrap.setup(project_dir)" in BOOTSTRAP
+    assert "pip" not in BOOTSTRAP  # installing (and refusing to replace the platform's torch) is helpers/bootstrap.py's
+    assert len(BOOTSTRAP.splitlines()) <= 45
+
+
+def test_the_bootstrap_module_needs_only_the_standard_library():
+    """It runs before requirements.txt is installed: every import must be in the standard library."""
+    import ast
+
+    tree = ast.parse((ROOT / "helpers" / "bootstrap.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
 
 
 def test_the_bootstrap_defines_no_uppercase_globals():

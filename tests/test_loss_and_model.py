@@ -121,3 +121,7 @@ def test_parameter_summary(tiny_model):
     text = model.parameter_summary(m)
     trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
     assert f"**{trainable:,}**" in text and "projection head" in text
+    with_text = model.parameter_summary(m, text_parameters=63_428_096, text_name="openai/clip-vit-base-patch32")
+    frozen = sum(p.numel() for p in m.parameters() if not p.requires_grad)  # the fixed temperature
+    assert "| text tower `openai/clip-vit-base-patch32` (CLIP, frozen: its caption embeddings are cached) | 0 | 63,428,096 |" in with_text
+    assert f"**{trainable:,}** | **{63_428_096 + frozen:,}** |" in with_text

@@ -22,7 +22,7 @@ def _cells(name):
 
 def test_the_five_notebooks_share_one_bootstrap_cell():
     first_code = [next(c.source for c in _cells(n) if c.cell_type == "code") for n in NOTEBOOKS]
-    assert first_code[0].startswith("# Bootstrap") and all(src == first_code[0] for src in first_code), (
+    assert first_code[0].startswith("# @title Setup") and all(src == first_code[0] for src in first_code), (
         "the bootstrap cell differs between notebooks: copy the changed one into all five"
     )
 

@@ -47,3 +47,13 @@ def test_unnormalised_and_empty(tower):
 def test_bad_text_model_names_the_fix(tmp_path):
     with pytest.raises(OSError, match="TEXT_MODEL=.*save_pretrained"):
         tt.load_text_tower(str(tmp_path), "cpu")
+
+
+def test_parameter_count_from_the_config_alone_equals_the_loaded_towers(tower, tiny_tower, tmp_path):
+    assert tt.parameter_count(str(tiny_tower)) == sum(p.numel() for p in tower.model.parameters())
+    from transformers import CLIPConfig
+
+    CLIPConfig().save_pretrained(tmp_path / "clip")  # the hub's openai/clip-vit-base-patch32: a whole CLIP config, no weights
+    assert not list((tmp_path / "clip").glob("*.safetensors"))
+    assert tt.parameter_count(str(tmp_path / "clip")) == 63_428_096  # its text transformer (63.2M) and projection (512 x 512)
+    assert tt.parameter_count(str(tmp_path / "nothing-here")) is None

@@ -75,22 +75,28 @@ def baseline_head(in_dim: int, hidden_dim: int, embed_dim: int) -> nn.Sequential
 
 
 def _trunk(backbone: str, weights: str | None) -> tuple[nn.Module, int]:
+    """torchvision's ResNet (ImageNet weights, or random with None) without its 1000-way classifier: pooled features."""
     import torchvision
 
-    if weights is not None:
-        available = torchvision.models.get_model_weights(backbone)
-        if weights not in available.__members__:
-            raise ValueError(
-                f"IMAGE_WEIGHTS={weights!r} is not a torchvision weights name for {backbone}: "
-                f"use one of {', '.join(available.__members__)} or None (random init)"
-            )
-        weights_enum = available[weights]
-    else:
-        weights_enum = None
-    net = getattr(torchvision.models, backbone)(weights=weights_enum)
-    in_dim = net.fc.in_features
+    net = getattr(torchvision.models, backbone)(weights=_weights_enum(backbone, weights))
+    in_dim = net.fc.in_features  # 2048 for ResNet50: the global-average-pooled output of the last stage
     net.fc = nn.Identity()  # the projection head replaces the ImageNet classifier
     return net, in_dim
+
+
+def _weights_enum(backbone: str, weights: str | None) -> Any:
+    """IMAGE_WEIGHTS as torchvision's weights enum member, with the valid names in the error."""
+    import torchvision
+
+    if weights is None:
+        return None
+    available = torchvision.models.get_model_weights(backbone)
+    if weights not in available.__members__:
+        raise ValueError(
+            f"IMAGE_WEIGHTS={weights!r} is not a torchvision weights name for {backbone}: "
+            f"use one of {', '.join(available.__members__)} or None (random init)"
+        )
+    return available[weights]
 
 
 class ClipImageModel(nn.Module):
@@ -132,17 +138,25 @@ def build_model(arch: dict[str, Any], pretrained: bool = True) -> ClipImageModel
     return ClipImageModel(arch, pretrained=pretrained)
 
 
-def parameter_summary(model: nn.Module, text_tower: nn.Module | None = None) -> str:
-    """Trainable and frozen parameter counts per component, as a Markdown table."""
+def parameter_summary(
+    model: nn.Module, text_tower: nn.Module | None = None, text_parameters: int | None = None, text_name: str = ""
+) -> str:
+    """Trainable and frozen parameter counts per component, as a Markdown table.
+
+    The frozen text tower counts too, though notebook 02 never loads it: pass the module, or its parameter count
+    (``text_tower.parameter_count``, from its config alone), so that "what is frozen" includes CLIP's ~63M."""
     rows = []
     components = [("image trunk (ResNet)", model.trunk), ("projection head", model.head)]
     if text_tower is not None:
-        components.append(("text tower (CLIP, frozen)", text_tower))
+        text_parameters = sum(p.numel() for p in text_tower.parameters())
     for name, module in components:
         params = list(module.parameters())
         rows.append((name, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params if not p.requires_grad)))
     ls = model.logit_scale
     rows.append(("logit scale (temperature)", ls.numel() if ls.requires_grad else 0, 0 if ls.requires_grad else ls.numel()))
+    if text_parameters is not None:
+        rows.append((f"text tower{f' `{text_name}`' if text_name else ''} (CLIP, frozen: its caption embeddings are cached)", 0,
+                     text_parameters))  # fmt: skip
     cells = [[n, f"{t:,}", f"{f:,}"] for n, t, f in rows]
     cells.append(["**total**", f"**{sum(r[1] for r in rows):,}**", f"**{sum(r[2] for r in rows):,}**"])
     return markdown.table(["component", "trainable", "frozen"], cells, numeric=(1, 2))

@@ -87,6 +87,35 @@ def load_text_tower(name: str, device: str | torch.device | None = None) -> Text
     return TextTower(name=name, tokenizer=tokenizer, model=model, device=device)
 
 
+def display_name(name: str) -> str:
+    """A hub id as it is; a local ``save_pretrained`` folder by its folder name, never the machine's full path."""
+    return os.path.basename(os.path.normpath(name)) if os.path.isabs(name) or os.path.isdir(name) else name
+
+
+def parameter_count(name: str) -> int | None:
+    """Parameters of the text tower ``name`` (a hub id or a local folder) from its config alone: the model is built on
+    PyTorch's meta device, so no weights are read and no memory is allocated. None when the config cannot be read.
+
+    Why: notebook 02 trains against cached caption embeddings and never loads the tower, yet its parameter table must
+    say what stays frozen (CLIP ViT-B/32's text transformer and projection: about 63M)."""
+    from transformers import AutoConfig, CLIPTextConfig, CLIPTextModelWithProjection
+
+    try:
+        with no_loading_bars():
+            config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, CLIPTextConfig):  # a whole CLIP model's config (the hub's openai/clip-*): its text half
+        text_config = getattr(config, "text_config", None)
+        if text_config is None:
+            return None
+        text_config.projection_dim = getattr(config, "projection_dim", text_config.projection_dim)
+        config = text_config
+    with torch.device("meta"):
+        model = CLIPTextModelWithProjection(config)
+    return sum(p.numel() for p in model.parameters())
+
+
 @torch.no_grad()
 def encode_text(
     texts: list[str],

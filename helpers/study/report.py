@@ -8,7 +8,6 @@ crashes it: its section names the notebook that produces it.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..core.config import check_run_name
 from ..core.env import Paths
 from ..core.provenance import splits_digest
 from ..core.storage import atomic_write_text
+from ..data.text_tower import display_name
 from ..evaluation.evaluate import results_markdown
 from ..training.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, scores_current_weights
 
@@ -275,11 +275,6 @@ def newest_name(runs: dict[str, RunArtifacts]) -> str | None:
     return chosen.name if chosen else None
 
 
-def model_name(text_model: str) -> str:
-    """A hub id as it is; a local ``save_pretrained`` folder by its folder name, never the machine's full path."""
-    return Path(text_model).name if os.path.isabs(text_model) or os.path.isdir(text_model) else text_model
-
-
 def summary_section(b: _Builder, main: RunArtifacts | None) -> None:
     b.add("## 1. Summary", "")
     if not (main and main.eval):
@@ -289,7 +284,7 @@ def summary_section(b: _Builder, main: RunArtifacts | None) -> None:
     trained = (main.metrics or {}).get("config") or result.get("checkpoint", {}).get("config") or {}  # the run's own record
     b.add(
         f"A {trained.get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
-        f"of `{model_name(trained.get('text_model', 'CLIP'))}` "
+        f"of `{display_name(trained.get('text_model', 'CLIP'))}` "
         f"(run `{main.run.name}`) reaches, on the {result['split']} split "
         f"({result['num_images']:,} images, protocol `{result['protocol']}`): "
         f"image→text R@1/5/10 = {100 * ev['i2t_R@1']:.1f} / {100 * ev['i2t_R@5']:.1f} / {100 * ev['i2t_R@10']:.1f}, "

@@ -23,7 +23,8 @@ from __future__ import annotations
 import gc
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,38 +318,104 @@ class Trainer:
 
     # ----------------------------------------------------------------- one epoch
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
-        """One pass over the training images: the epoch's record (the val figures are added after it)."""
+        """One pass over the training images. Per batch: forward, loss, backward, optimizer step."""
+        with self._epoch(epoch) as batches:  # train mode, this epoch's shuffle and caption draw, a progress bar
+            for step, (images, text, image_ids) in batches:  # images normalised on the device; text: cached CLIP embeddings
+                loss, features = self._forward_loss(images, text, image_ids)
+                value = loss.item()
+                if self._skip_bad_step(value, epoch, step):  # a non-finite or spiking loss updates nothing (recovery.py)
+                    continue
+                self._backward(loss)  # loss.backward()
+                self._optimizer_step()
+                self._record_step(epoch, step, value, features, text)  # mean loss, in-batch accuracy, the curves' points
+        return self._epoch_record(epoch)
+
+    def _forward_loss(self, images: torch.Tensor, text: torch.Tensor, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's image features, and the CLIP loss against its captions' cached text embeddings."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            features = self.train_model(images)  # ClipImageModel: trunk -> head -> L2-normalised; fp16/bf16 on CUDA
+        if self.flags & {"bank", "hardneg"} or self.dist.enabled:  # a variant's loss (notebook 04), or over every GPU's batch
+            return self._other_loss(features, text, image_ids), features
+        return clip_loss(features, text, self.model.scale()), features
+
+    def _optimizer_step(self) -> None:
+        """Clip the gradient (if GRAD_CLIP), step, clamp the temperature, zero the gradients, advance the LR schedule."""
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)  # optimizer.step(); skipped by the fp16 GradScaler if the gradients overflowed
+        self.scaler.update()
+        self.model.clamp_logit_scale()  # after the step, never inside the forward pass (model.py)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._advance_schedule()
+
+    # what the step above calls beside the lesson: the epoch's bookkeeping, the variants' and multi-GPU losses, fp16 scaling
+    @contextmanager
+    def _epoch(self, epoch: int) -> Iterator[Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]]:
+        """Train mode, this epoch's loader and meter, and a progress bar closed however the epoch ends (a rollback, an OOM)."""
         from tqdm.auto import tqdm
 
         self.model.train()
-        freeze_batchnorm_stats(self.flags, self.model)
-        loader, steps = self._epoch_loader(epoch)
-        meter = EpochMeter(self.device)
+        freeze_batchnorm_stats(self.flags, self.model)  # the freeze_bn variant
+        loader, self._steps = self._epoch_loader(epoch)
+        self._meter = EpochMeter(self.device)
         self._recent = [e["loss"] for e in self.step_log[-recovery.SPIKE_WINDOW // STEP_LOG_EVERY :]]
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="step", disable=not self.progress, leave=False)
-        with bar:  # closed also when a rollback or an OOM leaves the epoch
-            for step, (images, text, image_ids, _) in enumerate(loader):
-                if step >= steps:
-                    break
-                images = normalize_images(images, self.device, self.channels_last)  # uint8 -> normalised, on the device
-                text = text.to(self.device, non_blocking=True)  # the frozen text tower's embeddings, precomputed
-                kill_point("train_step")
-                loss, features = self._forward_loss(images, text, image_ids)
-                value = loss.item()
-                if self._skip_bad_step(value, epoch, step, steps, meter):
-                    continue
-                self.scaler.scale(loss * backward_scale(self.dist)).backward()
-                fix_replicated_grads(self.model, self.dist)
-                self._optimizer_step()
-                hits = in_batch_hits(features.detach(), text)
-                meter.add(value, images.shape[0], hits)
-                self._log_step(epoch, step, steps, value, hits, images.shape[0])
-                bar.update(1)
-                bar.set_postfix(**meter.postfix())
-        if meter.images == 0:
+        desc = f"epoch {epoch + 1}/{self.cfg.epochs}"
+        with tqdm(total=self._steps, desc=desc, unit="step", disable=not self.progress, leave=False) as self._bar:
+            yield self._batches(loader)
+
+    def _batches(self, loader: Any) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """``(step, (images, text, image_ids))`` for this epoch's steps, on the device (uint8 images normalised there)."""
+        for step, (images, text, image_ids, _) in enumerate(loader):
+            if step >= self._steps:
+                break
+            images = normalize_images(images, self.device, self.channels_last)
+            text = text.to(self.device, non_blocking=True)  # the frozen text tower's embeddings, precomputed by notebook 01
+            kill_point("train_step")  # tests: die in the middle of an epoch
+            yield step, (images, text, image_ids)
+
+    def _other_loss(self, features: torch.Tensor, text: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
+        """The ``bank`` and ``hardneg`` variants' losses, and every loss over the global batch under DDP (distributed.py)."""
+        if not self.flags & {"bank", "hardneg"}:
+            return global_clip_loss(features, text, self.model.scale(), self.dist)
+        all_features = gather_with_local_grad(features, self.dist)
+        all_text = gather_with_local_grad(text, self.dist)
+        all_ids = gather_with_local_grad(image_ids.to(self.device, non_blocking=True), self.dist)  # ids on the device only here
+        bank = own = None
+        if "bank" in self.flags:
+            bank, bank_ids = self.caption_bank.draw(self.global_step)
+            own = bank_positives(all_ids, all_text, bank_ids, bank)  # never negatives
+        if "hardneg" in self.flags:
+            return max_hinge_loss(all_features, all_text, bank=bank, bank_is_own_caption=own)
+        return clip_loss_with_bank(all_features, all_text, self.model.scale(), bank, own)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` through the fp16 GradScaler; under DDP scaled so that the averaged gradients are the global
+        batch's (distributed.backward_scale, fix_replicated_grads)."""
+        self.scaler.scale(loss * backward_scale(self.dist)).backward()
+        fix_replicated_grads(self.model, self.dist)
+
+    def _advance_schedule(self) -> None:
+        with warnings.catch_warnings():
+            # GradScaler skips the first fp16 steps whose gradients overflow while it calibrates its scale; the
+            # schedule still counts them (it follows the loop's steps), so PyTorch's "scheduler before optimizer" note is noise
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+            self.scheduler.step()
+        self.global_step += 1
+
+    def _record_step(self, epoch: int, step: int, value: float, features: torch.Tensor, text: torch.Tensor) -> None:
+        hits = in_batch_hits(features.detach(), text)
+        self._meter.add(value, features.shape[0], hits)
+        self._log_step(epoch, step, self._steps, value, hits, features.shape[0])
+        self._bar.update(1)
+        self._bar.set_postfix(**self._meter.postfix())
+
+    def _epoch_record(self, epoch: int) -> dict[str, Any]:
+        """The epoch's record (the val figures are added after it); an epoch of only skipped steps rolls back."""
+        if self._meter.images == 0:
             recovery.diverged(self, epoch)
         temperature = 1.0 / self.model.scale().item()
-        return {**meter.record(epoch), "lr": head_lr(self.optimizer), "temperature": temperature, "batch_size": self.batch_size}
+        return {**self._meter.record(epoch), "lr": head_lr(self.optimizer), "temperature": temperature, "batch_size": self.batch_size}
 
     def _epoch_loader(self, epoch: int) -> tuple[Any, int]:
         """This epoch's shuffled loader (per-rank shards under DDP) and how many steps to take from it."""
@@ -366,50 +433,15 @@ class Trainer:
         loader = make_loader(self.train_set, local_batch, True, self.cfg.seed, epoch, self.cfg.num_workers, drop_last, sampler=sampler)
         return loader, self._steps_per_epoch()
 
-    def _forward_loss(self, images: torch.Tensor, text: torch.Tensor, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (global-batch) loss and the local image features; forward through DDP when distributed."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            features = self.train_model(images)
-        if not self.flags & {"bank", "hardneg"}:  # the lab's loss
-            if self.dist.enabled:
-                return global_clip_loss(features, text, self.model.scale(), self.dist), features
-            return clip_loss(features, text, self.model.scale()), features
-        all_features = gather_with_local_grad(features, self.dist)
-        all_text = gather_with_local_grad(text, self.dist)
-        all_ids = gather_with_local_grad(image_ids.to(self.device, non_blocking=True), self.dist)  # ids on the device only here
-        bank = own = None
-        if "bank" in self.flags:
-            bank, bank_ids = self.caption_bank.draw(self.global_step)
-            own = bank_positives(all_ids, all_text, bank_ids, bank)  # never negatives
-        if "hardneg" in self.flags:
-            return max_hinge_loss(all_features, all_text, bank=bank, bank_is_own_caption=own), features
-        return clip_loss_with_bank(all_features, all_text, self.model.scale(), bank, own), features
-
-    def _optimizer_step(self) -> None:
-        """Clip (if GRAD_CLIP), step, clamp the temperature, advance the schedule."""
-        if self.cfg.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.model.clamp_logit_scale()  # after the step, never inside the forward pass (model.py)
-        self.optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():
-            # GradScaler skips the first fp16 steps whose gradients overflow while it calibrates its scale; the
-            # schedule still counts them (it follows the loop's steps), so PyTorch's "scheduler before optimizer" note is noise
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
-            self.scheduler.step()
-        self.global_step += 1
-
-    def _skip_bad_step(self, value: float, epoch: int, step: int, steps: int, meter: EpochMeter) -> bool:
+    def _skip_bad_step(self, value: float, epoch: int, step: int) -> bool:
         """A non-finite or spiking loss is skipped (recovery.bad_loss); too many roll the epoch back."""
         kind = recovery.bad_loss(value, self._recent)
         if kind is None:
             return False
-        meter.skipped += 1
+        self._meter.skipped += 1
         self._event(f"epoch {epoch + 1} step {step}: {kind} loss {value:.3g}; step skipped")
         self.optimizer.zero_grad(set_to_none=True)
-        if meter.skipped > max(3, steps // 4):
+        if self._meter.skipped > max(3, self._steps // 4):
             recovery.diverged(self, epoch)
         return True
 

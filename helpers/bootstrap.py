@@ -1,0 +1,55 @@
+"""What the notebooks' first cell does once it has found (or cloned) the repository: the rest of the setup.
+
+Why a module: the first cell of every notebook is a collapsed Colab form, and a student should meet the lab, not
+sixty lines of setup, when they open it. The cell itself only has to find ``helpers/`` beside the notebook, or
+clone the repository on Colab and Kaggle, and mount Drive (a project folder copied to Drive is used as is);
+everything after that lives here, where it is read, tested and changed once instead of in five copies.
+
+Standard library only: this runs before ``requirements.txt`` is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+INSTALLED_MARK = ".clip-lab-installed"  # in the clone: requirements.txt was installed in this session's environment
+PLATFORM_PACKAGES = ("torch", "torchvision", "ipywidgets")  # Colab's builds match its CUDA and its widget frontend
+
+
+def hosted() -> bool:
+    """Colab or Kaggle: a fresh environment per session, where the kit installs its own requirements."""
+    return "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+
+
+def setup(project_dir: str | os.PathLike) -> Path:
+    """Install ``requirements.txt`` once per hosted session (never replacing the platform's packages), put the project
+    on ``sys.path`` and say where ``helpers`` comes from. Locally the environment is the student's: nothing is installed."""
+    project_dir = Path(project_dir)
+    if hosted() and not (project_dir / INSTALLED_MARK).exists():  # once per session: a second run does nothing slow
+        install_requirements(project_dir / "requirements.txt")
+        (project_dir / INSTALLED_MARK).touch()
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    print("helpers from", project_dir)
+    return project_dir
+
+
+def install_requirements(requirements: Path) -> None:
+    """``pip install -r requirements``, after a dry run proves it replaces none of :data:`PLATFORM_PACKAGES`."""
+    report = Path(tempfile.mkdtemp()) / "pip-report.json"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-r", str(requirements)]
+    subprocess.run([*pip, "--dry-run", "--report", str(report)], check=True)
+    planned = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
+    replaced = {name: planned[name] for name in PLATFORM_PACKAGES if name in planned}
+    if replaced:
+        raise RuntimeError(
+            f"Installing requirements.txt would replace this platform's {', '.join(f'{n} (with {v})' for n, v in replaced.items())}. "
+            "Colab's own builds match its CUDA and its widget frontend; a replacement breaks them. Nothing was installed: "
+            "fix the version bounds in requirements.txt."
+        )
+    subprocess.run(pip, check=True)
