@@ -26,7 +26,7 @@ def hosted() -> bool:
     return "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 
 
-def setup(project_dir: str | os.PathLike) -> Path:
+def setup(project_dir: str | os.PathLike) -> None:
     """Install ``requirements.txt`` once per hosted session (never replacing the platform's packages), put the project
     on ``sys.path`` and say where ``helpers`` comes from. Locally the environment is the student's: nothing is installed."""
     project_dir = Path(project_dir)
@@ -35,8 +35,7 @@ def setup(project_dir: str | os.PathLike) -> Path:
         (project_dir / INSTALLED_MARK).touch()
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
-    print("helpers from", project_dir)
-    return project_dir
+    print("helpers from", project_dir)  # returns nothing: the cell's last line must not echo a value
 
 
 def install_requirements(requirements: Path) -> None:

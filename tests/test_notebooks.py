@@ -10,6 +10,7 @@ import nbformat
 import papermill as pm
 import pytest
 
+from helpers.data import text_tower as tt
 from helpers.study import ablation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +124,15 @@ def test_notebook_02_trains_and_then_skips(nb01):
     assert "projection head" in text and "| 2 |" in text  # parameter summary and the 2-epoch table
     assert "| predicted: EPOCHS=2 |" in text and "| training step (32 images, fp32) |" in text  # the doctor runs first
     assert "```python\ndef baseline_head(" in text and "class ClipImageModel(" in text and "```python\ndef clip_loss(" in text
-    assert "```python\ndef train_one_epoch(self, epoch: int)" in text  # the training loop, read from helpers/training/train.py
+    assert "```python\ndef _trunk(" in text and "net.fc = nn.Identity()" in text  # the handout's 2.2 item 1
+    assert "```python\ndef clip_logits(" in text and "```python\ndef load_text_tower(" in text and "requires_grad_(False)" in text
+    for method in ("train_one_epoch(self, epoch: int)", "_forward_loss(self", "_optimizer_step(self)"):
+        assert f"```python\ndef {method}" in text, method  # the training step, read from helpers/training/train.py
+    shown = "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
+    for machinery in ("kill_point", "backward_scale", "fix_replicated_grads", "global_clip_loss", "gather_with_local_grad", "self.dist"):
+        assert machinery not in shown, machinery  # test and DDP machinery sit behind one named call, never in the lesson
+    tower = sum(p.numel() for p in tt.load_text_tower(params["TEXT_MODEL"], "cpu").model.parameters())
+    assert f"| text tower `tiny-clip-text` (CLIP, frozen: its caption embeddings are cached) | 0 | {tower:,} |" in text
     assert "| equal to their own captions | 0.0000 |" in text and "| 0.07 (14) |" in text  # toy loss, temperature table
     images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the live panel and the final curves

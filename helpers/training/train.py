@@ -121,6 +121,7 @@ class Trainer:
         self.flags = cfg.flags
         cfg = cfg.replace(**training_overrides(self.flags, cfg.batch_size, cfg.lr))
         self.dist = init_distributed()
+        self.other_loss = bool(self.flags & {"bank", "hardneg"}) or self.dist.enabled  # than the lab's clip_loss of one batch
         if not self.dist.is_main:  # rank 0 alone logs, plots and writes
             progress, on_epoch, on_step, log = False, None, None, lambda message: None
         self.cfg, self.paths, self.progress, self.on_epoch, self.on_step, self.log = cfg, paths, progress, on_epoch, on_step, log
@@ -334,7 +335,7 @@ class Trainer:
         """The batch's image features, and the CLIP loss against its captions' cached text embeddings."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             features = self.train_model(images)  # ClipImageModel: trunk -> head -> L2-normalised; fp16/bf16 on CUDA
-        if self.flags & {"bank", "hardneg"} or self.dist.enabled:  # a variant's loss (notebook 04), or over every GPU's batch
+        if self.other_loss:  # a variant's loss (bank, hardneg: notebook 04), or the loss over every GPU's batch
             return self._other_loss(features, text, image_ids), features
         return clip_loss(features, text, self.model.scale()), features
 
