@@ -214,6 +214,8 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
     assert re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", _text(nb)) and "compared on the val split" in _text(nb)
     assert "| `bigbatch` | batch 256" in _text(nb)  # every flag's code change, shown from helpers/clip/variants.py
+    assert "#### `head_ln`" in _text(nb) and "```python\ndef head_ln(" in _text(nb) and "class CaptionSafeAugment" in _text(nb)
+    assert "def max_hinge_loss(" not in _text(nb)  # the code of the variants that run, and only theirs
     assert _text(nb).rstrip().endswith(ablation.COMPARISON_QUESTIONS[-1])  # 04 ends with the handout's questions
     (out / "nb04b").mkdir()
     again = run_notebook("04_ablation.ipynb", out / "nb04b", NUM_WORKERS=0, **common)

@@ -137,6 +137,34 @@ CHANGES: dict[str, tuple[str, str]] = {
 }
 
 
+# Where each flag's code lives (dotted names, resolved by helpers.teach.variant_code_markdown): notebook 04 shows the
+# code of every variant that runs, as 02 shows the baseline's. Names, not imports: some live in layers above this one.
+CODE: dict[str, tuple[str, ...]] = {
+    "head_ln": ("helpers.clip.variants.head_ln", "helpers.clip.variants.build_head"),
+    "head_bn": ("helpers.clip.variants.head_bn", "helpers.clip.variants.build_head"),
+    "attn_pool": ("helpers.clip.variants.AttentionPool2d", "helpers.clip.variants.apply_pooling"),
+    "augment": ("helpers.clip.variants.CaptionSafeAugment", "helpers.clip.variants.train_transform"),
+    "optim": ("helpers.clip.variants.training_overrides", "helpers.clip.variants.warmup_steps"),
+    "disc_lr": ("helpers.clip.variants.lr_multiplier",),
+    "freeze_bn": ("helpers.clip.variants.freeze_batchnorm_stats",),
+    "restval": ("helpers.training.train_data.with_restval",),
+    "temp": (
+        "helpers.clip.variants.training_overrides",
+        "helpers.clip.variants.lr_multiplier",
+        "helpers.clip.model.ClipImageModel.clamp_logit_scale",
+    ),
+    "bank": ("helpers.training.bank.CaptionBank.draw", "helpers.training.bank.bank_positives", "helpers.clip.loss.clip_loss_with_bank"),
+    "bigbatch": ("helpers.clip.variants.training_overrides",),
+    "hardneg": ("helpers.clip.loss.max_hinge_loss",),
+}
+
+
+def flags_of(variants: list[str]) -> list[str]:
+    """The flags the ``variants`` use (presets expanded), in the order of :data:`CHANGES`."""
+    used = set().union(*(parse_variant(v) for v in variants)) if variants else set()
+    return [name for name in CHANGES if name in used]
+
+
 def changes_markdown(variants: list[str] | None = None) -> str:
     """The flags of ``variants`` (all flags and presets when None): what each changes and why it might help."""
     if variants is None:
