@@ -115,3 +115,38 @@ def test_variants_are_chosen_on_val_even_when_test_disagrees():
     assert "(+30.0)" in md  # augment's test T->I R@1 change is reported, not hidden
     fig = ablation.delta_chart(table)
     assert [a.get_title() for a in fig.axes][:2] == ["val rsum change (compares)", "test Recall@K change (reported, never used to choose)"]
+
+
+def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_applies(tmp_path, full_artifacts, tiny_tower):
+    import json
+
+    from helpers.data.text_tower import parameter_count
+
+    art = tmp_path / "art"
+    shutil.copytree(full_artifacts, art)
+    for name, variant in (("aa-other", "baseline"), ("zz-bank", "bank+temp")):
+        shutil.copytree(art / "runs" / "shared", art / "runs" / name)
+        for file in ("config.json", "metrics.json"):
+            data = json.loads((art / "runs" / name / file).read_text())
+            config = data.get("config", data)
+            config.update(variant=variant, learnable_temperature=variant != "baseline")
+            (art / "runs" / name / file).write_text(json.dumps(data))
+    text = report.build_report(art, "shared").path.read_text()
+    section = text.split("## 3. Hyperparameters", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| setting"))
+    assert header.index("`shared`") < header.index("`aa-other`") < header.index("`zz-bank`")  # main run, then baselines
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert rows["bank size"].endswith("| — | — | — | 32,768 |")  # only the bank run has a bank (augment-s0: a baseline copy)
+    assert "learned, from 0.07" in rows["temperature τ"] and "0.07 (fixed)" in rows["temperature τ"]
+    assert "| float32 |" in rows["precision"] and "True" not in rows["precision"]  # the dtype used (CPU), not AMP=True
+    metrics = read_json(art / "runs" / "shared" / "metrics.json")
+    assert f"{metrics['num_train_images']:,} / {metrics['num_val_images']:,}" in rows["train / val images"] and "None" not in section
+    assert f"| `{tiny_tower.name}` |" in rows["text model (frozen)"] and str(tiny_tower) not in section  # its name, not its path
+    assert f"{parameter_count(str(tiny_tower)):,}" in rows["text tower parameters (frozen)"]
+    assert "Linear(" in rows["projection head"] and "symmetric InfoNCE" in rows["loss"] and "caption bank" in rows["loss"]
+    assert "embedding width" in rows and "image tower parameters (trainable / frozen)" in rows
+
+
+def test_the_report_lists_no_bank_size_without_a_bank_run(full_artifacts):
+    text = report.build_report(full_artifacts, "shared").path.read_text()
+    assert "| bank size |" not in text.split("## 3. Hyperparameters", 1)[1].split("\n## ", 1)[0]

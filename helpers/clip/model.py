@@ -160,3 +160,26 @@ def parameter_summary(
     cells = [[n, f"{t:,}", f"{f:,}"] for n, t, f in rows]
     cells.append(["**total**", f"**{sum(r[1] for r in rows):,}**", f"**{sum(r[2] for r in rows):,}**"])
     return markdown.table(["component", "trainable", "frozen"], cells, numeric=(1, 2))
+
+
+def describe(arch: dict[str, Any]) -> dict[str, Any]:
+    """The head's layers (``Linear(2048→1024) → GELU → Linear(1024→512)``) and the trainable and frozen parameter
+    counts of the image tower ``arch`` describes. Built on PyTorch's meta device: no weights, no memory, no download,
+    so the report can describe every run in milliseconds."""
+    with torch.device("meta"):
+        model = build_model(arch, pretrained=False)
+    params = list(model.parameters())
+    layers = model.head if isinstance(model.head, nn.Sequential) else [model.head]
+    return {
+        "head": " → ".join(_layer_text(layer) for layer in layers),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "frozen": sum(p.numel() for p in params if not p.requires_grad),
+    }
+
+
+def _layer_text(layer: nn.Module) -> str:
+    if isinstance(layer, nn.Linear):
+        return f"Linear({layer.in_features}→{layer.out_features})"
+    if isinstance(layer, nn.Dropout):
+        return f"Dropout({layer.p:g})"
+    return type(layer).__name__.replace("BatchNorm1d", "BatchNorm")

@@ -23,12 +23,6 @@ from ..data.text_tower import display_name
 from ..evaluation.evaluate import results_markdown
 from ..training.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, scores_current_weights
 
-HYPERPARAMETERS = (
-    "variant", "image_backbone", "image_weights", "hidden_dim", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
-    "lr_schedule", "warmup_steps", "grad_clip", "temperature", "learnable_temperature", "bank_size", "image_size", "amp", "seed",
-    "train_images",
-)  # fmt: skip
-
 LOSS_INTUITION = """\
 Each training batch holds B matching image-caption pairs. Every image is an **anchor**; its own
 caption is the **positive**; the other B-1 captions of the batch are **negatives**. The model
@@ -229,7 +223,7 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
         b.add(f"_Left out of this report: {problem}_", "")
     summary_section(b, main)
     data_section(b, paths, main, splits, manifest)
-    hyperparameters_section(b, runs)
+    hyperparameters_section(b, runs, main)
     hardware_section(b, runs)
     b.add("## 5. The CLIP loss: intuition", "", *draft(LOSS_INTUITION))
     results_section(b, main)
@@ -339,11 +333,68 @@ def data_section(
     )
 
 
-def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
+def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts], main: RunArtifacts | None) -> None:
+    """One column per run (the main run first, then the other baseline runs), the settings the trainer actually used
+    (metrics.json's config, after a variant's own changes), and only the rows that apply to at least one run."""
     b.add("## 3. Hyperparameters", "")
-    configs = {n: r.config for n, r in runs.items() if r.config}
-    rows = [[key, *(str(config.get(key)) for config in configs.values())] for key in HYPERPARAMETERS]
-    b.table(["setting", *(f"`{n}`" for n in configs)], rows if configs else [], "training runs", "02_train_clip.ipynb")
+    described = {n: r for n, r in runs.items() if r.config}
+    order = sorted(described, key=lambda n: (main is None or n != main.run.name, _variant_of(described[n]) != "baseline", n))
+    columns = {n: hyperparameters(described[n]) for n in order}
+    labels = list(dict.fromkeys(label for column in columns.values() for label in column))  # every column: the same order
+    rows = [[label, *(columns[n][label] or "—" for n in order)] for label in labels if any(columns[n][label] for n in order)]
+    b.table(["setting", *(f"`{n}`" for n in order)], rows, "training runs", "02_train_clip.ipynb")
+    if columns:
+        b.add("— : does not apply to that run. Settings are those the trainer used (a variant's own changes included).", "")
+
+
+def _variant_of(run: RunArtifacts) -> str:
+    return str(((run.metrics or {}).get("config") or run.config or {}).get("variant", "baseline"))
+
+
+def hyperparameters(run: RunArtifacts) -> dict[str, str | None]:
+    """A run's settings as the report's rows (label: value), always the same labels in the same order; None where a
+    setting does not apply to the run (a bank size without the bank) or is not recorded."""
+    from ..clip.model import describe
+    from ..core.flags import parse_variant
+    from ..data.text_tower import parameter_count
+
+    metrics = run.metrics or {}
+    c = metrics.get("config") or run.config or {}
+    flags = parse_variant(c.get("variant", "baseline"))
+    arch = metrics.get("arch") or {}
+    rows: dict[str, str | None] = {"variant": f"`{c.get('variant')}`", "text model (frozen)": f"`{display_name(str(c.get('text_model')))}`"}
+    model = describe(arch) if arch else None
+    text = parameter_count(str(c.get("text_model"))) if arch else None
+    rows["embedding width"] = str(arch["embed_dim"]) if arch else None
+    rows["image tower"] = f"{c.get('image_backbone')} ({c.get('image_weights') or 'random init'})"
+    rows["projection head"] = model["head"] if model else None
+    rows["image tower parameters (trainable / frozen)"] = f"{model['trainable']:,} / {model['frozen']:,}" if model else None
+    rows["text tower parameters (frozen)"] = f"{text:,}" if text is not None else None
+    if "hardneg" in flags:
+        rows["loss"] = "VSE++ max-of-hinges (margin 0.2)" + (", + caption bank" if "bank" in flags else "")
+    elif "bank" in flags:
+        rows["loss"] = "symmetric InfoNCE, image→text also over a caption bank"
+    else:
+        rows["loss"] = "symmetric InfoNCE (`clip_loss`)"
+    rows["bank size"] = (f"{c['bank_size']:,}" if c.get("bank_size") else "all cached captions") if "bank" in flags else None
+    rows["epochs"] = str(metrics.get("epochs", c.get("epochs")))
+    rows["batch size"] = str(c.get("batch_size"))
+    rows["optimizer"] = f"{c.get('optimizer')}, lr {c.get('lr'):g}, weight decay {c.get('weight_decay'):g}"
+    rows["LR schedule"] = str(c.get("lr_schedule")) + (f", {c.get('warmup_steps')} warmup steps" if c.get("warmup_steps") else "")
+    rows["gradient clipping"] = f"max norm {c.get('grad_clip'):g}" if c.get("grad_clip") is not None else "none"
+    history = (run.history or {}).get("epochs") or []
+    if c.get("learnable_temperature"):
+        final = f", {history[-1]['temperature']:.3f} after epoch {len(history)}" if history and "temperature" in history[-1] else ""
+        rows["temperature τ"] = f"learned, from {c.get('temperature'):g}{final}"
+    else:
+        rows["temperature τ"] = f"{c.get('temperature'):g} (fixed)"
+    rows["image size"] = f"{c.get('image_size')} px"
+    rows["precision"] = str(metrics["amp_dtype"]) if "amp_dtype" in metrics else ("mixed on CUDA" if c.get("amp") else "float32")
+    counted = "num_train_images" in metrics
+    rows["train / val images"] = f"{metrics['num_train_images']:,} / {metrics['num_val_images']:,}" if counted else None
+    rows["steps per epoch (capped)"] = str(c["max_steps_per_epoch"]) if c.get("max_steps_per_epoch") else None
+    rows["seed"] = str(c.get("seed"))
+    return rows
 
 
 def hardware_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
