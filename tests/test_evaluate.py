@@ -92,6 +92,17 @@ def test_qualitative_figures(evaluated, index, tmp_path):
         path = figures.save_figure(fig, tmp_path / f"{name}.png")
         assert Image.open(path).size[0] > 300
     assert len([ax for ax in figs["queries"].axes if ax.images]) == 10
+    import re
+
+    for name, lowest in (("good", 1), ("bad", 6)):  # failures: the true image outside the top 5, shown with its rank
+        titles = [ax.get_title() for ax in figs[name].axes]
+        queries = [t for t in titles if t == "query"]
+        ranks = [int(m.group(1).replace(",", "")) for t in titles if (m := re.match(r"true image: rank ([\d,]+) of ", t))]
+        assert queries and len(ranks) == len(queries) and "ground truth" not in " ".join(titles)
+        assert all(r == 1 for r in ranks) if name == "good" else all(r >= lowest for r in ranks), (name, ranks)
+    thumbnails = [ax for ax in figs["heatmap"].axes[0].child_axes if ax.images]
+    assert len(thumbnails) == 6  # each heatmap row is labelled by its image, not by an id
+    assert not any(label.get_text() for label in figs["heatmap"].axes[0].get_yticklabels())
 
 
 def test_widget_callbacks_without_a_browser(index):

@@ -179,16 +179,22 @@ def similarity_heatmap(index: RetrievalIndex, text_features: torch.Tensor, text_
     for j, i in enumerate(text_to_image.tolist()):
         first_caption.setdefault(i, j)
     sims = (index.image_features[rows] @ text_features[[first_caption[r] for r in rows]].t()).numpy()
-    fig, ax = plt.subplots(figsize=(1.0 * len(rows) + 3, 0.8 * len(rows) + 2))
+    n_rows = len(rows)
+    fig, ax = plt.subplots(figsize=(1.0 * n_rows + 3.5, 0.8 * n_rows + 2))
     im = ax.imshow(sims, cmap="viridis")
     labels = [_wrap((index.captions_by_image.get(index.image_ids[r]) or [""])[0], 26, 2) for r in rows]
-    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), [f"image {index.image_ids[r]}" for r in rows], fontsize=7)
-    for a in range(len(rows)):
-        for b in range(len(rows)):
+    ax.set_xticks(range(n_rows), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks([])
+    for a, r in enumerate(rows):  # each row's image as a thumbnail left of it: the reader sees what is being matched
+        thumb = ax.inset_axes((-1.02 / n_rows - 0.01, 1 - (a + 1) / n_rows, 1.0 / n_rows, 1.0 / n_rows))
+        thumb.imshow(index.cache.load_pil(index.image_ids[r]))
+        thumb.set_axis_off()
+    for a in range(n_rows):
+        for b in range(n_rows):
             ax.text(
                 b, a, f"{sims[a, b]:.2f}", ha="center", va="center", fontsize=6, color="white" if sims[a, b] < sims.max() * 0.7 else "black"
             )
+    ax.set_xlabel("one caption of each image")
     fig.colorbar(im, ax=ax, label="cosine similarity")
     ax.set_title("Image–caption cosine similarity (matching pairs on the diagonal)")
     fig.tight_layout()
@@ -220,25 +226,32 @@ def success_failure_grids(
         ("Successes: the caption's image ranks first", successes),
         ("Failures: the caption's image is not in the top 5", failures),
     ):
-        fig, axes = plt.subplots(max(1, len(chosen)), k + 1, figsize=(2.6 * (k + 1), 2.8 * max(1, len(chosen))), squeeze=False)
+        cols = k + 2  # the query, its top k, the true image with its rank
+        fig, axes = plt.subplots(max(1, len(chosen)), cols, figsize=(2.5 * cols, 2.8 * max(1, len(chosen))), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for r, j in enumerate(chosen):
             truth = int(text_to_image[j])
-            axes[r][0].imshow(index.cache.load_pil(index.image_ids[truth]))
-            axes[r][0].set_title("ground truth\n" + _wrap(captions[j], 28, 3), fontsize=7, color="green")
-            top = torch.topk(text_features[j] @ index.image_features.t(), k).indices.tolist()
+            axes[r][0].text(0.5, 0.5, _wrap(captions[j], 22, 6), ha="center", va="center", fontsize=8, wrap=True)
+            axes[r][0].set_title("query", fontsize=8, fontweight="bold")
+            scores = text_features[j] @ index.image_features.t()
+            top = torch.topk(scores, k).indices.tolist()
             for c, row in enumerate(top):
                 axes[r][c + 1].imshow(index.cache.load_pil(index.image_ids[row]))
                 ok = row == truth
                 axes[r][c + 1].set_title(
-                    f"#{c + 1}{' ✓' if ok else ''}\n" + _wrap((index.captions_by_image.get(index.image_ids[row]) or [""])[0], 28, 2),
+                    f"#{c + 1}{' ✓' if ok else ''}  cos {scores[row]:.2f}\n"
+                    + _wrap((index.captions_by_image.get(index.image_ids[row]) or [""])[0], 28, 2),
                     fontsize=7,
                     color="green" if ok else "black",
                 )
+            rank = int((scores > scores[truth]).sum()) + 1  # 1 = first; ties count in the caption's favour
+            axes[r][-1].imshow(index.cache.load_pil(index.image_ids[truth]))
+            axes[r][-1].set_title(f"true image: rank {rank:,} of {len(index.image_ids):,}\ncos {scores[truth]:.2f}", fontsize=7,
+                                  color="green")  # fmt: skip
         if not chosen:
             axes[0][0].text(0, 0.5, "no such example in the sample", fontsize=9)
-        fig.suptitle(title, fontsize=11)
-        fig.tight_layout()
+        fig.suptitle(title + f" (text → image over {len(index.image_ids):,} images)", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title above the first row's captions
         figs.append(fig)
     return figs[0], figs[1]
