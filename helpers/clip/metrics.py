@@ -81,6 +81,8 @@ def _ranks(
 
 
 def _summarise(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
+    """Recall@K from the ranks (0 = first): the share of queries whose best correct answer ranks in the top K; rsum adds
+    R@1/5/10 of both directions. Mean and median rank count from 1."""
     out: dict[str, float] = {}
     for name, ranks in (("i2t", i2t), ("t2i", t2i)):
         for k in ks:
