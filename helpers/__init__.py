@@ -10,7 +10,8 @@ checked in CI by ``lint-imports``):
     data        01 COCO, splits, the image and caption caches
     core        settings, paths, atomic storage, the artifact reader, provenance
 
-Beside them, the entry points: ``doctor`` (``python -m helpers.doctor``), ``run_all`` (``python -m helpers.run_all``),
+Beside them, ``bootstrap`` (the notebooks' first cell hands over to it) and the entry points:
+``doctor`` (``python -m helpers.doctor``), ``run_all`` (``python -m helpers.run_all``),
 ``train`` (``python -m helpers.train``) and ``teach`` (what the notebooks show).
 """
 
