@@ -29,7 +29,7 @@ from helpers.core.storage import atomic_torch_save, torch_load
 from helpers.data import dataset, prepare
 from helpers.data.coco import DataError, load_captions
 from helpers.data.image_cache import ImageCache
-from helpers.study import report
+from helpers.study import base_settings, report
 from helpers.training import runs, train
 from helpers.training.runlock import RunLock, RunLocked
 
@@ -192,6 +192,8 @@ ROWS = [
     Row("every train image unreadable", _all_train_images_unreadable, DataError,
         r"None of the \d+ train2014 images under .*train2014 could be decoded.*unreadable", "could be decoded"),
     Row("two trainings of one run folder at once", _second_training_while_one_runs, RunLocked, r"busy is in use: training by", "is in use"),
+    Row("BASE_RUN names no finished run", lambda request, tmp: base_settings.from_notebook({"ARTIFACTS_DIR": str(tmp), "BASE_RUN": "mine"}),
+        FileNotFoundError, r"BASE_RUN='mine' is not a finished run in .*Set BASE_RUN = None", "is not a finished run"),
 ]  # fmt: skip
 
 

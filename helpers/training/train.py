@@ -362,8 +362,12 @@ class Trainer:
         self._meter = EpochMeter(self.device)
         self._recent = [e["loss"] for e in self.step_log[-recovery.SPIKE_WINDOW // STEP_LOG_EVERY :]]
         desc = f"epoch {epoch + 1}/{self.cfg.epochs}"
+        batches = self._batches(loader)
         with tqdm(total=self._steps, desc=desc, unit="step", disable=not self.progress, leave=False) as self._bar:
-            yield self._batches(loader)
+            try:
+                yield batches
+            finally:  # a rollback or an OOM leaves mid-epoch: let go of the loader (and its workers) now, not at GC
+                batches.close()
 
     def _batches(self, loader: Any) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
         """``(step, (images, text, image_ids))`` for this epoch's steps, on the device (uint8 images normalised there)."""
