@@ -48,7 +48,7 @@ def test_a_setting_written_in_04_overrides_the_base_run_and_is_listed_beside_the
     assert base.overrides == {"epochs": {"base": 6, "here": 2}}  # the same value as the base run's is no override
     table = ablation.summarise([ablation.RunOutcome("baseline", 0, "b", dict.fromkeys(ablation.METRIC_KEYS, 0.5), 1.0, False)])
     md = ablation.table_markdown(table, base.record())
-    assert "| `EPOCHS` | 6 | 2 |" in md and "instead of `mine`'s" in md
+    assert "| `EPOCHS` | 6 | 2 |" in md and "instead of the settings of run `mine`)" in md
 
 
 def test_without_a_baseline_run_the_lab_defaults_are_used_and_said(tmp_path):

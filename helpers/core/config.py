@@ -168,8 +168,12 @@ def from_notebook(namespace: dict[str, Any]) -> Config:
     Every all-caps name counts, so a misspelt parameter (or one injected by papermill
     with ``-p``) is reported instead of silently ignored.
     """
-    params = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and not callable(v)}
-    return from_params(params)
+    return from_params(notebook_params(namespace))
+
+
+def notebook_params(namespace: dict[str, Any]) -> dict[str, Any]:
+    """A notebook's UPPERCASE globals: its parameter cell, papermill's injected cell, and anything else set in capitals."""
+    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and not callable(v)}
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:

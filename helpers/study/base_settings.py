@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core import markdown
 from ..core.artifacts import ArtifactError, load_json
-from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params
+from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params
 from ..core.env import Paths, resolve_paths
 from ..core.flags import BASELINE
 from ..training.runs import RunDir, all_runs, newest_finished
@@ -55,11 +55,11 @@ def overrides_markdown(base: dict[str, Any] | None) -> str:
     if not base:
         return "Base settings: not recorded (an ablation.json written before notebook 04 took them from the baseline run)."
     overrides = base.get("overrides") or {}
-    name = f"`{base['run']}`" if base.get("run") else "the lab's defaults"
+    source = f"the settings of run `{base['run']}`" if base.get("run") else "the lab's defaults"
     if not overrides:
-        return f"Overrides set in notebook 04: none. Every run uses the settings of {name}, apart from its variant and seed."
+        return f"Overrides set in notebook 04: none. Every run uses {source}, apart from its variant and seed."
     rows = [[f"`{k.upper()}`", repr(v["base"]), repr(v["here"])] for k, v in overrides.items()]
-    head = f"Overrides set in notebook 04 (every run of the study, the baseline included, uses them instead of {name}'s):"
+    head = f"Overrides set in notebook 04 (every run of the study, the baseline included, uses them instead of {source}):"
     return "\n".join([head, "", markdown.table(["setting", "base run", "this study"], rows)])
 
 
@@ -69,7 +69,7 @@ def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
     Settings of where and how (ARTIFACTS_DIR, LIVE_PLOT, NUM_WORKERS, ...) simply apply; a setting that shapes a run
     and differs from the base run's is an override, recorded and shown.
     """
-    params = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and not callable(v)}
+    params = notebook_params(namespace)
     base_run = params.pop(BASE_RUN_KEY, None)
     here = from_params(params)  # a misspelt or mistyped key fails here, with its name
     given = {k.lower() for k in params}

@@ -8,7 +8,9 @@ crashes it: its section names the notebook that produces it.
 
 from __future__ import annotations
 
+import functools
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from ..core.config import check_run_name
 from ..core.env import Paths
 from ..core.provenance import splits_digest
 from ..core.storage import atomic_write_text
-from ..data.text_tower import display_name
+from ..data.text_tower import display_name, parameter_count
 from ..evaluation.evaluate import results_markdown
 from ..training.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, scores_current_weights
 
@@ -339,7 +341,8 @@ def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts], main: Ru
     b.add("## 3. Hyperparameters", "")
     described = {n: r for n, r in runs.items() if r.config}
     order = sorted(described, key=lambda n: (main is None or n != main.run.name, _variant_of(described[n]) != "baseline", n))
-    columns = {n: hyperparameters(described[n]) for n in order}
+    text_parameters = functools.cache(parameter_count)  # one config read per text model, not per run
+    columns = {n: hyperparameters(described[n], text_parameters) for n in order}
     labels = list(dict.fromkeys(label for column in columns.values() for label in column))  # every column: the same order
     rows = [[label, *(columns[n][label] or "—" for n in order)] for label in labels if any(columns[n][label] for n in order)]
     b.table(["setting", *(f"`{n}`" for n in order)], rows, "training runs", "02_train_clip.ipynb")
@@ -351,12 +354,11 @@ def _variant_of(run: RunArtifacts) -> str:
     return str(((run.metrics or {}).get("config") or run.config or {}).get("variant", "baseline"))
 
 
-def hyperparameters(run: RunArtifacts) -> dict[str, str | None]:
+def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | None] = parameter_count) -> dict[str, str | None]:
     """A run's settings as the report's rows (label: value), always the same labels in the same order; None where a
     setting does not apply to the run (a bank size without the bank) or is not recorded."""
     from ..clip.model import describe
     from ..core.flags import parse_variant
-    from ..data.text_tower import parameter_count
 
     metrics = run.metrics or {}
     c = metrics.get("config") or run.config or {}
@@ -364,7 +366,7 @@ def hyperparameters(run: RunArtifacts) -> dict[str, str | None]:
     arch = metrics.get("arch") or {}
     rows: dict[str, str | None] = {"variant": f"`{c.get('variant')}`", "text model (frozen)": f"`{display_name(str(c.get('text_model')))}`"}
     model = describe(arch) if arch else None
-    text = parameter_count(str(c.get("text_model"))) if arch else None
+    text = text_parameters(str(c.get("text_model"))) if arch else None
     rows["embedding width"] = str(arch["embed_dim"]) if arch else None
     rows["image tower"] = f"{c.get('image_backbone')} ({c.get('image_weights') or 'random init'})"
     rows["projection head"] = model["head"] if model else None
