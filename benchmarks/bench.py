@@ -224,7 +224,7 @@ def bench_train(args: argparse.Namespace) -> None:
 def bench_bank(args: argparse.Namespace) -> None:
     """The ``bank`` variant's cost: loss + backward with K bank captions against the plain in-batch loss,
     and that extra time next to a ResNet50 training step (measured at a small batch, scaled per image)."""
-    from helpers.clip.loss import clip_loss, clip_loss_with_bank
+    from helpers.clip.loss import Negatives, clip_loss
     from helpers.doctor import seconds_per_call
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -248,7 +248,7 @@ def bench_bank(args: argparse.Namespace) -> None:
             def step(k: int = k) -> None:
                 rows = torch.randint(n_captions, (k,), device=device) if k < n_captions else slice(None)
                 bank, bids = bank_all[rows], bank_ids[rows]
-                clip_loss_with_bank(feats, text, 14.3, bank, ids[:, None] == bids[None, :]).backward()  # noqa: B023
+                clip_loss(feats, text, 14.3, Negatives(bank, ids[:, None] == bids[None, :])).backward()  # noqa: B023
 
             with_bank = timed(step)
             model_step = model_s_per_image * batch

@@ -116,6 +116,7 @@ def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
     """
     from .core.artifacts import ArtifactError, load_torch
     from .core.config import run_identity
+    from .core.flags import Recipe
     from .training.runs import RunDir, check_same_run
     from .training.train_data import load_training_data
 
@@ -124,7 +125,7 @@ def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
         return f"`{run.name}`: not trained yet", None
     try:
         state = load_torch(run.checkpoint, "checkpoint")
-        data = load_training_data(cfg, paths, cfg.flags, progress=False)
+        data = load_training_data(cfg, paths, Recipe.of(cfg.flags), progress=False)
         check_same_run(run, state, run_identity(cfg), data.inputs, paths)
     except (ArtifactError, ValueError, OSError) as exc:  # ConfigError is a ValueError; ProvenanceMismatch an ArtifactError
         return f"`{run.name}`: cannot be continued or reused", str(exc)

@@ -28,23 +28,11 @@ def source_markdown(obj: Any) -> str:
 
 
 def variant_code_markdown(variants: list[str]) -> str:
-    """The code of every flag the ``variants`` use (``helpers.clip.variants.CODE``), each under its flag; a function two
-    flags share is shown once and named again at the second. Nothing is copied: it is the source that trains."""
-    import pkgutil
+    """The code of every modification the ``variants`` use, each under its name (helpers.clip.variants.code_markdown):
+    read from the records that train them, a student's own included."""
+    from .clip.variants import code_markdown
 
-    from .clip.variants import CODE, flags_of
-
-    shown: dict[str, str] = {}
-    parts = []
-    for flag in flags_of(variants):
-        parts.append(f"#### `{flag}`")
-        for dotted in CODE[flag]:
-            if dotted in shown:
-                parts.append(f"`{dotted.rsplit('.', 1)[-1]}`: shown above, under `{shown[dotted]}`.")
-                continue
-            parts.append(source_markdown(pkgutil.resolve_name(dotted)))
-            shown[dotted] = flag
-    return "\n\n".join(parts) if parts else "No variant beside the baseline: the baseline's code is shown in notebook 02."
+    return code_markdown(variants)
 
 
 def show_source(obj: Any) -> None:

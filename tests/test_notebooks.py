@@ -52,11 +52,11 @@ def test_ruff_checks_the_notebooks():
     assert "error: " not in out.stderr and "No Python files" not in out.stderr
 
 
-def run_notebook(name, out_dir, **params):
+def run_notebook(name, out_dir, source=None, **params):
     out = Path(out_dir) / f"out_{name}"
     params.setdefault("INTERACTIVE", False)  # widgets can stall headless execution (jupyter/nbclient#312)
     pm.execute_notebook(
-        str(ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False, execution_timeout=600
+        str(source or ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False, execution_timeout=600
     )
     nb = json.loads(out.read_text())
     assert "PosixPath(" not in _text(nb), f"{name}: a cell ends in a bare expression whose repr leaks into the notebook"
@@ -194,11 +194,13 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     _baseline_of_02(params, out)
     # Only the study's own settings and two overrides: the recipe (resnet18, random init, HIDDEN_DIM 64, LR 1e-3, 64 px,
     # the tiny text tower) must come from 02's baseline run. 04's old defaults (ResNet50, ImageNet weights) fail offline.
-    common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], VARIANTS=["head_ln", "augment"], SEEDS=[0], EPOCHS=1, MAX_STEPS_PER_EPOCH=3)
+    # "mine" is the worked example of 04's cell tagged student-modification: it trains like a built-in
+    common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], VARIANTS=["head_ln", "mine"], SEEDS=[0], EPOCHS=1, MAX_STEPS_PER_EPOCH=3)
     (out / "nb04").mkdir()
     nb = run_notebook("04_ablation.ipynb", out / "nb04", NUM_WORKERS=0, **common)
     summary = json.loads((art / "ablation" / "ablation.json").read_text())
-    assert set(summary["table"]) == {"baseline", "head_ln", "augment"}
+    assert set(summary["table"]) == {"baseline", "head_ln", "mine"}
+    assert summary["variants"]["mine"]["builtin"] is False and "class ResidualHead(nn.Module):" in summary["variants"]["mine"]["code"]
     assert summary["base"] == {
         "run": "nb-baseline",
         "chosen_by": "the newest finished baseline run, trained by notebook 02; set BASE_RUN to pick another",
@@ -215,13 +217,29 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
     assert re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", _text(nb)) and "compared on the val split" in _text(nb)
     assert "| `bigbatch` | batch 256" in _text(nb)  # every flag's code change, shown from helpers/clip/variants.py
-    assert "#### `head_ln`" in _text(nb) and "```python\ndef head_ln(" in _text(nb) and "class CaptionSafeAugment" in _text(nb)
+    assert "#### `head_ln`" in _text(nb) and "```python\ndef head_ln(" in _text(nb) and "#### `mine`" in _text(nb)
+    assert "`your cell.ResidualHead`" in _text(nb) and "0.5 * self.shortcut(features)" in _text(nb)  # the student's code, shown
+    assert "| `mine` (yours) | head: the lab's MLP plus a linear shortcut" in _text(nb)
     assert "def max_hinge_loss(" not in _text(nb)  # the code of the variants that run, and only theirs
     assert _text(nb).rstrip().endswith(ablation.COMPARISON_QUESTIONS[-1])  # 04 ends with the handout's questions
     (out / "nb04b").mkdir()
     again = run_notebook("04_ablation.ipynb", out / "nb04b", NUM_WORKERS=0, **common)
     assert _text(again).count("already finished") == 3  # every run reused, none retrained
     assert json.loads((art / "ablation" / "ablation.json").read_text())["base"]["run"] == "nb-baseline"  # not 04's own baseline
+    # one number changed in the student's cell: a new run of "mine" trains; the baseline and head_ln are reused
+    changed = nbformat.read(ROOT / "04_ablation.ipynb", as_version=4)
+    cell = next(c for c in changed.cells if "student-modification" in c.metadata.get("tags", []))
+    assert "0.5 * self.shortcut" in cell.source
+    cell.source = cell.source.replace("0.5 * self.shortcut", "0.25 * self.shortcut")
+    nbformat.write(changed, out / "04_changed.ipynb")
+    (out / "nb04c").mkdir()
+    before = {o["variant"]: o["run_name"] for o in summary["runs"]}
+    third = run_notebook("04_ablation.ipynb", out / "nb04c", source=out / "04_changed.ipynb", NUM_WORKERS=0, **common)
+    after = {o["variant"]: o["run_name"] for o in json.loads((art / "ablation" / "ablation.json").read_text())["runs"]}
+    assert _text(third).count("already finished") == 2 and after["mine"] != before["mine"]
+    assert after["baseline"] == before["baseline"] and after["head_ln"] == before["head_ln"]
+    assert (art / "runs" / before["mine"] / "best.pt").exists()  # the old run is kept under its own name
+    assert "0.25 * self.shortcut" in json.loads((art / "runs" / after["mine"] / "metrics.json").read_text())["variant_sources"]["mine"]
 
     (out / "nb05").mkdir()
     nb5 = run_notebook("05_report.ipynb", out / "nb05", ARTIFACTS_DIR=params["ARTIFACTS_DIR"])
@@ -231,7 +249,8 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert links and all((report.parent / link).exists() for link in links)
     assert "## 10. Ablation" in text and re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", text)
     section10 = text.split("## 10. Ablation", 1)[1].split("\n## ", 1)[0]
-    assert "| `head_ln` | head: Linear → LayerNorm" in section10 and "| `augment` |" in section10  # the variants run ...
+    assert "| `head_ln` | head: Linear → LayerNorm" in section10 and "| `mine` (yours) |" in section10  # the variants run ...
+    assert "class ResidualHead(nn.Module):" in section10 and "```python\ndef head_ln(" in section10  # ... with their code
     assert "| `bigbatch` |" not in section10  # ... and only those
     assert "| `EPOCHS` | 2 | 1 |" in section10  # the study's overrides of the base run, beside its table
     assert "Your comparison: write it yourself" in section10 and all(q in section10 for q in ablation.COMPARISON_QUESTIONS)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from helpers.clip import loss, variants
 from helpers.clip.loss import MAX_LOGIT_SCALE
-from helpers.training import bank as caption_bank
+from helpers.clip import bank as caption_bank
+from helpers.core.flags import Recipe
 from helpers.training import train
 
 
@@ -35,18 +36,18 @@ def test_bank_loss_equals_the_reference_and_skips_own_captions():
     img, txt, bank = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(6, 8, seed=3)
     own = torch.zeros(4, 6, dtype=torch.bool)
     own[0, 2] = own[3, 5] = True  # bank captions 2 and 5 describe images 0 and 3
-    got = loss.clip_loss_with_bank(img, txt, 10.0, bank, own)
+    got = loss.clip_loss(img, txt, 10.0, loss.Negatives(bank, own))
     assert got.item() == pytest.approx(_reference_bank_loss(img, txt, 10.0, bank, own).item(), abs=1e-5)
     # an own caption never acts as a negative: moving it right onto its anchor changes nothing for that anchor
     anchor, caption, own0 = img[:1], txt[:1], own[:1]
-    before = loss.clip_loss_with_bank(anchor, caption, 10.0, bank, own0)
+    before = loss.clip_loss(anchor, caption, 10.0, loss.Negatives(bank, own0))
     moved = bank.clone()
     moved[2] = img[0]
-    assert loss.clip_loss_with_bank(anchor, caption, 10.0, moved, own0).item() == pytest.approx(before.item(), abs=1e-6)
+    assert loss.clip_loss(anchor, caption, 10.0, loss.Negatives(moved, own0)).item() == pytest.approx(before.item(), abs=1e-6)
     # ...while the same move of an unmasked caption makes the anchor's task harder
-    assert loss.clip_loss_with_bank(anchor, caption, 10.0, moved, torch.zeros_like(own0)).item() > before.item() + 1e-3
+    assert loss.clip_loss(anchor, caption, 10.0, loss.Negatives(moved, torch.zeros_like(own0))).item() > before.item() + 1e-3
     # an empty bank is the lab's loss
-    none = loss.clip_loss_with_bank(img, txt, 10.0, bank[:0], own[:, :0])
+    none = loss.clip_loss(img, txt, 10.0, loss.Negatives(bank[:0], own[:, :0]))
     assert none.item() == pytest.approx(loss.clip_loss(img, txt, 10.0).item(), abs=1e-6)
 
 
@@ -55,30 +56,32 @@ def test_max_hinge_loss_takes_the_hardest_negative_only():
     txt = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # s = [[1, .6], [0, .8]]
     # image 0: 0.2 - 1 + 0.6 < 0 -> 0; image 1: 0.2 - 0.8 + 0 < 0 -> 0
     # caption 0: 0.2 - 1 + 0 < 0 -> 0;  caption 1: 0.2 - 0.8 + 0.6 = 0.0 -> 0
-    assert loss.max_hinge_loss(img, txt).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.max_hinge_loss(img, txt, 1.0).item() == pytest.approx(0.0, abs=1e-6)
     txt_hard = torch.tensor([[1.0, 0.0], [0.8, 0.6]])  # s = [[1, .8], [0, .6]]
     # image 0: 0.2 - 1 + 0.8 = 0.0; image 1: 0.2 - 0.6 + 0 -> 0; caption 1: 0.2 - 0.6 + 0.8 = 0.4
-    assert loss.max_hinge_loss(img, txt_hard).item() == pytest.approx(0.4 / 2, abs=1e-6)
+    assert loss.max_hinge_loss(img, txt_hard, 1.0).item() == pytest.approx(0.4 / 2, abs=1e-6)
     bank = torch.tensor([[0.0, 1.0]])  # a bank caption equal to image 1's: harder than any batch caption
     own = torch.tensor([[False], [True]])
-    with_bank = loss.max_hinge_loss(img, txt_hard, bank=bank, bank_is_own_caption=own)
+    with_bank = loss.max_hinge_loss(img, txt_hard, 1.0, loss.Negatives(bank, own))
     assert with_bank.item() == pytest.approx(0.4 / 2, abs=1e-6)  # masked for image 1, harmless for image 0
-    assert loss.max_hinge_loss(img, txt_hard, bank=bank, bank_is_own_caption=~own).item() > with_bank.item()
+    assert loss.max_hinge_loss(img, txt_hard, 1.0, loss.Negatives(bank, ~own)).item() > with_bank.item()
 
 
 def test_variant_overrides_and_lr_groups():
-    flags = variants.parse_variant("temp+bigbatch")
-    over = variants.training_overrides(flags, 64, 1e-4)
+    recipe = Recipe.of(variants.parse_variant("temp+bigbatch"))
+    over = recipe.overrides({"batch_size": 64, "lr": 1e-4, "learnable_temperature": False})
     assert over == {"learnable_temperature": True, "batch_size": 256, "lr": pytest.approx(2e-4)}  # sqrt(256/64) = 2
-    assert variants.lr_multiplier(flags, "logit_scale") == variants.TEMP_LR_FACTOR == 100.0
-    assert variants.lr_multiplier(frozenset(), "logit_scale") == 1.0
-    assert variants.parse_variant("best") == frozenset(variants.PRESETS["best"])
+    assert recipe.lr_multiplier("logit_scale", True) == variants.TEMP_LR_FACTOR == 100.0
+    assert Recipe.of(frozenset()).lr_multiplier("logit_scale", True) == 1.0
+    assert variants.parse_variant("best") == frozenset(variants.records()["best"].combines)
     assert variants.canonical("best") == variants.canonical("bank+temp+disc_lr+optim")
     assert variants.canonical("best+restval") == "optim+disc_lr+restval+temp+bank"
     assert variants.canonical("best+augment") == "augment+optim+disc_lr+temp+bank"
     trunk = "trunk.layer1.0.conv1.weight"
-    assert variants.lr_multiplier(variants.parse_variant("disc_lr"), trunk) == variants.DISC_LR_TRUNK_FACTOR
-    assert variants.lr_multiplier(variants.parse_variant("disc_lr"), trunk, pretrained_trunk=False) == 1.0  # nothing to protect
+    disc_lr = Recipe.of("disc_lr")
+    assert disc_lr.lr_multiplier(trunk, True) == variants.DISC_LR_TRUNK_FACTOR
+    assert disc_lr.lr_multiplier(trunk, False) == 1.0  # a random trunk: nothing to protect
+    assert Recipe.of("optim").warmup(0, 100) == 5 and Recipe.of("optim").warmup(7, 100) == 7 and Recipe.of("temp").warmup(0, 100) == 0
 
 
 LEARNABILITY_EPOCHS = 8  # 10 steps each at batch 32 on the workspace's 320 train images
@@ -122,7 +125,7 @@ def test_temp_lets_the_scale_rise_past_its_start_and_never_past_100(workspace, m
 
     # pushed hard upwards, the parameter stops at ln 100 after every step (and can come down again)
     real = train.clip_loss
-    monkeypatch.setattr(train, "clip_loss", lambda f, t, s: real(f, t, s) - 50.0 * s)
+    monkeypatch.setattr(train, "clip_loss", lambda f, t, s, n=None: real(f, t, s, n) - 50.0 * s)
     seen.clear()
     cfg = cfg.replace(temperature=0.0125, run_name="temp-capped", epochs=1)
     train.Trainer(cfg, paths, progress=False, log=lambda m: None, on_step=on_step).fit()
@@ -132,13 +135,13 @@ def test_temp_lets_the_scale_rise_past_its_start_and_never_past_100(workspace, m
 def test_bank_draws_are_reproducible_and_size_zero_is_the_whole_cache(workspace):
     cfg, paths = workspace
     trainer = train.Trainer(cfg.replace(variant="bank", bank_size=0, run_name="bank-all"), paths, progress=False, log=lambda m: None)
-    embeddings, ids = trainer.caption_bank.draw(0)
+    embeddings, ids = trainer.negative_source.rows(0)
     assert embeddings.shape == (len(trainer.train_set.caption_rows), trainer.embed_dim) and embeddings.dtype == torch.float16
     assert sorted(set(ids.tolist())) == sorted(trainer.train_set.image_ids)
     small = caption_bank.CaptionBank(trainer.train_set, 50, seed=0)
     again = caption_bank.CaptionBank(trainer.train_set, 50, seed=0)
-    assert torch.equal(small.draw(7)[0], again.draw(7)[0]) and not torch.equal(small.draw(7)[0], small.draw(8)[0])
-    assert small.draw(7)[0].shape == (50, trainer.embed_dim)
+    assert torch.equal(small.rows(7)[0], again.rows(7)[0]) and not torch.equal(small.rows(7)[0], small.rows(8)[0])
+    assert small.rows(7)[0].shape == (50, trainer.embed_dim)
 
 
 @pytest.mark.parametrize("variant", ["temp+bank", "hardneg+bank", "best"])

@@ -48,6 +48,10 @@ def test_training_side_flags(workspace):
     flags_cfg = cfg.replace(variant="optim+disc_lr+freeze_bn", epochs=2, run_name="flags")
     random_trunk = train.Trainer(flags_cfg, paths, progress=False, log=lambda m: None)
     random_trunk._build(pretrained=False)
+    assert random_trunk.overrides == {
+        "lr_schedule": {"requested": "constant", "resolved": "cosine"}, "grad_clip": {"requested": None, "resolved": 1.0},
+        "learnable_temperature": {"requested": False, "resolved": True},
+    }  # fmt: skip
     assert {g["lr_mult"] for g in random_trunk.optimizer.param_groups} == {1.0}  # IMAGE_WEIGHTS=None: nothing to protect
     # a trunk named for ImageNet weights (not downloaded here: _build(pretrained=False)) learns at 0.1x
     t = train.Trainer(flags_cfg.replace(image_weights="IMAGENET1K_V1"), paths, progress=False, log=lambda m: None)
@@ -57,9 +61,10 @@ def test_training_side_flags(workspace):
     assert mults == {0.1, 1.0}
     trunk_group = next(g for g in t.optimizer.param_groups if g["lr_mult"] == 0.1)
     assert trunk_group["lr"] < t.cfg.lr  # warmup starts low, and the trunk is at 0.1x
-    assert variants.warmup_steps(t.flags, 0, 100) == 5
+    assert t.variant.warmup(0, 100) == 5
     t.model.train()
-    variants.freeze_batchnorm_stats(t.flags, t.model)
+    for hook in t.variant.each("on_train_mode"):
+        hook(t.model)
     assert not t.model.trunk.bn1.training and t.model.head.training
 
 
@@ -77,11 +82,11 @@ def test_augmentation_is_caption_safe():
 
 
 def test_bad_variant_names():
-    with pytest.raises(ConfigError, match="unknown flag.*'head_xx'"):
+    with pytest.raises(ConfigError, match="unknown variant.*'head_xx'.*student-modification"):
         config.from_params(VARIANT="head_xx")
-    with pytest.raises(ConfigError, match="alternatives"):
+    with pytest.raises(ConfigError, match="head_ln and head_bn both replace the head; they are alternatives"):
         config.from_params(VARIANT="head_ln+head_bn")
-    with pytest.raises(ConfigError, match="unknown flag"):
+    with pytest.raises(ConfigError, match="unknown variant"):
         config.from_params(VARIANTS=["augment", "flip"])
     assert variants.canonical("augment+head_ln") == variants.canonical("head_ln+augment") == "head_ln+augment"
 

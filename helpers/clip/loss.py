@@ -17,10 +17,12 @@ CLIP learns ``log(1/tau)`` and clamps the scale at 100.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+CLIP_LOSS_TEXT = "symmetric InfoNCE (`clip_loss`)"  # the report's loss row, unless a variant's loss trains
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -30,11 +32,21 @@ def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit
     return logit_scale * image_features @ text_features.t()
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """Symmetric InfoNCE: mean of image->text and text->image cross-entropy; pair i is the positive."""
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    negatives: Negatives | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE: mean of image->text and text->image cross-entropy; pair i is the positive.
+
+    ``negatives`` (the ``bank`` variant): more captions each image must rank below its own, in the image->text term.
+    Every loss of the kit takes these four arguments (helpers/core/flags.py), so a variant's loss replaces this one.
+    """
     logits = clip_logits(image_features.float(), text_features.float(), logit_scale)
     labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    image_to_text = logits if negatives is None else torch.cat([logits, negatives.logits(image_features, logit_scale)], dim=1)
+    return 0.5 * (F.cross_entropy(image_to_text, labels) + F.cross_entropy(logits.t(), labels))
 
 
 @torch.no_grad()
@@ -46,29 +58,26 @@ def in_batch_hits(image_features: torch.Tensor, text_features: torch.Tensor) -> 
 
 
 
-def clip_loss_with_bank(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    logit_scale: torch.Tensor | float,
-    bank: torch.Tensor,
-    bank_is_own_caption: torch.Tensor,
-) -> torch.Tensor:
-    """Symmetric InfoNCE whose image->text term also scores a bank of cached captions (``bank`` variant).
+@dataclass(frozen=True)
+class Negatives:
+    """Extra negative captions for the image->text term (the ``bank`` variant: cached caption embeddings).
 
-    Each image picks its caption among the B batch captions *and* the K bank captions: K more
-    negatives per anchor, for the price of one [B, K] matrix product. ``bank_is_own_caption``
-    ([B, K] bool) marks bank captions of the anchor's own image (COCO has ~5 per image): they
-    are removed from the softmax (logit -inf), so an image is never pushed away from a caption
-    that describes it. The text->image term stays in-batch: the bank holds no images.
+    Each image picks its caption among the B batch captions *and* these K: K more negatives per anchor, for the
+    price of one [B, K] matrix product. ``is_positive`` ([B, K] bool) marks extra captions of the anchor's own image
+    (COCO has ~5 per image) or in its caption's very words: they are left out of the softmax (logit -inf), so an
+    image is never pushed away from a caption that describes it. The text->image term stays in-batch: no images here.
     """
-    img, txt = image_features.float(), text_features.float()
-    logits = clip_logits(img, txt, logit_scale)  # [B, B]
-    mm_dtype = bank.dtype if bank.is_cuda else torch.float32  # fp16 matmul on the GPU; CPUs are faster in fp32
-    bank_logits = logit_scale * (img.to(mm_dtype) @ bank.to(mm_dtype).t()).float()  # [B, K]
-    bank_logits = bank_logits.masked_fill(bank_is_own_caption, float("-inf"))
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    image_to_text = F.cross_entropy(torch.cat([logits, bank_logits], dim=1), labels)
-    return 0.5 * (image_to_text + F.cross_entropy(logits.t(), labels))
+
+    embeddings: torch.Tensor  # [K, D], unit vectors (fp16 on the GPU)
+    is_positive: torch.Tensor  # [B, K] bool
+
+    def similarities(self, image_features: torch.Tensor) -> torch.Tensor:
+        """[B, K] cosines in float32 (an fp16 product on the GPU; CPUs are faster in fp32)."""
+        dtype = self.embeddings.dtype if self.embeddings.is_cuda else torch.float32
+        return (image_features.to(dtype) @ self.embeddings.to(dtype).t()).float()
+
+    def logits(self, image_features: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+        return (logit_scale * self.similarities(image_features.float())).masked_fill(self.is_positive, float("-inf"))
 
 
 VSE_MARGIN = 0.2  # VSE++'s margin (Faghri et al. 2018) on cosine similarities
@@ -77,16 +86,17 @@ VSE_MARGIN = 0.2  # VSE++'s margin (Faghri et al. 2018) on cosine similarities
 def max_hinge_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    negatives: Negatives | None = None,
     margin: float = VSE_MARGIN,
-    bank: torch.Tensor | None = None,
-    bank_is_own_caption: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """VSE++'s max-of-hinges loss (``hardneg`` variant): only the *hardest* negative of each anchor counts.
 
     For image i with caption i: ``[margin - s(i,i) + max_j s(i,j)]_+`` over the other captions j, plus
     the same from the caption's side over the other images. No temperature: the margin sets the
-    scale. Averaged over the batch (VSE++ sums; the mean keeps the learning rate independent of
-    the batch size). With a caption bank, its captions are candidate hardest negatives too.
+    scale (``logit_scale`` is taken, like every loss, and not used). Averaged over the batch (VSE++ sums; the
+    mean keeps the learning rate independent of the batch size). Extra ``negatives`` are candidate hardest
+    negatives too.
     """
     img, txt = image_features.float(), text_features.float()
     sims = img @ txt.t()
@@ -94,10 +104,7 @@ def max_hinge_loss(
     is_pair = torch.eye(sims.shape[0], dtype=torch.bool, device=sims.device)
     image_to_text = (margin + sims - positive[:, None]).clamp(min=0).masked_fill(is_pair, 0).max(dim=1).values
     text_to_image = (margin + sims - positive[None, :]).clamp(min=0).masked_fill(is_pair, 0).max(dim=0).values
-    if bank is not None:
-        bank_sims = img @ bank.float().t()
-        bank_cost = (margin + bank_sims - positive[:, None]).clamp(min=0)
-        if bank_is_own_caption is not None:
-            bank_cost = bank_cost.masked_fill(bank_is_own_caption, 0)
-        image_to_text = torch.maximum(image_to_text, bank_cost.max(dim=1).values)
+    if negatives is not None:
+        extra_cost = (margin + negatives.similarities(img) - positive[:, None]).clamp(min=0).masked_fill(negatives.is_positive, 0)
+        image_to_text = torch.maximum(image_to_text, extra_cost.max(dim=1).values)
     return (image_to_text + text_to_image).mean()

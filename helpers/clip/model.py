@@ -25,8 +25,8 @@ from torch import nn
 
 from ..core import markdown
 from ..core.config import Config
+from ..core.flags import Recipe, canonical
 from .loss import MAX_LOGIT_SCALE
-from .variants import apply_pooling, build_head, canonical, parse_variant
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
 
@@ -105,12 +105,13 @@ class ClipImageModel(nn.Module):
     def __init__(self, arch: dict[str, Any], pretrained: bool = True):
         super().__init__()
         self.arch = dict(arch)
-        flags = parse_variant(arch["variant"])  # ablation flags; "baseline" is none of them
+        variant = Recipe.of(arch["variant"])  # the modifications (notebook 04); the baseline has none
         self.trunk, in_dim = _trunk(arch["image_backbone"], arch["image_weights"] if pretrained else None)
-        apply_pooling(flags, self.trunk, in_dim)
-        self.head = build_head(flags, in_dim, arch["hidden_dim"], arch["embed_dim"]) or baseline_head(
-            in_dim, arch["hidden_dim"], arch["embed_dim"]
-        )
+        pooling = variant.single("pooling")  # a variant's pooling, instead of global average pooling
+        if pooling is not None:
+            self.trunk.avgpool = _Pooled(pooling(in_dim))
+        head = variant.single("head") or baseline_head  # a variant's head, or the lab's
+        self.head = head(in_dim, arch["hidden_dim"], arch["embed_dim"])
         init = torch.tensor(math.log(1.0 / arch["temperature"]))
         self.logit_scale = nn.Parameter(init, requires_grad=bool(arch["learnable_temperature"]))
 
@@ -131,6 +132,18 @@ class ClipImageModel(nn.Module):
     def clamp_logit_scale(self) -> None:
         """Keep 1 <= scale <= 100 (0.01 <= tau <= 1), CLIP's range."""
         self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+
+
+class _Pooled(nn.Module):
+    """A variant's pooling ([B, C, H, W] -> [B, C]) in the place of the trunk's average pooling: ResNet.forward flattens
+    after it, so the output keeps a trailing [1, 1]."""
+
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x)[:, :, None, None]
 
 
 def build_model(arch: dict[str, Any], pretrained: bool = True) -> ClipImageModel:

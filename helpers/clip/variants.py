@@ -1,8 +1,10 @@
-"""Ablation modifications, each a named flag with its own code; the baseline stays untouched.
+"""The built-in modifications: one record each (helpers/core/flags.py), the baseline untouched.
 
-``VARIANT`` is ``"baseline"`` or flags joined by ``+`` (``"head_ln+augment"``); the run
+``VARIANT`` is ``"baseline"`` or names joined by ``+`` (``"head_ln+augment"``); the run
 name derives from it. Every variant goes through the same resumable trainer and the
-same evaluation. The flags:
+same evaluation, which read only the records registered at the end of this file: adding a
+modification is one ``register(...)`` call (and a test), here or in notebook 04's
+``student-modification`` cell. The built-ins:
 
 - ``head_ln``   projection head Linear -> LayerNorm -> GELU -> Dropout(0.1) -> Linear.
 - ``head_bn``   projection head Linear -> BatchNorm1d -> GELU -> Linear (an earlier kit's flag).
@@ -68,7 +70,12 @@ import torch
 from torch import nn
 
 from ..core import markdown
-from ..core.flags import BASELINE, EXCLUSIVE, FLAGS, PRESETS, canonical, parse_variant  # noqa: F401  (the variant vocabulary)
+from ..core.config import ConfigError
+from ..core.flags import BASELINE, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
+from ..data.dataset import CocoCacheDataset, with_images_from
+from .bank import CaptionBank, bank_positives
+from .loss import Negatives, max_hinge_loss
+from .model import ClipImageModel
 
 TEMP_LR_FACTOR = 100.0  # logit_scale's LR / base LR under ``temp``
 BIGBATCH_SIZE = 256
@@ -77,106 +84,7 @@ OPTIM_WARMUP_FRACTION = 0.05
 OPTIM_GRAD_CLIP = 1.0
 
 
-# What each flag changes and why it might help: notebook 04 shows this table, the report the rows of the variants run.
-CHANGES: dict[str, tuple[str, str]] = {
-    'head_ln': (
-        'head: Linear → LayerNorm → GELU → Dropout(0.1) → Linear',
-        'normalised, regularised projection',
-    ),
-    'head_bn': (
-        'head: Linear → BatchNorm → GELU → Linear',
-        "an earlier kit's variant",
-    ),
-    'attn_pool': (
-        'learned attention pooling over the 7×7 map instead of average pooling',
-        'keeps *where* things are',
-    ),
-    'augment': (
-        'RandomResizedCrop (scale 0.7–1) + mild brightness/contrast',
-        'more views of each image',
-    ),
-    'optim': (
-        '5% linear warmup, cosine decay, gradient clipping 1.0, learnable temperature',
-        'smoother optimisation',
-    ),
-    'disc_lr': (
-        'trunk at 0.1× LR, head at 1×',
-        'protects the pretrained ImageNet features',
-    ),
-    'freeze_bn': (
-        'trunk BatchNorm statistics frozen',
-        'batch statistics of 64 images are noisy',
-    ),
-    'restval': (
-        '+ the ~30k val2014 images in neither Karpathy split',
-        'more data (cache them in 01)',
-    ),
-    'temp': (
-        'the temperature learns: `logit_scale` in its own parameter group at 100× LR, no weight decay, clamped to [0, ln 100] '
-        'after each step',
-        "AdamW moves log(scale) by at most about its LR per step: at LR 1e-4, over a 10-epoch run (~12,900 steps), the scale "
-        "could rise from 14 to at most ~52; at 100× LR it can reach CLIP's clamp of 100 within a few hundred steps",
-    ),
-    'bank': (
-        "the image→text term also scores `BANK_SIZE` (32,768) cached captions drawn afresh each step; the image's own captions, "
-        "and captions in the very same words, are masked",
-        '63 negatives per image become ~32,800; the frozen text tower keeps the bank exact, never stale',
-    ),
-    'bigbatch': (
-        'batch 256, LR × √(256/64) = 2× (square-root rule for Adam)',
-        '4× more in-batch negatives; the OOM fallback halves it if the GPU is full',
-    ),
-    'hardneg': (
-        "VSE++'s max-of-hinges loss (margin 0.2): only the hardest negative counts",
-        'the published comparison point (VSE++: 41.3 / 30.3 R@1)',
-    ),
-    'best': (
-        'preset: `optim+disc_lr+temp+bank`',
-        "the kit's recommendation; reasons (and why `augment` is left out) in `helpers/clip/variants.py`; `best+augment` adds it",
-    ),
-}
-
-
-# Where each flag's code lives (dotted names, resolved by helpers.teach.variant_code_markdown): notebook 04 shows the
-# code of every variant that runs, as 02 shows the baseline's. Names, not imports: some live in layers above this one.
-CODE: dict[str, tuple[str, ...]] = {
-    "head_ln": ("helpers.clip.variants.head_ln", "helpers.clip.variants.build_head"),
-    "head_bn": ("helpers.clip.variants.head_bn", "helpers.clip.variants.build_head"),
-    "attn_pool": ("helpers.clip.variants.AttentionPool2d", "helpers.clip.variants.apply_pooling"),
-    "augment": ("helpers.clip.variants.CaptionSafeAugment", "helpers.clip.variants.train_transform"),
-    "optim": ("helpers.clip.variants.training_overrides", "helpers.clip.variants.warmup_steps"),
-    "disc_lr": ("helpers.clip.variants.lr_multiplier",),
-    "freeze_bn": ("helpers.clip.variants.freeze_batchnorm_stats",),
-    "restval": ("helpers.training.train_data.with_restval",),
-    "temp": (
-        "helpers.clip.variants.training_overrides",
-        "helpers.clip.variants.lr_multiplier",
-        "helpers.clip.model.ClipImageModel.clamp_logit_scale",
-    ),
-    "bank": ("helpers.training.bank.CaptionBank.draw", "helpers.training.bank.bank_positives", "helpers.clip.loss.clip_loss_with_bank"),
-    "bigbatch": ("helpers.clip.variants.training_overrides",),
-    "hardneg": ("helpers.clip.loss.max_hinge_loss",),
-}
-
-
-def flags_of(variants: list[str]) -> list[str]:
-    """The flags the ``variants`` use (presets expanded), in the order of :data:`CHANGES`."""
-    used = set().union(*(parse_variant(v) for v in variants)) if variants else set()
-    return [name for name in CHANGES if name in used]
-
-
-def changes_markdown(variants: list[str] | None = None) -> str:
-    """The flags of ``variants`` (all flags and presets when None): what each changes and why it might help."""
-    if variants is None:
-        names = list(CHANGES)
-    else:
-        names = [n for n in CHANGES if any(n == v or n in parse_variant(v) for v in variants if v != BASELINE)]
-        names += [v for v in variants if v in PRESETS and v not in names]
-    rows = [[f"`{name}`", *CHANGES[name]] for name in names]
-    return markdown.table(["flag", "what changes", "why it might help"], rows)
-
-
-# ----------------------------------------------------------------------------- heads
+# ----------------------------------------------------------------------------- heads and pooling
 def head_ln(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float = 0.1) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, embed_dim)
@@ -211,69 +119,47 @@ class AttentionPool2d(nn.Module):
         return out[:, 0]
 
 
-def build_head(flags: frozenset[str], in_dim: int, hidden_dim: int, embed_dim: int) -> nn.Module | None:
-    """The variant's head, or None for the baseline head."""
-    if "head_ln" in flags:
-        return head_ln(in_dim, hidden_dim, embed_dim)
-    if "head_bn" in flags:
-        return head_bn(in_dim, hidden_dim, embed_dim)
-    return None
-
-
-def apply_pooling(flags: frozenset[str], trunk: nn.Module, channels: int) -> None:
-    """Swap the trunk's global average pooling for attention pooling (``attn_pool``)."""
-    if "attn_pool" in flags:
-        trunk.avgpool = _AttentionPoolFlatten(AttentionPool2d(channels))
-
-
-class _AttentionPoolFlatten(nn.Module):
-    """ResNet.forward flattens after avgpool; attention pooling already returns [B, C], with a
-    trailing [1, 1] view so that flatten is a no-op."""
-
-    def __init__(self, pool: AttentionPool2d):
-        super().__init__()
-        self.pool = pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x)[:, :, None, None]
-
-
 # ----------------------------------------------------------------------------- training
-def training_overrides(flags: frozenset[str], batch_size: int, lr: float) -> dict[str, Any]:
-    """Config changes a variant implies (``optim``, ``temp``, ``bigbatch``)."""
-    out: dict[str, Any] = {}
-    if "optim" in flags:
-        out.update(lr_schedule="cosine", grad_clip=OPTIM_GRAD_CLIP, learnable_temperature=True)
-    if "temp" in flags:
-        out.update(learnable_temperature=True)
-    if "bigbatch" in flags and batch_size < BIGBATCH_SIZE:
-        out.update(batch_size=BIGBATCH_SIZE, lr=lr * math.sqrt(BIGBATCH_SIZE / batch_size))
-    return out
+def optim_overrides(settings: dict[str, Any]) -> dict[str, Any]:
+    return {"lr_schedule": "cosine", "grad_clip": OPTIM_GRAD_CLIP, "learnable_temperature": True}
 
 
-def warmup_steps(flags: frozenset[str], configured: int, total_steps: int) -> int:
-    if configured or "optim" not in flags:
-        return configured
+def optim_warmup(total_steps: int) -> int:
     return max(1, int(OPTIM_WARMUP_FRACTION * total_steps))
+
+
+def temp_overrides(settings: dict[str, Any]) -> dict[str, Any]:
+    return {"learnable_temperature": True}
+
+
+def temp_lr_multiplier(parameter_name: str, pretrained_trunk: bool) -> float:
+    """The logit scale learns 100x faster than the rest."""
+    return TEMP_LR_FACTOR if parameter_name == "logit_scale" else 1.0
+
+
+def bigbatch_overrides(settings: dict[str, Any]) -> dict[str, Any]:
+    """Batch 256 with the LR scaled by the square-root rule (Adam-type optimizers)."""
+    batch_size, lr = settings["batch_size"], settings["lr"]
+    return {"batch_size": BIGBATCH_SIZE, "lr": lr * math.sqrt(BIGBATCH_SIZE / batch_size)} if batch_size < BIGBATCH_SIZE else {}
 
 
 DISC_LR_RANDOM_TRUNK = "disc_lr: the trunk starts from random weights (IMAGE_WEIGHTS=None), nothing to protect: it learns at the full LR"
 
 
-def lr_multiplier(flags: frozenset[str], parameter_name: str, pretrained_trunk: bool = True) -> float:
-    """``disc_lr``: a pretrained trunk learns 10x slower than the new head; ``temp``: the logit scale 100x faster."""
-    if "temp" in flags and parameter_name == "logit_scale":
-        return TEMP_LR_FACTOR
-    slow_trunk = "disc_lr" in flags and pretrained_trunk and parameter_name.startswith("trunk.")
-    return DISC_LR_TRUNK_FACTOR if slow_trunk else 1.0
+def disc_lr_multiplier(parameter_name: str, pretrained_trunk: bool) -> float:
+    """A pretrained trunk learns 10x slower than the new head."""
+    return DISC_LR_TRUNK_FACTOR if pretrained_trunk and parameter_name.startswith("trunk.") else 1.0
 
 
-def freeze_batchnorm_stats(flags: frozenset[str], model: nn.Module) -> None:
-    """``freeze_bn``: keep the trunk's BatchNorm layers in eval mode (running stats frozen)."""
-    if "freeze_bn" in flags:
-        for module in model.trunk.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+def disc_lr_notes(settings: dict[str, Any]) -> list[str]:
+    return [DISC_LR_RANDOM_TRUNK] if settings.get("image_weights") is None else []
+
+
+def freeze_batchnorm_stats(model: nn.Module) -> None:
+    """Keep the trunk's BatchNorm layers in eval mode (running stats frozen)."""
+    for module in model.trunk.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 class CaptionSafeAugment:
@@ -292,5 +178,128 @@ class CaptionSafeAugment:
         return color(crop(image))
 
 
-def train_transform(flags: frozenset[str]) -> CaptionSafeAugment | None:
-    return CaptionSafeAugment() if "augment" in flags else None
+def restval_images(splits: Any, cache: Any) -> list[int]:
+    """The cached val2014 images in neither Karpathy split: trained on with their captions (with_images_from)."""
+    restval = [i for i in splits.restval if i in cache]
+    if not restval:
+        raise ConfigError(
+            "VARIANT includes 'restval', but no restval images are cached: re-run 01_dataset_prep.ipynb with INCLUDE_RESTVAL=True"
+        )
+    return restval
+
+
+def caption_bank(train_set: CocoCacheDataset, settings: dict[str, Any], rank: int) -> CaptionBank:
+    """BANK_SIZE cached training captions per step (0: all of them); each process draws its own."""
+    return CaptionBank(train_set, settings["bank_size"], settings["seed"], rank)
+
+
+# ----------------------------------------------------------------------------- the records
+register(
+    "head_ln", "head: Linear → LayerNorm → GELU → Dropout(0.1) → Linear", "normalised, regularised projection",
+    head=head_ln, builtin=True,
+)
+register("head_bn", "head: Linear → BatchNorm → GELU → Linear", "an earlier kit's variant", head=head_bn, builtin=True)
+register(
+    "attn_pool", "learned attention pooling over the 7×7 map instead of average pooling", "keeps *where* things are",
+    pooling=AttentionPool2d, builtin=True,
+)
+register(
+    "augment", "RandomResizedCrop (scale 0.7–1) + mild brightness/contrast", "more views of each image",
+    train_transform=CaptionSafeAugment, builtin=True,
+)
+register(
+    "optim", "5% linear warmup, cosine decay, gradient clipping 1.0, learnable temperature", "smoother optimisation",
+    overrides=optim_overrides, warmup=optim_warmup, builtin=True,
+)
+register(
+    "disc_lr", "trunk at 0.1× LR, head at 1×", "protects the pretrained ImageNet features",
+    lr_multiplier=disc_lr_multiplier, notes=disc_lr_notes, code=(disc_lr_multiplier,), builtin=True,
+)
+register(
+    "freeze_bn", "trunk BatchNorm statistics frozen", "batch statistics of 64 images are noisy",
+    on_train_mode=freeze_batchnorm_stats, builtin=True,
+)
+register(
+    "restval", "+ the ~30k val2014 images in neither Karpathy split", "more data (cache them in 01)",
+    extra_train_images=restval_images, code=(restval_images, with_images_from), builtin=True,
+)
+register(
+    "temp",
+    "the temperature learns: `logit_scale` in its own parameter group at 100× LR, no weight decay, clamped to [0, ln 100] "
+    "after each step",
+    "AdamW moves log(scale) by at most about its LR per step: at LR 1e-4, over a 10-epoch run (~12,900 steps), the scale "
+    "could rise from 14 to at most ~52; at 100× LR it can reach CLIP's clamp of 100 within a few hundred steps",
+    overrides=temp_overrides, lr_multiplier=temp_lr_multiplier,
+    code=(temp_overrides, temp_lr_multiplier, ClipImageModel.clamp_logit_scale), builtin=True,
+)
+register(
+    "bank",
+    "the image→text term also scores `BANK_SIZE` (32,768) cached captions drawn afresh each step; the image's own captions, "
+    "and captions in the very same words, are masked",
+    "63 negatives per image become ~32,800; the frozen text tower keeps the bank exact, never stale",
+    negatives=caption_bank, negatives_text="image→text also over a caption bank", settings=("bank_size",),
+    code=(caption_bank, CaptionBank.draw, CaptionBank.rows, bank_positives, Negatives.logits), builtin=True,
+)
+register(
+    "bigbatch", "batch 256, LR × √(256/64) = 2× (square-root rule for Adam)",
+    "4× more in-batch negatives; the OOM fallback halves it if the GPU is full",
+    overrides=bigbatch_overrides, builtin=True,
+)
+register(
+    "hardneg", "VSE++'s max-of-hinges loss (margin 0.2): only the hardest negative counts",
+    "the published comparison point (VSE++: 41.3 / 30.3 R@1)",
+    loss=max_hinge_loss, loss_text="VSE++ max-of-hinges (margin 0.2)", builtin=True,
+)
+register(
+    "best", "preset: `optim+disc_lr+temp+bank`",
+    "the kit's recommendation; reasons (and why `augment` is left out) in `helpers/clip/variants.py`; `best+augment` adds it",
+    combines=("optim", "disc_lr", "temp", "bank"), builtin=True,
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- what notebook 04 and the report show
+def flags_of(variants: list[str]) -> list[str]:
+    """The records the ``variants`` use (presets expanded), in registry order."""
+    used = set().union(*(parse_variant(v) for v in variants)) if variants else set()
+    return [name for name in records() if name in used]
+
+
+def changes_markdown(variants: list[str] | None = None) -> str:
+    """The records of ``variants`` (every record when None): what each changes and why it might help."""
+    known = records()
+    names = list(known) if variants is None else flags_of(variants) + [v for v in variants if v in known and known[v].combines]
+    rows = [[f"`{name}`" + ("" if known[name].builtin else " (yours)"), known[name].changes, known[name].why] for name in names]
+    return markdown.table(["variant", "what changes", "why it might help"], rows)
+
+
+def describe(variants: list[str]) -> dict[str, dict[str, str]]:
+    """Per record the ``variants`` use: its text and its code as Markdown, as it trains now (kept in ablation.json, so
+    the report shows a student's modification after the kernel that defined it is gone)."""
+    known = records()
+    return {
+        name: {"changes": known[name].changes, "why": known[name].why, "code": code_markdown([name]), "builtin": known[name].builtin}
+        for name in flags_of(variants)
+    }
+
+
+def code_markdown(variants: list[str]) -> str:
+    """The code of every record the ``variants`` use, each under its name; a function two records share is shown once
+    and named again at the second. Nothing is copied: it is the source that trains."""
+    shown: dict[str, str] = {}
+    parts = []
+    for name in flags_of(variants):
+        parts.append(f"#### `{name}`")
+        for obj in records()[name].code:
+            where = _where(obj)
+            if where in shown:
+                parts.append(f"`{where.rsplit('.', 1)[-1]}`: shown above, under `{shown[where]}`.")
+                continue
+            parts.append(f"`{where}`\n\n```python\n{source_of(obj)}\n```")
+            shown[where] = name
+    return "\n\n".join(parts) if parts else "No variant beside the baseline: the baseline's code is shown in notebook 02."
+
+
+def _where(obj: Any) -> str:
+    module = getattr(obj, "__module__", "") or ""
+    where = "your cell" if module == "__main__" else module
+    return f"{where}.{getattr(obj, '__qualname__', repr(obj))}"

@@ -9,6 +9,7 @@ JSON (a plain dict) beside every artifact it produced.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .flags import canonical, parse_variant, spelling
+from .flags import canonical, only_with, parse_variant, student_sources
 from .storage import atomic_write_json, read_json
 
 DATA_SOURCES = ("coco", "coco-subset", "kaggle", "local")
@@ -103,14 +104,18 @@ class Config:
     # --- ablation ------------------------------------------------------------------------
     variants: list[str] = free(default_factory=lambda: ["temp", "bank", "best"])  # + baseline; "best" is a preset
     seeds: list[int] = free(default_factory=lambda: [0])  # several seeds: mean and spread
+    # --- derived from the fields above: never given, never saved -------------------------------
+    flags: frozenset[str] = field(init=False, repr=False, compare=False, metadata={"kind": "derived"})  # VARIANT, parsed once
 
     def __post_init__(self) -> None:
-        _check_types(self)
-        _check_values(self)  # also sets ``flags``: the variant parsed once, read by the run name, identity, model, trainer
+        _check_types(self)  # checks change no value ...
+        _normalise(self)  # ... this step alone does: one spelling per value
+        _check_values(self)
+        self.flags = parse_variant(self.variant)  # read by the run name, the identity, the model and the trainer
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only, so the dict can live inside a ``weights_only`` checkpoint."""
-        return dataclasses.asdict(self)
+        """The settings as plain types, so the dict can live inside a ``weights_only`` checkpoint (no derived field)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["kind"] != "derived"}
 
     def replace(self, **changes: Any) -> Config:
         return from_params({**self.to_dict(), **changes})
@@ -119,18 +124,20 @@ class Config:
         return atomic_write_json(path, self.to_dict())
 
 
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] != "derived")
 IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "identity")
 FREE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "free")
-ONLY_WITH_FLAG = {"bank_size": "bank"}  # identity fields that change nothing unless the variant has the flag
-
-
 def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     """The identity fields of ``cfg`` (or of a stored config dict) that apply to its variant: what a run folder
-    must agree with to be reused."""
+    must agree with to be reused. A setting that belongs to one variant (BANK_SIZE to ``bank``) counts only with it;
+    a student's own modification adds the digest of its source (``variant_code``), so a changed line is a new run."""
     values = cfg.to_dict() if isinstance(cfg, Config) else cfg
     flags = cfg.flags if isinstance(cfg, Config) else parse_variant(values.get("variant", "baseline"))
-    return {k: values.get(k) for k in IDENTITY_FIELDS if k not in ONLY_WITH_FLAG or ONLY_WITH_FLAG[k] in flags}
+    out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
+    code = student_sources(flags)
+    if code:
+        out["variant_code"] = code
+    return out
 
 
 def identity_differences(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
@@ -209,13 +216,25 @@ def load(path: str | os.PathLike, **overrides: Any) -> Config:
 
 def _check_types(cfg: Config) -> None:
     hints = typing.get_type_hints(Config)
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        expected = hints[f.name]
+    for name in FIELD_NAMES:
+        value, expected = getattr(cfg, name), hints[name]
         if not _matches(value, expected):
-            raise ConfigError(f"Config key {f.name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})")
-        if isinstance(value, int) and not isinstance(value, bool) and float in (expected, *typing.get_args(expected)):
-            setattr(cfg, f.name, float(value))  # LR=1 and GRAD_CLIP=1 are stored as floats, like 1.0
+            raise ConfigError(f"Config key {name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})")
+
+
+def _normalise(cfg: Config) -> None:
+    """One spelling per value, so equal settings are equal records: LR=1 as 1.0 (like GRAD_CLIP=1), and the variant
+    and every entry of VARIANTS in their canonical spelling ("augment+head_ln" -> "head_ln+augment")."""
+    hints = typing.get_type_hints(Config)
+    for name in FIELD_NAMES:
+        value = getattr(cfg, name)
+        if isinstance(value, int) and not isinstance(value, bool) and float in (hints[name], *typing.get_args(hints[name])):
+            setattr(cfg, name, float(value))
+    try:
+        cfg.variant = canonical(cfg.variant)
+        cfg.variants = [canonical(v) for v in cfg.variants]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _matches(value: Any, expected: Any) -> bool:
@@ -310,21 +329,15 @@ def _check_values(cfg: Config) -> None:
         "weight_decay": f"0 <= WEIGHT_DECAY <= {MAX_WEIGHT_DECAY:g}",
         "grad_clip": f"0 < GRAD_CLIP <= {MAX_GRAD_CLIP:g} or None",
     }
-    for f in dataclasses.fields(cfg):  # NaN and infinity pass every comparison below: refuse them first
-        value = getattr(cfg, f.name)
+    for name in FIELD_NAMES:  # NaN and infinity pass every comparison below: refuse them first
+        value = getattr(cfg, name)
         if isinstance(value, float) and not math.isfinite(value):
-            fail(f.name, f"{ranges.get(f.name, 'a number')}, and finite (not NaN or infinity)")
+            fail(name, f"{ranges.get(name, 'a number')}, and finite (not NaN or infinity)")
     choice("data_source", DATA_SOURCES)
     choice("optimizer", OPTIMIZERS)
     choice("eval_split", EVAL_SPLITS)
     choice("image_backbone", BACKBONES)
     choice("lr_schedule", LR_SCHEDULES)
-    try:
-        cfg.flags = parse_variant(cfg.variant)  # the variant parsed once: every reader uses these canonical flags
-        cfg.variant = spelling(cfg.flags)  # one spelling everywhere: run names, stored arch, resume
-        cfg.variants = [canonical(v) for v in cfg.variants]
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
     if not cfg.seeds:
         raise ConfigError("Config key SEEDS must hold at least one seed, e.g. [0]")
     if len(set(cfg.seeds)) < len(cfg.seeds):

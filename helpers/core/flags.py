@@ -1,49 +1,297 @@
-"""A run's variant: ``"baseline"`` or flags joined by ``+``, parsed and spelt one way everywhere.
+"""A run's variant: one record per modification, a registry of them, and the one way a variant is parsed and spelt.
 
-Why in the core: the variant is part of a run's identity (its name, its stored config), so the
-config reads it when it is built (``Config.flags``), below any code that acts on a flag. What each
-flag *does* lives with the model and the training (helpers/clip/variants.py and its docstring).
+A variant is ``"baseline"`` or names joined by ``+`` (``"head_ln+augment"``). Each name is a :class:`Variant`
+record: what it changes and why, the code the notebooks show, and its hooks (the head, the pooling, the loss,
+extra negatives, the train-time transform, LR factors, setting overrides, extra training images...). Every
+consumer (the model, the trainer, validation, the doctor, notebook 04, the report, the docs) reads the records;
+no module outside the variant code tests a variant's name.
+
+Why in the core: the variant is part of a run's identity (its name, its stored config), so the config parses it
+when it is built, below any code that acts on it. The built-in records live with the model and the training
+(helpers/clip/variants.py); they are loaded the first time a variant is parsed, as a plug-in. A student's own
+modification (notebook 04's cell tagged ``student-modification``) is a record too, registered with
+:func:`register`; the digest of its source is part of the run's identity, so a changed line trains a new run.
 """
 
 from __future__ import annotations
 
-FLAGS = ("head_ln", "head_bn", "attn_pool", "augment", "optim", "disc_lr", "freeze_bn", "restval", "temp", "bank", "bigbatch", "hardneg")
-PRESETS = {"best": ("optim", "disc_lr", "temp", "bank")}  # why these four: helpers/clip/variants.py
-EXCLUSIVE = (("head_ln", "head_bn"),)
+import ast
+import hashlib
+import importlib
+import inspect
+import linecache
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
 BASELINE = "baseline"
+BUILTINS_MODULE = "helpers.clip.variants"  # defines and registers the built-in records
+STUDENT_CELL = "the cell tagged `student-modification` in 04_ablation.ipynb"
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+# Hooks that one variant of a combination may set at most (two heads cannot both replace the head).
+SINGLE_HOOKS = ("head", "pooling", "loss", "negatives")
+HOOKS = (*SINGLE_HOOKS, "train_transform", "lr_multiplier", "on_train_mode", "overrides", "warmup", "extra_train_images", "notes")
+
+
+class UnknownVariant(ValueError):
+    """A variant names a modification that no record defines (in this kernel)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One modification of the baseline, whole: its text, its code and its hooks.
+
+    Every hook is None when the variant leaves that part as the baseline has it. Signatures:
+
+    - ``head(in_dim, hidden_dim, embed_dim) -> nn.Module``: the projection head, pooled trunk features -> embedding.
+    - ``pooling(channels) -> nn.Module``: replaces global average pooling, ``[B, C, H, W] -> [B, C]``.
+    - ``loss(image_features, text_features, logit_scale, negatives) -> loss``: the one signature of every loss
+      (helpers/clip/loss.py); ``negatives`` is None or the extra negatives the ``negatives`` hook drew.
+    - ``negatives(train_set, settings) -> source``: extra negatives, a source with ``.to(device)`` and
+      ``.draw(step, image_ids, text_features)`` (the caption bank).
+    - ``train_transform() -> transform``: applied to each uint8 CHW training image.
+    - ``lr_multiplier(parameter_name, pretrained_trunk) -> float``: a factor on the LR of that parameter.
+    - ``on_train_mode(model)``: called after ``model.train()`` at the start of each epoch.
+    - ``overrides(settings) -> dict``: the settings it changes (``{"batch_size": 256, ...}``).
+    - ``warmup(total_steps) -> int``: warmup steps when WARMUP_STEPS is 0.
+    - ``extra_train_images(splits, cached_ids) -> list[int]``: more training images (val2014 ids, with their captions).
+    - ``notes(settings) -> list[str]``: messages logged (and kept in the run's events) when a run starts.
+    """
+
+    name: str
+    changes: str  # what it changes: notebook 04's table, the report's section 10, docs/notebooks.md
+    why: str  # why it might help
+    code: tuple[Any, ...] = ()  # the functions and classes whose source the notebooks show; default: the hooks
+    head: Callable[..., Any] | None = None
+    pooling: Callable[..., Any] | None = None
+    loss: Callable[..., Any] | None = None
+    loss_text: str = ""  # the report's loss row when this record's loss trains
+    negatives: Callable[..., Any] | None = None
+    negatives_text: str = ""  # appended to the loss row
+    train_transform: Callable[..., Any] | None = None
+    lr_multiplier: Callable[..., float] | None = None
+    on_train_mode: Callable[..., None] | None = None
+    overrides: Callable[..., dict[str, Any]] | None = None
+    warmup: Callable[..., int] | None = None
+    extra_train_images: Callable[..., list[int]] | None = None
+    notes: Callable[..., list[str]] | None = None
+    settings: tuple[str, ...] = ()  # config fields that change nothing without this variant (BANK_SIZE)
+    combines: tuple[str, ...] = ()  # a preset: the names it stands for, and no hook of its own
+    builtin: bool = True
+    source: str = ""  # the source of ``code`` (set by register): what notebook 04 and the report show
+    source_digest: str = ""  # 16 hex of its sha256: a student's is part of the run identity
+
+    def hooks(self) -> dict[str, Callable[..., Any]]:
+        return {h: getattr(self, h) for h in HOOKS if getattr(self, h) is not None}
+
+
+_REGISTRY: dict[str, Variant] = {}
+
+
+def _registry() -> dict[str, Variant]:
+    """The records, the built-ins loaded on first use (helpers/clip/variants.py registers them when imported)."""
+    if BUILTINS_MODULE not in sys.modules:  # during that import it is there already: no recursion
+        importlib.import_module(BUILTINS_MODULE)
+    return _REGISTRY
+
+
+def register(name: str, changes: str, why: str, *, code: tuple[Any, ...] | None = None, builtin: bool = False, **hooks: Any) -> Variant:
+    """Add a modification under ``name`` (then put the name in VARIANTS, alone or joined to others with '+').
+
+    ``hooks`` are the :class:`Variant` fields (``head=MyHead``, ``loss=my_loss``, ...). A record with a missing part is
+    refused here: no name, no text, no hook, a hook that is not callable, or two records under one name. Registering the
+    same name again (a notebook cell run twice) replaces a student's record; a built-in name is never replaced.
+    """
+    unknown = sorted(set(hooks) - {f.name for f in fields(Variant)} - {"name", "changes", "why", "code", "builtin"})
+    if unknown:
+        raise TypeError(f"register({name!r}): unknown part(s) {', '.join(unknown)}; the parts are {', '.join(HOOKS)}, "
+                        "loss_text, negatives_text, settings, combines")  # fmt: skip
+    record = Variant(name=name, changes=changes, why=why, builtin=builtin, **hooks)
+    shown = tuple(code) if code is not None else tuple(record.hooks().values())
+    source = "\n\n".join(source_of(obj) for obj in shown)
+    record = _replace(record, code=shown, source=source, source_digest=hashlib.sha256(source.encode()).hexdigest()[:16])
+    _check_record(record)
+    existing = _REGISTRY.get(name)
+    if existing is not None and (existing.builtin or builtin):
+        raise ValueError(f"A variant named {name!r} exists already (built in): pick another name for your modification")
+    _REGISTRY[name] = record
+    return record
+
+
+def _replace(record: Variant, **changes: Any) -> Variant:
+    import dataclasses
+
+    return dataclasses.replace(record, **changes)
+
+
+def _check_record(record: Variant) -> None:
+    """Every part a consumer reads is present: refused at registration (for the built-ins: when the kit is imported)."""
+    where = f"Variant record {record.name!r}"
+    if not _NAME.fullmatch(record.name or "") or record.name == BASELINE:
+        raise ValueError(f"{where}: a name is lowercase letters, digits and '_', starting with a letter, and not 'baseline'")
+    if not record.changes.strip() or not record.why.strip():
+        raise ValueError(f"{where}: say what it changes (changes=...) and why it might help (why=...)")
+    for hook, value in record.hooks().items():
+        if not callable(value):
+            raise TypeError(f"{where}: {hook} must be a function or a class, got {type(value).__name__}")
+    if record.combines:
+        if record.hooks():
+            raise ValueError(f"{where}: a preset names other variants (combines=...) and has no hook of its own")
+        return
+    if not record.hooks():
+        raise ValueError(f"{where}: it changes nothing; give at least one hook ({', '.join(HOOKS)})")
+    if not record.code or not record.source.strip():
+        raise ValueError(f"{where}: no code to show (code=... names the functions and classes it runs)")
+    if record.loss is not None and not record.loss_text:
+        raise ValueError(f"{where}: a loss needs loss_text=... (the report's loss row)")
+    if record.negatives is not None and not record.negatives_text:
+        raise ValueError(f"{where}: extra negatives need negatives_text=... (the report's loss row)")
+
+
+def source_of(obj: Any) -> str:
+    """The source of a function or class, also when it was defined in a notebook cell (where ``inspect.getsource``
+    cannot find a class: its module ``__main__`` has no file), or a dotted name of one."""
+    if isinstance(obj, str):
+        import pkgutil
+
+        obj = pkgutil.resolve_name(obj)
+    try:
+        return textwrap.dedent(inspect.getsource(obj)).rstrip()
+    except (OSError, TypeError):
+        pass
+    # a class defined in a Jupyter cell: find the cell through one of its methods, then the class in the cell's code
+    for member in vars(obj).values() if isinstance(obj, type) else ():
+        code = getattr(getattr(member, "__func__", member), "__code__", None)
+        lines = linecache.getlines(code.co_filename) if code else []
+        if lines:
+            text = "".join(lines)
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.ClassDef) and node.name == obj.__name__:
+                    return textwrap.dedent(ast.get_source_segment(text, node, padded=True) or "").rstrip()
+    raise ValueError(f"Cannot read the source of {obj!r}: define it in a notebook cell or a .py file (not typed at a prompt)")
+
+
+def records() -> dict[str, Variant]:
+    """Every record by name, built-ins first in their order, then the student's."""
+    return dict(_registry())
+
+
+def record(name: str) -> Variant:
+    known = _registry()
+    if name not in known:
+        raise UnknownVariant(_unknown_message(repr(name), [name]))
+    return known[name]
+
+
+def _unknown_message(variant: str, unknown: list[str]) -> str:
+    builtins = [n for n, r in _registry().items() if r.builtin]
+    own = [n for n, r in _registry().items() if not r.builtin]
+    hint = (
+        f" If {', '.join(map(repr, unknown))} is your own modification, run {STUDENT_CELL} first (it defines and registers "
+        "it; after a kernel restart it must run again), or, outside the notebooks, pass its .py file with --modification."
+    )
+    return (
+        f"VARIANT={variant}: unknown variant(s) {unknown}. Use 'baseline', or names joined by '+' from the built-ins "
+        f"{', '.join(builtins)}" + (f" and your own {', '.join(own)}" if own else "") + "." + hint
+    )
 
 
 def parse_variant(variant: str) -> frozenset[str]:
-    """``"baseline"`` -> {}; ``"head_ln+augment"`` -> {"head_ln", "augment"}; unknown flags are errors.
+    """``"baseline"`` -> {}; ``"head_ln+augment"`` -> {"head_ln", "augment"}; presets expanded; unknown names are errors.
 
-    Spaces around the name and the flags are ignored (``"baseline "`` from a form field is ``"baseline"``).
+    Spaces around the name and the parts are ignored (``"baseline "`` from a form field is ``"baseline"``). Two
+    parts that both set the same single hook (two heads, two losses) are alternatives, refused.
     """
     variant = variant.strip()
     if variant == BASELINE:
         return frozenset()
+    known = _registry()
     given = [f.strip() for f in variant.split("+") if f.strip()]
-    unknown = [f for f in given if f not in FLAGS and f not in PRESETS]
+    unknown = [f for f in given if f not in known]
     if unknown or not given:
-        raise ValueError(
-            f"VARIANT={variant!r}: unknown flag(s) {unknown}. Use 'baseline', a preset ({', '.join(PRESETS)}) or "
-            f"'+'-joined flags from {', '.join(FLAGS)}"
-        )
+        raise UnknownVariant(_unknown_message(repr(variant), unknown))
     repeated = sorted({f for f in given if given.count(f) > 1})
     if repeated:
-        raise ValueError(f"VARIANT={variant!r}: flag(s) {', '.join(repeated)} given twice; name each flag once")
-    flags = [f for token in given for f in PRESETS.get(token, (token,))]
-    for group in EXCLUSIVE:
-        both = [f for f in group if f in flags]
-        if len(both) > 1:
-            raise ValueError(f"VARIANT={variant!r}: {' and '.join(both)} are alternatives; pick one")
-    return frozenset(flags)
+        raise ValueError(f"VARIANT={variant!r}: {', '.join(repeated)} given twice; name each modification once")
+    names = [f for token in given for f in (known[token].combines or (token,))]
+    for hook in SINGLE_HOOKS:
+        setting = [n for n in dict.fromkeys(names) if getattr(known[n], hook) is not None]
+        if len(setting) > 1:
+            raise ValueError(f"VARIANT={variant!r}: {' and '.join(setting)} both replace the {hook}; they are alternatives, pick one")
+    return frozenset(names)
 
 
 def spelling(flags: frozenset[str]) -> str:
-    """The one spelling of a set of flags (FLAGS order; ``"baseline"`` for none)."""
-    return "+".join(f for f in FLAGS if f in flags) or BASELINE
+    """The one spelling of a set of names (registry order: built-ins, then the student's; ``"baseline"`` for none)."""
+    order = list(_registry())
+    return "+".join(sorted(flags, key=lambda f: (order.index(f) if f in order else len(order), f))) or BASELINE
 
 
 def canonical(variant: str) -> str:
-    """A stable spelling (flags in FLAGS order), so equal variants share a run name."""
+    """A stable spelling, so equal variants share a run name."""
     return spelling(parse_variant(variant))
+
+
+def presets() -> dict[str, tuple[str, ...]]:
+    return {n: r.combines for n, r in _registry().items() if r.combines}
+
+
+def student_sources(flags: frozenset[str]) -> dict[str, str]:
+    """``{name: source digest}`` of the student's records among ``flags``: part of the run identity."""
+    known = _registry()
+    return {n: known[n].source_digest for n in spelling(flags).split("+") if n in known and not known[n].builtin}
+
+
+def only_with(field_name: str) -> str | None:
+    """The variant a setting belongs to (``bank_size`` -> ``"bank"``), or None for a setting of every run."""
+    return next((n for n, r in _registry().items() if field_name in r.settings), None)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The records a variant combines, and each hook as the combination has it (read by the model and the trainer)."""
+
+    records: tuple[Variant, ...]
+
+    @classmethod
+    def of(cls, flags: frozenset[str] | str) -> Recipe:
+        flags = parse_variant(flags) if isinstance(flags, str) else flags
+        known = _registry()
+        missing = [f for f in flags if f not in known]
+        if missing:
+            raise UnknownVariant(_unknown_message(repr(spelling(flags)), missing))
+        return cls(tuple(known[n] for n in spelling(flags).split("+") if n in known))
+
+    def single(self, hook: str) -> Callable[..., Any] | None:
+        """The one record's hook for a part only one variant may replace (the head, the loss...), or None."""
+        return next((getattr(r, hook) for r in self.records if getattr(r, hook) is not None), None)
+
+    def each(self, hook: str) -> list[Callable[..., Any]]:
+        return [getattr(r, hook) for r in self.records if getattr(r, hook) is not None]
+
+    def lr_multiplier(self, parameter_name: str, pretrained_trunk: bool) -> float:
+        factor = 1.0
+        for hook in self.each("lr_multiplier"):
+            factor *= hook(parameter_name, pretrained_trunk)
+        return factor
+
+    def overrides(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The settings the records change, applied in order; ``{}`` for the baseline."""
+        changed: dict[str, Any] = {}
+        for hook in self.each("overrides"):
+            changed.update(hook({**settings, **changed}))
+        return {k: v for k, v in changed.items() if settings.get(k) != v}
+
+    def warmup(self, configured: int, total_steps: int) -> int:
+        hooks = self.each("warmup")
+        return configured if configured or not hooks else max(hook(total_steps) for hook in hooks)
+
+    def loss_text(self, default: str) -> str:
+        """The report's loss row: the loss that trains, and the extra negatives it scores."""
+        text = next((r.loss_text for r in self.records if r.loss is not None), default)
+        extra = next((r.negatives_text for r in self.records if r.negatives is not None), "")
+        return text + (f", {extra}" if extra else "")

@@ -164,3 +164,17 @@ def make_loader(
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def with_images_from(train_text: dict[str, Any], other_text: dict[str, Any], image_ids: list[int]) -> dict[str, Any]:
+    """``train_text`` plus the captions of ``image_ids`` taken from another split's caption cache (``restval``:
+    train2014's captions plus those of the cached val2014 images in neither Karpathy split)."""
+    keep = torch.isin(other_text["image_ids"], torch.tensor(image_ids))
+    return {
+        "model": train_text["model"],
+        "embeddings": torch.cat([train_text["embeddings"], other_text["embeddings"][keep]]),
+        "caption_ids": torch.cat([train_text["caption_ids"], other_text["caption_ids"][keep]]),
+        "image_ids": torch.cat([train_text["image_ids"], other_text["image_ids"][keep]]),
+        "captions": train_text["captions"] + [c for c, k in zip(other_text["captions"], keep.tolist()) if k],
+    }
+

@@ -110,14 +110,12 @@ class EvalData:
         return self.run.path
 
 
-def trained_image_ids(splits: Splits, train_config: dict[str, Any]) -> set[int]:
-    """Every image the run trained on: train2014's split, plus restval when its variant used it."""
-    from ..core.flags import parse_variant
+def trained_image_ids(splits: Splits, train_config: dict[str, Any], cache: ImageCache) -> set[int]:
+    """Every image the run trained on: train2014's split, plus the images its variant added (restval's)."""
+    from ..core.flags import Recipe
 
-    ids = set(splits.train)
-    if "restval" in parse_variant(train_config.get("variant", "baseline")):
-        ids |= set(splits.restval)
-    return ids
+    variant = Recipe.of(str(train_config.get("variant", "baseline")))
+    return set(splits.train).union(*(hook(splits, cache) for hook in variant.each("extra_train_images")))
 
 
 def split_image_ids(splits: Splits, split: str, cache: ImageCache, trained: set[int] | None = None) -> list[int]:
@@ -145,7 +143,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     cache = ImageCache(restore_cache(paths.image_cache_dir, paths.cache_dir))
     text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)
     splits = load_splits(paths)
-    trained = trained_image_ids(splits, state["config"])
+    trained = trained_image_ids(splits, state["config"], cache)
     ids = split_image_ids(splits, cfg.eval_split, cache, trained)
     if cfg.eval_split == "test" and splits.protocol == "karpathy-5k":
         position = {image_id: k for k, image_id in enumerate(karpathy_ids("test"))}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..clip.variants import describe
 from ..core import markdown
 from ..core.artifacts import ArtifactError
 from ..core.config import Config
@@ -155,6 +156,16 @@ def questions_markdown() -> str:
     return "\n".join([*lines, *(f"> - {q}" for q in COMPARISON_QUESTIONS)])
 
 
+def variants_markdown(described: dict[str, dict[str, Any]]) -> str:
+    """What each modification of the study changes, why, and its code: from ``ablation.json``'s ``variants``
+    (:func:`helpers.clip.variants.describe`), so a student's own modification reads as it trained."""
+    rows = [[f"`{name}`" + ("" if d.get("builtin", True) else " (yours)"), d["changes"], d["why"]] for name, d in described.items()]
+    parts = [markdown.table(["variant", "what changes", "why it might help"], rows)]
+    parts += ["", "The code of each modification (the baseline's is untouched):", ""]
+    parts += [d["code"] for d in described.values()]
+    return "\n".join(parts) if described else "No modification beside the baseline."
+
+
 def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
     """Left: each variant's val rsum change (the comparison). Right: its test Recall@K changes (the report).
     Error bars: the standard deviation across seeds."""
@@ -204,6 +215,7 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: Bas
         "runs": [o.__dict__ for o in outcomes],
         "config": base.cfg.to_dict(),
         "base": base.record(),
+        "variants": describe(list(table)),  # each modification's text and code as it trained (a student's too)
         "chart": "ablation_recall_delta.png",
     }
     atomic_write_json(out_dir / "ablation.json", record)

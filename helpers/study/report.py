@@ -357,28 +357,25 @@ def _variant_of(run: RunArtifacts) -> str:
 def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | None] = parameter_count) -> dict[str, str | None]:
     """A run's settings as the report's rows (label: value), always the same labels in the same order; None where a
     setting does not apply to the run (a bank size without the bank) or is not recorded."""
+    from ..clip.loss import CLIP_LOSS_TEXT
     from ..clip.model import describe
-    from ..core.flags import parse_variant
+    from ..core.flags import Recipe, only_with
 
     metrics = run.metrics or {}
     c = metrics.get("config") or run.config or {}
-    flags = parse_variant(c.get("variant", "baseline"))
+    flags = set(str(c.get("variant", "baseline")).split("+"))  # stored in its canonical spelling: presets expanded
     arch = metrics.get("arch") or {}
     rows: dict[str, str | None] = {"variant": f"`{c.get('variant')}`", "text model (frozen)": f"`{display_name(str(c.get('text_model')))}`"}
-    model = describe(arch) if arch else None
+    model = metrics.get("model") or (describe(arch) if arch else None)  # the trainer's record: a student's head needs no code here
     text = text_parameters(str(c.get("text_model"))) if arch else None
     rows["embedding width"] = str(arch["embed_dim"]) if arch else None
     rows["image tower"] = f"{c.get('image_backbone')} ({c.get('image_weights') or 'random init'})"
     rows["projection head"] = model["head"] if model else None
     rows["image tower parameters (trainable / frozen)"] = f"{model['trainable']:,} / {model['frozen']:,}" if model else None
     rows["text tower parameters (frozen)"] = f"{text:,}" if text is not None else None
-    if "hardneg" in flags:
-        rows["loss"] = "VSE++ max-of-hinges (margin 0.2)" + (", + caption bank" if "bank" in flags else "")
-    elif "bank" in flags:
-        rows["loss"] = "symmetric InfoNCE, image→text also over a caption bank"
-    else:
-        rows["loss"] = "symmetric InfoNCE (`clip_loss`)"
-    rows["bank size"] = (f"{c['bank_size']:,}" if c.get("bank_size") else "all cached captions") if "bank" in flags else None
+    rows["loss"] = metrics.get("loss") or Recipe.of(str(c.get("variant", "baseline"))).loss_text(CLIP_LOSS_TEXT)
+    with_bank = only_with("bank_size") in flags
+    rows["bank size"] = (f"{c['bank_size']:,}" if c.get("bank_size") else "all cached captions") if with_bank else None
     rows["epochs"] = str(metrics.get("epochs", c.get("epochs")))
     rows["batch size"] = str(c.get("batch_size"))
     rows["optimizer"] = f"{c.get('optimizer')}, lr {c.get('lr'):g}, weight decay {c.get('weight_decay'):g}"
@@ -490,8 +487,9 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         "Recall@K change against the baseline",
         "04_ablation.ipynb",
     )
-    from ..clip.variants import changes_markdown
-    from .ablation import questions_markdown
+    from ..clip.variants import describe
+    from .ablation import questions_markdown, variants_markdown
 
-    b.add("What each variant run here changes (the baseline's code is untouched):", "", changes_markdown(list(ablation["table"])), "")
+    described = ablation.get("variants") or describe(list(ablation["table"]))  # an ablation.json of an earlier kit: today's
+    b.add("What each variant run here changes, and its code:", "", variants_markdown(described), "")
     b.add(questions_markdown(), "")

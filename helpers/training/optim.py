@@ -8,12 +8,11 @@ are read here in one place, and a rollback can lower the LR without rebuilding a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 
-from ..clip.variants import lr_multiplier
 from ..core.config import Config
+from ..core.flags import Recipe
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
@@ -26,19 +25,18 @@ def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> 
     return 1.0
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Config, flags: Iterable[str], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: Config, variant: Recipe, lr: float) -> torch.optim.Optimizer:
     """AdamW (or Adam, or SGD with Nesterov momentum) with one parameter group per (decay, lr multiplier).
 
     CLIP practice: no weight decay on biases, norm layers and the temperature. Each group keeps its
-    ``lr_mult`` (variants.lr_multiplier: ``disc_lr`` trains a pretrained backbone slower than the head).
+    ``lr_mult`` (the variant's LR factors: ``disc_lr`` trains a pretrained backbone slower than the head).
     """
-    flags = set(flags)
     buckets: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = p.ndim >= 2 and name != "logit_scale"
-        buckets.setdefault((decay, lr_multiplier(flags, name, cfg.image_weights is not None)), []).append(p)
+        buckets.setdefault((decay, variant.lr_multiplier(name, cfg.image_weights is not None)), []).append(p)
     groups = [
         {"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult, "lr": lr * mult}
         for (decay, mult), params in sorted(buckets.items())

@@ -32,22 +32,21 @@ from typing import Any
 import torch
 
 from ..clip.embed import amp_dtype
-from ..clip.loss import clip_loss, clip_loss_with_bank, in_batch_hits, max_hinge_loss
+from ..clip.loss import CLIP_LOSS_TEXT, Negatives, clip_loss, in_batch_hits
 from ..clip.metrics import NonFiniteFeatures
-from ..clip.model import ClipImageModel, build_model, check_same_architecture, model_config
-from ..clip.variants import DISC_LR_RANDOM_TRUNK, freeze_batchnorm_stats, training_overrides, warmup_steps
+from ..clip.model import ClipImageModel, build_model, check_same_architecture, describe, model_config
 from ..core import env
 from ..core.artifacts import ArtifactError, load_json, load_torch, load_weights
 from ..core.config import Config, ConfigError, run_identity
 from ..core.env import Paths
 from ..core.faults import kill_point
+from ..core.flags import Recipe
 from ..core.storage import atomic_write_json
 from ..data.dataset import make_loader, normalize_images
 from ..data.image_cache import failures
 from . import recovery
-from .bank import CaptionBank, bank_positives
 from .checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
-from .distributed import backward_scale, fix_replicated_grads, gather_with_local_grad, global_clip_loss, init_distributed
+from .distributed import backward_scale, fix_replicated_grads, gather_with_local_grad, init_distributed
 from .optim import head_lr, make_optimizer, make_scheduler
 from .recovery import RolledBack, TrainingDiverged
 from .runlock import holding
@@ -118,10 +117,12 @@ class Trainer:
     ):
         self.run = RunDir.for_config(paths, cfg)  # named from the settings as given, before variant overrides
         self.identity = run_identity(cfg)  # what the run folder must agree with to be resumed or reused
-        self.flags = cfg.flags
-        cfg = cfg.replace(**training_overrides(self.flags, cfg.batch_size, cfg.lr))
+        self.variant = Recipe.of(cfg.flags)  # the modification's records (notebook 04); the baseline has none
+        resolved = self.variant.overrides(cfg.to_dict())  # e.g. bigbatch: batch 256 and a larger LR
+        self.overrides = {k: {"requested": getattr(cfg, k), "resolved": v} for k, v in resolved.items()}
+        cfg = cfg.replace(**resolved)
+        self.loss_fn = self.variant.single("loss") or clip_loss  # every loss takes (image, text, scale, negatives)
         self.dist = init_distributed()
-        self.other_loss = bool(self.flags & {"bank", "hardneg"}) or self.dist.enabled  # than the lab's clip_loss of one batch
         if not self.dist.is_main:  # rank 0 alone logs, plots and writes
             progress, on_epoch, on_step, log = False, None, None, lambda message: None
         self.cfg, self.paths, self.progress, self.on_epoch, self.on_step, self.log = cfg, paths, progress, on_epoch, on_step, log
@@ -138,11 +139,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- data & model
     def _load_data(self) -> None:
-        data = load_training_data(self.cfg, self.paths, self.flags, self.progress)
+        data = load_training_data(self.cfg, self.paths, self.variant, self.progress)
         self.splits, self.cache, self.train_set, self.val_set, self.embed_dim, self.inputs = (
             data.splits, data.cache, data.train_set, data.val_set, data.embed_dim, data.inputs
         )
-        self.caption_bank = CaptionBank(self.train_set, self.cfg.bank_size, self.cfg.seed) if "bank" in self.flags else None
+        negatives = self.variant.single("negatives")  # extra negatives drawn each step (the bank), or None
+        self.negative_source = negatives(self.train_set, self.cfg.to_dict(), self.dist.rank) if negatives else None
         self.arch = model_config(self.cfg, self.embed_dim)
 
     def _build(self, pretrained: bool) -> None:
@@ -154,9 +156,8 @@ class Trainer:
             torch.cuda.empty_cache()
         seed_everything(self.cfg.seed)
         self.model: ClipImageModel = build_model(self.arch, pretrained=pretrained).to(self.device)
-        if self.caption_bank is not None:
-            self.caption_bank.rank = self.dist.rank  # each process draws its own bank
-            self.caption_bank.to(self.device)
+        if self.negative_source is not None:
+            self.negative_source.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_model: torch.nn.Module = self.model
@@ -165,9 +166,9 @@ class Trainer:
 
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = make_optimizer(self.model, self.cfg, self.flags, self.lr)
+        self.optimizer = make_optimizer(self.model, self.cfg, self.variant, self.lr)
         total = self._steps_per_epoch() * self.cfg.epochs
-        warmup = warmup_steps(self.flags, self.cfg.warmup_steps, total)
+        warmup = self.variant.warmup(self.cfg.warmup_steps, total)
         self.scheduler = make_scheduler(self.optimizer, total, self.cfg.lr_schedule, warmup)
         self.amp_dtype = amp_dtype(self.device, self.cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -241,8 +242,9 @@ class Trainer:
                 load_history(self.run)  # a damaged history.json is rewritten from the checkpoint
             return TrainResult(self.run_dir, self.history, metrics, start_epoch, True, self.events)
         cfg.save(self.run.config)
-        if start_epoch == 0 and "disc_lr" in self.flags and cfg.image_weights is None:  # a resumed run has it in its events
-            self._event(DISC_LR_RANDOM_TRUNK)
+        if start_epoch == 0:  # a resumed run has them in its events already
+            for note in (n for hook in self.variant.each("notes") for n in hook(cfg.to_dict())):
+                self._event(note)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         epoch = start_epoch
@@ -335,9 +337,8 @@ class Trainer:
         """The batch's image features, and the CLIP loss against its captions' cached text embeddings."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             features = self.train_model(images)  # ClipImageModel: trunk -> head -> L2-normalised; fp16/bf16 on CUDA
-        if self.other_loss:  # a variant's loss (bank, hardneg: notebook 04), or the loss over every GPU's batch
-            return self._other_loss(features, text, image_ids), features
-        return clip_loss(features, text, self.model.scale()), features
+        # loss_fn is clip_loss(features, text, scale, negatives=None), unless a variant brings its own (notebook 04)
+        return self.loss_fn(*self._loss_inputs(features, text, image_ids)), features
 
     def _optimizer_step(self) -> None:
         """Clip the gradient (if GRAD_CLIP), step, clamp the temperature, zero the gradients, advance the LR schedule."""
@@ -357,7 +358,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
-        freeze_batchnorm_stats(self.flags, self.model)  # the freeze_bn variant
+        for hook in self.variant.each("on_train_mode"):  # e.g. freeze_bn: the trunk's BatchNorm statistics stay frozen
+            hook(self.model)
         loader, self._steps = self._epoch_loader(epoch)
         self._meter = EpochMeter(self.device)
         self._recent = [e["loss"] for e in self.step_log[-recovery.SPIKE_WINDOW // STEP_LOG_EVERY :]]
@@ -379,20 +381,17 @@ class Trainer:
             kill_point("train_step")  # tests: die in the middle of an epoch
             yield step, (images, text, image_ids)
 
-    def _other_loss(self, features: torch.Tensor, text: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
-        """The ``bank`` and ``hardneg`` variants' losses, and every loss over the global batch under DDP (distributed.py)."""
-        if not self.flags & {"bank", "hardneg"}:
-            return global_clip_loss(features, text, self.model.scale(), self.dist)
-        all_features = gather_with_local_grad(features, self.dist)
-        all_text = gather_with_local_grad(text, self.dist)
-        all_ids = gather_with_local_grad(image_ids.to(self.device, non_blocking=True), self.dist)  # ids on the device only here
-        bank = own = None
-        if "bank" in self.flags:
-            bank, bank_ids = self.caption_bank.draw(self.global_step)
-            own = bank_positives(all_ids, all_text, bank_ids, bank)  # never negatives
-        if "hardneg" in self.flags:
-            return max_hinge_loss(all_features, all_text, bank=bank, bank_is_own_caption=own)
-        return clip_loss_with_bank(all_features, all_text, self.model.scale(), bank, own)
+    def _loss_inputs(
+        self, features: torch.Tensor, text: torch.Tensor, image_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Negatives | None]:
+        """(image features, text features, logit scale, extra negatives): the arguments of every loss. Under DDP the
+        batch of every GPU (distributed.py); extra negatives when the variant draws them (the bank), else None."""
+        features, text = gather_with_local_grad(features, self.dist), gather_with_local_grad(text, self.dist)
+        negatives = None
+        if self.negative_source is not None:
+            all_ids = gather_with_local_grad(image_ids.to(self.device, non_blocking=True), self.dist)  # ids on the device only here
+            negatives = self.negative_source.draw(self.global_step, all_ids, text)
+        return features, text, self.model.scale(), negatives
 
     def _backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` through the fp16 GradScaler; under DDP scaled so that the averaged gradients are the global
@@ -512,6 +511,10 @@ class Trainer:
             channels_last=self.channels_last,
             hardware=env.hardware_summary(self.paths),
             config=self.cfg.to_dict(),
+            variant_overrides=self.overrides,  # the settings the variant changed: as requested, as resolved (in config)
+            variant_sources={r.name: r.source for r in self.variant.records if not r.builtin},  # a student's code, as trained
+            loss=self.variant.loss_text(CLIP_LOSS_TEXT),  # what the report says of the run, read without its records
+            model=describe(self.arch),
             arch=self.arch,
             num_train_images=len(self.train_set),
             num_val_images=len(self.val_set),
@@ -546,8 +549,25 @@ def train(cfg: Config, paths: Paths, progress: bool = True, live_plot: bool | No
     return Trainer(cfg, paths, progress=progress, **trainer_options).fit()
 
 
+def load_modification(path: str) -> None:
+    """Import a student's .py file (as notebook 04's ``student-modification`` cell runs): its ``register`` calls add records.
+
+    Imported as a module of its own name, so that the source of its classes can be read (and digested) like a built-in's."""
+    import importlib.util
+    import sys
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--modification {path}: no such file. Give the .py file that calls helpers.clip.variants.register(...)")
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[file.stem] = module
+    spec.loader.exec_module(module)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Headless: ``python -m helpers.train --config run.json [--set KEY=VALUE ...]`` (also under ``torchrun``)."""
+    """Headless: ``python -m helpers.train --config run.json [--set KEY=VALUE ...] [--modification mine.py]`` (also under
+    ``torchrun``: every process loads the modification)."""
     import argparse
     import json
 
@@ -559,7 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a JSON config file (Config.save)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, values as JSON")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--modification", action="append", default=[], metavar="FILE.py",
+        help="a .py file that registers your own modification (helpers.clip.variants.register), loaded before the config",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    for path in args.modification:
+        load_modification(path)
     cfg = config_mod.load(args.config, **config_mod.parse_sets(args.set))
     result = train(cfg, env.resolve_paths(cfg), progress=not args.no_progress)
     if result.metrics:  # rank 0 (or the only process)

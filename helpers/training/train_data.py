@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from ..clip.variants import train_transform
 from ..core.config import Config, ConfigError
 from ..core.env import Paths
+from ..core.flags import Recipe
 from ..core.provenance import run_inputs
-from ..data.dataset import CocoCacheDataset, load_text_embeds
+from ..data.dataset import CocoCacheDataset, load_text_embeds, with_images_from
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, load_splits
 
@@ -31,7 +29,8 @@ class TrainingData:
     inputs: dict[str, Any]  # provenance.run_inputs: the digests of what this run trains and selects on
 
 
-def load_training_data(cfg: Config, paths: Paths, flags: set[str], progress: bool = True) -> TrainingData:
+def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: bool = True) -> TrainingData:
+    """The data of a run of ``cfg``, with what its ``variant`` adds (more images, a train-time transform)."""
     splits = load_splits(paths)
     cache = ImageCache(restore_cache(paths.image_cache_dir, paths.cache_dir, progress=progress))
     if cache.image_size != cfg.image_size:
@@ -42,26 +41,11 @@ def load_training_data(cfg: Config, paths: Paths, flags: set[str], progress: boo
     train_text = load_text_embeds(paths.text_embeds_path("train"), cfg.text_model)
     val_text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)
     train_ids = splits.train
-    if "restval" in flags:
-        restval = [i for i in splits.restval if i in cache]
-        train_ids, train_text = train_ids + restval, with_restval(train_text, val_text, restval)
-    train_set = CocoCacheDataset(cache, train_text, train_ids, "train", cfg.seed, normalize=False, transform=train_transform(flags))
+    extra = [i for hook in variant.each("extra_train_images") for i in hook(splits, cache)]  # e.g. restval
+    if extra:
+        train_ids, train_text = train_ids + extra, with_images_from(train_text, val_text, extra)
+    transform = variant.single("train_transform")
+    train_set = CocoCacheDataset(cache, train_text, train_ids, "train", cfg.seed, normalize=False, transform=transform and transform())
     val_set = CocoCacheDataset(cache, val_text, splits.val, "eval", cfg.seed, normalize=False)
     inputs = run_inputs(splits.digest, cache, train_text, val_text, train_ids, splits.val)
     return TrainingData(splits, cache, train_set, val_set, int(train_text["embeddings"].shape[1]), inputs)
-
-
-def with_restval(train_text: dict[str, Any], val_text: dict[str, Any], restval: list[int]) -> dict[str, Any]:
-    """``restval`` variant: train2014's captions plus those of the cached val2014 images in neither Karpathy split."""
-    if not restval:
-        raise ConfigError(
-            "VARIANT includes 'restval', but no restval images are cached: re-run 01_dataset_prep.ipynb with INCLUDE_RESTVAL=True"
-        )
-    keep = torch.isin(val_text["image_ids"], torch.tensor(restval))
-    return {
-        "model": train_text["model"],
-        "embeddings": torch.cat([train_text["embeddings"], val_text["embeddings"][keep]]),
-        "caption_ids": torch.cat([train_text["caption_ids"], val_text["caption_ids"][keep]]),
-        "image_ids": torch.cat([train_text["image_ids"], val_text["image_ids"][keep]]),
-        "captions": train_text["captions"] + [c for c, k in zip(val_text["captions"], keep.tolist()) if k],
-    }

@@ -2,7 +2,7 @@
 
 Possible only because the text tower is frozen: the cached embeddings are exactly what the tower
 would output now, so the bank never goes stale (unlike MoCo's queue of an updating encoder).
-The loss that uses it is :func:`helpers.loss.clip_loss_with_bank`; this module holds the bank and
+The loss scores the drawn captions as :class:`helpers.clip.loss.Negatives`; this module holds the bank and
 decides which bank entries are *not* negatives for an anchor.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..data.dataset import CocoCacheDataset
+from .loss import Negatives
 
 SAME_CAPTION_COSINE = 0.999  # text embeddings this close encode the same words (COCO repeats many captions verbatim)
 
@@ -46,7 +47,12 @@ class CaptionBank:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def draw(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, step: int, image_ids: torch.Tensor, text: torch.Tensor) -> Negatives:
+        """This step's bank as extra negatives of the batch (``image_ids``, ``text``: its images and their captions)."""
+        bank, bank_ids = self.rows(step)
+        return Negatives(bank, bank_positives(image_ids.to(bank.device), text, bank_ids, bank))  # own captions: never negatives
+
+    def rows(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings [K, D] fp16, their image ids [K]) for this step."""
         if self.size == 0 or self.size >= len(self):
             return self.embeddings, self.image_ids
