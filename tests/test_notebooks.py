@@ -56,7 +56,8 @@ def run_notebook(name, out_dir, source=None, **params):
     out = Path(out_dir) / f"out_{name}"
     params.setdefault("INTERACTIVE", False)  # widgets can stall headless execution (jupyter/nbclient#312)
     pm.execute_notebook(
-        str(source or ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False, execution_timeout=600
+        str(source or ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False,
+        execution_timeout=600,
     )
     nb = json.loads(out.read_text())
     assert "PosixPath(" not in _text(nb), f"{name}: a cell ends in a bare expression whose repr leaks into the notebook"

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.clip import bank as caption_bank
 from helpers.clip import loss, variants
 from helpers.clip.loss import MAX_LOGIT_SCALE
-from helpers.clip import bank as caption_bank
 from helpers.core.flags import Recipe
 from helpers.training import train
 
