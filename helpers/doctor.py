@@ -162,6 +162,7 @@ def time_training(
     from .clip.embed import amp_dtype
     from .clip.loss import clip_loss
     from .clip.model import build_model, model_config
+    from .core.flags import Recipe
     from .data.dataset import normalize_images
 
     batch = batch or cfg.batch_size
@@ -174,6 +175,7 @@ def time_training(
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    loss_fn = Recipe.of(cfg.flags).single("loss") or clip_loss  # the run's own loss (its extra negatives are not timed)
     images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     text = torch.nn.functional.normalize(torch.randn(batch, 512, device=device), dim=-1)
 
@@ -181,7 +183,7 @@ def time_training(
         x = normalize_images(images, device, channels_last)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             features = model(x)
-        scaler.scale(clip_loss(features, text, model.scale())).backward()
+        scaler.scale(loss_fn(features, text, model.scale(), None)).backward()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

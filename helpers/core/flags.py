@@ -111,15 +111,24 @@ def register(name: str, changes: str, why: str, *, code: tuple[Any, ...] | None 
         raise TypeError(f"register({name!r}): unknown part(s) {', '.join(unknown)}; the parts are {', '.join(HOOKS)}, "
                         "loss_text, negatives_text, settings, combines")  # fmt: skip
     record = Variant(name=name, changes=changes, why=why, builtin=builtin, **hooks)
+    _check_record(record)
     shown = tuple(code) if code is not None else tuple(record.hooks().values())
     source = "\n\n".join(source_of(obj) for obj in shown)
+    if not record.combines and not source.strip():
+        raise ValueError(f"Variant record {name!r}: no code to show (code=... names the functions and classes it runs)")
     record = _replace(record, code=shown, source=source, source_digest=hashlib.sha256(source.encode()).hexdigest()[:16])
-    _check_record(record)
     existing = _REGISTRY.get(name)
     if existing is not None and (existing.builtin or builtin):
         raise ValueError(f"A variant named {name!r} exists already (built in): pick another name for your modification")
     _REGISTRY[name] = record
     return record
+
+
+def unregister(name: str) -> None:
+    """Remove a student's record (a built-in stays). Runs trained with it keep their code in their metrics.json."""
+    if name in _REGISTRY and _REGISTRY[name].builtin:
+        raise ValueError(f"{name!r} is a built-in variant: it cannot be removed")
+    _REGISTRY.pop(name, None)
 
 
 def _replace(record: Variant, **changes: Any) -> Variant:
@@ -144,8 +153,6 @@ def _check_record(record: Variant) -> None:
         return
     if not record.hooks():
         raise ValueError(f"{where}: it changes nothing; give at least one hook ({', '.join(HOOKS)})")
-    if not record.code or not record.source.strip():
-        raise ValueError(f"{where}: no code to show (code=... names the functions and classes it runs)")
     if record.loss is not None and not record.loss_text:
         raise ValueError(f"{where}: a loss needs loss_text=... (the report's loss row)")
     if record.negatives is not None and not record.negatives_text:
@@ -219,7 +226,7 @@ def parse_variant(variant: str) -> frozenset[str]:
         raise ValueError(f"VARIANT={variant!r}: {', '.join(repeated)} given twice; name each modification once")
     names = [f for token in given for f in (known[token].combines or (token,))]
     for hook in SINGLE_HOOKS:
-        setting = [n for n in dict.fromkeys(names) if getattr(known[n], hook) is not None]
+        setting = [n for n in known if n in names and getattr(known[n], hook) is not None]  # in registry order
         if len(setting) > 1:
             raise ValueError(f"VARIANT={variant!r}: {' and '.join(setting)} both replace the {hook}; they are alternatives, pick one")
     return frozenset(names)

@@ -495,7 +495,7 @@ class Trainer:
     def _validate(self, epoch: int) -> dict[str, Any]:
         """The val figures of this epoch; non-finite features stop the run before the epoch is saved (never best.pt)."""
         try:
-            return validate(self.model, self.val_set, self.device, self.batch_size, self.cfg.amp, self.cfg.num_workers)
+            return validate(self.model, self.val_set, self.device, self.batch_size, self.cfg.amp, self.cfg.num_workers, self.loss_fn)
         except NonFiniteFeatures as exc:
             raise TrainingDiverged(
                 f"Run {self.run_name}, epoch {epoch + 1}: {exc} (at validation). The epoch is not saved; best.pt keeps the last "

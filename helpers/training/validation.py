@@ -7,6 +7,7 @@ directions); the test split stays unseen until notebook 03 reports it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,9 +20,11 @@ from ..data.dataset import CocoCacheDataset
 
 @torch.no_grad()
 def validate(
-    model: Any, val_set: CocoCacheDataset, device: torch.device, batch_size: int, amp: bool, num_workers: int
+    model: Any, val_set: CocoCacheDataset, device: torch.device, batch_size: int, amp: bool, num_workers: int,
+    loss_fn: Callable[..., torch.Tensor] = clip_loss,
 ) -> dict[str, Any]:
-    """``val_loss`` (one fixed caption per image, batches of ``batch_size``) and val Recall@K over all captions."""
+    """``val_loss`` (the run's own loss: one fixed caption per image, batches of ``batch_size``, no extra negatives)
+    and val Recall@K over all captions."""
     t0 = time.perf_counter()
     image_features = encode_images(model, val_set, device, batch_size, amp, num_workers)
     first_caption = torch.stack([val_set.embeddings[val_set.caption_row(i)].float() for i in range(len(val_set))])
@@ -30,7 +33,7 @@ def validate(
     for start in range(0, len(image_features), batch_size):
         chunk = slice(start, start + batch_size)
         if image_features[chunk].shape[0] > 1:
-            losses.append((clip_loss(image_features[chunk].cpu(), first_caption[chunk], scale).item(), image_features[chunk].shape[0]))
+            losses.append((loss_fn(image_features[chunk].cpu(), first_caption[chunk], scale, None).item(), image_features[chunk].shape[0]))
     val_loss = sum(v * n for v, n in losses) / max(1, sum(n for _, n in losses))
     text_features = val_set.embeddings[val_set.caption_rows].float()
     metrics = retrieval_metrics(image_features, text_features, val_set.caption_image_index, device=device)

@@ -1,0 +1,216 @@
+"""One record per modification: complete or refused, read by every consumer, and a student's own like a built-in."""
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.clip import variants
+from helpers.core import config, flags
+from helpers.core.config import ConfigError
+from helpers.study import ablation
+from helpers.study.report import RunArtifacts, hyperparameters
+from helpers.training import runs, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def registered():
+    """Records a test adds, removed after it (the registry is the process's)."""
+    names = []
+
+    def add(name, *args, **kwargs):
+        names.append(name)
+        return variants.register(name, *args, **kwargs)
+
+    yield add
+    for name in names:
+        flags.unregister(name)
+
+
+def sigmoid_loss(image_features, text_features, logit_scale, negatives=None):
+    """SigLIP-style: every (image, caption) pair of the batch is a binary question, "is this my caption?"."""
+    logits = logit_scale * image_features.float() @ text_features.float().t() - 10.0
+    labels = 2 * torch.eye(logits.shape[0], device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
+    return -F.logsigmoid(labels * logits).sum() / logits.shape[0]
+
+
+def test_a_loss_variant_is_one_record_and_every_consumer_shows_it(registered, workspace):
+    registered("sigmoid", "loss: SigLIP's pairwise sigmoid instead of the softmax", "no batch-wide normalisation",
+               loss=sigmoid_loss, loss_text="SigLIP-style pairwise sigmoid")  # fmt: skip
+    cfg, paths = workspace
+    result = train.train(cfg.replace(variant="sigmoid+head_ln", epochs=1, max_steps_per_epoch=2, run_name=None), paths, progress=False,
+                         log=lambda m: None)  # fmt: skip
+    assert result.metrics["loss"] == "SigLIP-style pairwise sigmoid"
+    folder = runs.RunDir(result.run_dir)
+    run = RunArtifacts(folder, json.loads(folder.config.read_text()), result.metrics, None, None, None)
+    assert hyperparameters(run, lambda name: None)["loss"] == "SigLIP-style pairwise sigmoid"  # the report's loss row
+    table = variants.changes_markdown(["sigmoid"])  # notebook 04's table
+    assert "| `sigmoid` (yours) | loss: SigLIP's pairwise sigmoid" in table
+    assert "`sigmoid` (yours)" in variants.changes_markdown()  # the docs' table is generated from the same records
+    assert "def sigmoid_loss(" in variants.code_markdown(["sigmoid"])
+    # and the loss is the one that trained: validation reports it too (not clip_loss)
+    trainer = train.Trainer(cfg.replace(variant="sigmoid", epochs=1, run_name="sig-check"), paths, progress=False, log=lambda m: None)
+    assert trainer.loss_fn is sigmoid_loss
+
+
+def test_a_record_with_a_missing_part_is_refused():
+    with pytest.raises(ValueError, match="say what it changes"):
+        variants.register("nochange", "", "why", head=variants.head_ln)
+    with pytest.raises(ValueError, match="changes nothing"):
+        variants.register("nohook", "something", "why")
+    with pytest.raises(ValueError, match="loss_text"):
+        variants.register("noloss_text", "a loss", "why", loss=sigmoid_loss)
+    with pytest.raises(TypeError, match="head must be a function or a class"):
+        variants.register("notcallable", "a head", "why", head=3)
+    with pytest.raises(TypeError, match="unknown part"):
+        variants.register("typo", "a head", "why", haed=variants.head_ln)
+    with pytest.raises(ValueError, match="exists already"):
+        variants.register("head_ln", "my head", "why", head=variants.head_bn)
+    with pytest.raises(ValueError, match="lowercase"):
+        variants.register("Mine", "a head", "why", head=variants.head_bn)
+    assert not {"nochange", "nohook", "noloss_text", "notcallable", "typo", "Mine"} & set(flags.records())
+
+
+def test_every_built_in_record_is_complete():
+    for name, record in flags.records().items():
+        assert record.builtin and record.changes and record.why, name
+        assert record.combines or (record.hooks() and record.source), name
+
+
+def test_two_records_that_replace_the_same_part_cannot_combine(registered):
+    registered("myhead", "a head", "why", head=variants.head_bn)
+    with pytest.raises(ConfigError, match="head_ln and myhead both replace the head"):
+        config.from_params(VARIANT="myhead+head_ln")
+    assert config.from_params(VARIANT="myhead+augment").variant == "augment+myhead"  # built-ins first, then the student's
+
+
+class TinyHead(nn.Module):
+    def __init__(self, in_dim, hidden_dim, embed_dim):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, embed_dim)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class OtherTinyHead(nn.Module):
+    def __init__(self, in_dim, hidden_dim, embed_dim):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, embed_dim, bias=False)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def test_a_students_source_is_part_of_the_run_identity(registered, workspace):
+    cfg, _ = workspace
+    registered("mine", "head: one Linear", "why not", head=TinyHead)
+    first = config.from_params({**cfg.to_dict(), "variant": "mine"})
+    name = runs.run_name_for(first)
+    assert config.run_identity(first)["variant_code"] == {"mine": flags.record("mine").source_digest}
+    assert runs.run_name_for(first) == name  # stable while the code is
+    registered("mine", "head: one Linear", "why not", head=OtherTinyHead)  # the cell run again with a changed line
+    assert runs.run_name_for(first) != name
+    assert "variant_code" not in config.run_identity(cfg)  # built-ins: the kit's code, not a digest
+
+
+def test_a_kernel_without_the_students_cell_names_the_cell_to_run():
+    code = "from helpers.core import config; config.from_params(VARIANTS=['head_ln', 'mine'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "unknown variant(s) ['mine']" in out.stderr and "the cell tagged `student-modification` in 04_ablation.ipynb" in out.stderr
+
+
+def test_the_same_modification_from_a_py_file_on_the_command_line(workspace, tmp_path):
+    cfg, paths = workspace
+    module = tmp_path / "my_modification.py"
+    module.write_text(textwrap.dedent('''
+        from torch import nn
+
+        from helpers.clip.variants import register
+
+
+        class WideShortcutHead(nn.Module):
+            def __init__(self, in_dim, hidden_dim, embed_dim):
+                super().__init__()
+                self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+                self.shortcut = nn.Linear(in_dim, embed_dim, bias=False)
+
+            def forward(self, x):
+                return self.mlp(x) + self.shortcut(x)
+
+
+        register("fromfile", "head with a shortcut", "a residual path", head=WideShortcutHead)
+    '''))
+    run_cfg = cfg.replace(variant="baseline", epochs=1, max_steps_per_epoch=2, run_name="from-file").to_dict()
+    run_cfg["variant"] = "fromfile"  # a name the file registers: the config file is read after it is loaded
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run_cfg))
+    try:
+        assert train.main(["--config", str(path), "--no-progress", "--modification", str(module)]) == 0
+        metrics = json.loads((paths.runs_dir / "from-file" / "metrics.json").read_text())
+        assert "class WideShortcutHead(nn.Module):" in metrics["variant_sources"]["fromfile"]
+        assert metrics["model"]["head"] == "WideShortcutHead"
+    finally:
+        flags.unregister("fromfile")
+    with pytest.raises(ConfigError, match="no such file"):
+        train.main(["--config", str(path), "--modification", str(tmp_path / "absent.py")])
+
+
+def test_no_module_outside_the_variant_code_tests_a_variants_name():
+    """``"bank" in flags`` or ``flags & {"bank", "hardneg"}`` outside the records spreads a variant over the package."""
+    names = set(flags.records())
+    allowed = {ROOT / "helpers" / "clip" / "variants.py"}
+    offenders = []
+    for path in (ROOT / "helpers").rglob("*.py"):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                literals = [e for o in operands for e in ([o] if isinstance(o, ast.Constant) else getattr(o, "elts", []))]
+                hit = [c.value for c in literals if isinstance(c, ast.Constant) and c.value in names]
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {h!r}" for h in hit]
+    assert not offenders, offenders
+
+
+def test_ablation_json_keeps_each_variants_text_and_code(registered):
+    registered("mine", "head: one Linear", "why not", head=TinyHead)
+    described = variants.describe(["baseline", "head_ln", "mine+augment"])
+    assert list(described) == ["head_ln", "augment", "mine"]
+    assert described["mine"]["builtin"] is False and "class TinyHead(nn.Module):" in described["mine"]["code"]
+    shown = ablation.variants_markdown(described)
+    assert "| `mine` (yours) | head: one Linear | why not |" in shown and "class CaptionSafeAugment" in shown
+
+
+def test_docs_list_every_built_in_record():
+    """docs/notebooks.md's table of modifications is the records' own (``variants.changes_markdown()`` prints it)."""
+    docs = (ROOT / "docs" / "notebooks.md").read_text()
+    how = 'paste the table: python3 -c "from helpers.clip import variants; print(variants.changes_markdown())"'
+    assert variants.changes_markdown() in docs, how
+
+
+def test_the_docs_example_registers_a_working_loss(tmp_path):
+    import re
+
+    docs = (ROOT / "docs" / "notebooks.md").read_text()
+    snippet = re.search(r"### Your own modification.*?```python\n(.*?)```", docs, flags=re.S).group(1)
+    (tmp_path / "smooth_modification.py").write_text(snippet)
+    try:
+        train.load_modification(str(tmp_path / "smooth_modification.py"))  # as --modification loads it
+        record = flags.record("smooth")
+        img, txt = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+        value = record.loss(img, txt, 14.3, None)
+        assert value.item() > 0 and record.loss_text == "symmetric InfoNCE, label smoothing 0.1"
+        assert config.from_params(VARIANT="smooth+head_ln").variant == "head_ln+smooth"
+    finally:
+        flags.unregister("smooth")
