@@ -117,7 +117,7 @@ def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
     from .core.artifacts import ArtifactError, load_torch
     from .core.config import run_identity
     from .core.flags import Recipe
-    from .training.runs import RunDir, check_same_run
+    from .store.runs import RunDir, check_same_run
     from .training.train_data import load_training_data
 
     run = RunDir.for_config(paths, cfg)

@@ -29,9 +29,10 @@ from helpers.core.storage import atomic_torch_save, torch_load
 from helpers.data import dataset, prepare
 from helpers.data.coco import DataError, load_captions
 from helpers.data.image_cache import ImageCache
+from helpers.store import runs
+from helpers.store.runlock import RunLock, RunLocked
 from helpers.study import base_settings, report
-from helpers.training import runs, train
-from helpers.training.runlock import RunLock, RunLocked
+from helpers.training import train
 
 
 @dataclass
@@ -150,7 +151,7 @@ class _lock_holder:
 
     def __init__(self, run_dir: Path):
         code = (
-            "import sys, time; from helpers.training.runlock import RunLock; "
+            "import sys, time; from helpers.store.runlock import RunLock; "
             "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(300)"
         )
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -320,7 +321,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
 
 
 def test_lock_of_another_host_is_taken_over_only_when_its_heartbeat_stops(tmp_path):
-    from helpers.training import runlock
+    from helpers.store import runlock
 
     path = tmp_path / "run" / runs.LOCK
     path.parent.mkdir()

@@ -44,12 +44,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     ctx = distributed.init_distributed()
     m = _model()
-    ddp = torch.nn.parallel.DistributedDataParallel(m)
+    ddp = distributed.wrap_model(m, ctx, torch.device("cpu"))
     images, text = _batch()
     shard = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
-    value = distributed.global_clip_loss(ddp(images[shard]), text[shard], m.scale(), ctx)
-    (value * distributed.backward_scale(ctx)).backward()
-    distributed.fix_replicated_grads(m, ctx)
+    value = distributed.global_loss(loss.clip_loss, ctx)(ddp(images[shard]), text[shard], ddp.scale(), None)
+    value.backward()  # the plain backward of the training step: the gradient factors sit inside global_loss
     torch.save({"loss": value.item(), "grads": {n: p.grad.clone() for n, p in m.named_parameters()}}, f"{out_dir}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -71,7 +70,7 @@ def test_two_process_step_equals_single_process(tmp_path):
 def test_gather_keeps_gradient_only_for_the_local_shard():
     ctx = distributed.DistContext()  # one process: identity
     x = torch.randn(3, 4, requires_grad=True)
-    assert distributed.gather_with_local_grad(x, ctx) is x and distributed.backward_scale(ctx) == 1.0
+    assert distributed.gather_with_local_grad(x, ctx) is x and distributed.global_loss(loss.clip_loss, ctx) is loss.clip_loss
 
 
 def test_torchrun_trains_and_resumes(workspace, tmp_path):

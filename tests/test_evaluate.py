@@ -10,7 +10,7 @@ from PIL import Image
 from helpers.core import figures
 from helpers.core.storage import read_json
 from helpers.evaluation import evaluate, qualitative, widget
-from helpers.training import runs
+from helpers.store import runs
 
 
 @pytest.fixture(scope="module")

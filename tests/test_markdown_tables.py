@@ -92,9 +92,9 @@ def test_tables_of_training_evaluation_ablation_doctor_and_report(recorded, trai
     from helpers import doctor
     from helpers.clip.model import build_model, parameter_summary
     from helpers.evaluation import evaluate
+    from helpers.store import runs
     from helpers.study import ablation, report
     from helpers.study.ablation import RunOutcome
-    from helpers.training import runs
 
     cfg, paths, result = trained
     document = runs.summary_markdown(result)

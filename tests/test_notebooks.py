@@ -3,6 +3,7 @@
 import ast
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -127,8 +128,8 @@ def test_notebook_02_trains_and_then_skips(nb01):
     assert "```python\ndef baseline_head(" in text and "class ClipImageModel(" in text and "```python\ndef clip_loss(" in text
     assert "```python\ndef _trunk(" in text and "net.fc = nn.Identity()" in text  # the handout's 2.2 item 1
     assert "```python\ndef clip_logits(" in text and "```python\ndef load_text_tower(" in text and "requires_grad_(False)" in text
-    for method in ("train_one_epoch(self, epoch: int)", "_forward_loss(self", "_optimizer_step(self)"):
-        assert f"```python\ndef {method}" in text, method  # the training step, read from helpers/training/train.py
+    assert "```python\ndef training_step(" in text and "scaler.scale(loss).backward()" in text  # the step, from step.py
+    assert "```python\ndef train_one_epoch(self, epoch: int)" in text and "self.step_fn(" in text  # the driver's loop
     shown = "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
     for machinery in ("kill_point", "backward_scale", "fix_replicated_grads", "global_clip_loss", "gather_with_local_grad", "self.dist"):
         assert machinery not in shown, machinery  # test and DDP machinery sit behind one named call, never in the lesson
@@ -140,6 +141,42 @@ def test_notebook_02_trains_and_then_skips(nb01):
     (out / "again02").mkdir()
     again = run_notebook("02_train_clip.ipynb", out / "again02", LIVE_PLOT=False, **common)
     assert "already finished" in _text(again)
+
+
+def test_notebook_02_trains_with_a_students_own_step(nb01):
+    """The cell tagged student-step holds the student's step: the run uses it, and it is part of the run's identity."""
+    from helpers.core import config
+    from helpers.store import runs
+
+    _, params, out = nb01
+    nb = nbformat.read(ROOT / "02_train_clip.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "student-step" in c.metadata.get("tags", []))
+    cell.source = "\n".join([
+        "from helpers.training.step import training_step, use_training_step",
+        "",
+        "STEPS_SEEN = []",
+        "",
+        "",
+        "def my_step(model, images, text, loss_fn, optimizer, scaler, **options):",
+        '    """The lab\'s step, counted, with the gradient always clipped at 0.5."""',
+        "    STEPS_SEEN.append(images.shape[0])",
+        '    return training_step(model, images, text, loss_fn, optimizer, scaler, **{**options, "grad_clip": 0.5})',
+        "",
+        "",
+        "use_training_step(my_step)",
+    ])  # fmt: skip
+    nb.cells.append(nbformat.v4.new_code_cell('print("steps by my_step:", len(STEPS_SEEN))'))
+    nbformat.write(nb, out / "02_my_step.ipynb")
+    (out / "nb02s").mkdir()
+    settings = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], **{**TINY_TRAINING, "EPOCHS": 1})
+    ran = run_notebook("02_train_clip.ipynb", out / "nb02s", source=out / "02_my_step.ipynb", LIVE_PLOT=False,
+                       MAX_STEPS_PER_EPOCH=3, **settings)  # fmt: skip
+    assert "steps by my_step: 3" in _text(ran)
+    trained = [m for m in Path(params["ARTIFACTS_DIR"], "runs").glob("*/metrics.json") if json.loads(m.read_text()).get("step_source")]
+    assert len(trained) == 1 and "def my_step(" in json.loads(trained[0].read_text())["step_source"]
+    lab_step = runs.run_name_for(config.from_params({**settings, "MAX_STEPS_PER_EPOCH": 3}))  # the same settings, the lab's step
+    assert trained[0].parent.name != lab_step and trained[0].parent.name.rsplit("-", 1)[0] == lab_step.rsplit("-", 1)[0]
+    shutil.rmtree(trained[0].parent)  # the newest baseline run otherwise: 04 would take its settings in the next test
 
 
 def test_notebook_01_typo_in_parameters_names_the_key(tmp_path, synthetic_coco, tiny_tower):

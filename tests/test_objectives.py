@@ -11,7 +11,7 @@ from helpers.clip import bank as caption_bank
 from helpers.clip import loss, variants
 from helpers.clip.loss import MAX_LOGIT_SCALE
 from helpers.core.flags import Recipe
-from helpers.training import train
+from helpers.training import epoch, train
 
 
 def _unit(*shape, seed=0):
@@ -111,7 +111,7 @@ def test_best_learns_better_than_the_baseline_in_the_same_steps_on_every_seed(wo
 
 def test_temp_lets_the_scale_rise_past_its_start_and_never_past_100(workspace, monkeypatch):
     cfg, paths = workspace
-    monkeypatch.setattr(train, "STEP_LOG_EVERY", 1)
+    monkeypatch.setattr(epoch, "STEP_LOG_EVERY", 1)
     seen = []
 
     def on_step(trainer):

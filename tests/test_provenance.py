@@ -24,8 +24,9 @@ from helpers.core.storage import atomic_torch_save, read_json, torch_load
 from helpers.data import prepare
 from helpers.data.image_cache import ImageCache
 from helpers.evaluation import evaluate
+from helpers.store import runs
 from helpers.study import report
-from helpers.training import runs, train
+from helpers.training import train
 from helpers.training.recovery import TrainingDiverged
 
 
@@ -314,7 +315,7 @@ def test_a_run_folder_deleted_mid_run_is_written_again_whole(chain):
 
 
 def test_a_lock_that_is_a_folder_says_what_to_delete(tmp_path):
-    from helpers.training.runlock import RunLock, RunLocked
+    from helpers.store.runlock import RunLock, RunLocked
 
     (tmp_path / "run" / "run.lock").mkdir(parents=True)
     with pytest.raises(RunLocked, match=r"run\.lock is a folder, not this kit's lock file: delete it"):
@@ -324,7 +325,7 @@ def test_a_lock_that_is_a_folder_says_what_to_delete(tmp_path):
 def test_a_failing_lock_release_never_hides_the_error_that_ended_the_run(tmp_path, monkeypatch):
     import errno
 
-    from helpers.training.runlock import holding
+    from helpers.store.runlock import holding
 
     unlink = Path.unlink
 

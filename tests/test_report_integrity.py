@@ -7,8 +7,9 @@ import pytest
 
 from helpers.core.artifacts import StaleArtifact
 from helpers.evaluation import evaluate
+from helpers.store import runs
 from helpers.study import report
-from helpers.training import runs, train
+from helpers.training import train
 
 
 def _epochs(val_losses, train_losses):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from helpers.training import runs, train
-from helpers.training.curves import training_curves_figure
+from helpers.store import runs
+from helpers.store.curves import training_curves_figure
+from helpers.training import train
 
 
 def test_recall_is_read_in_percent_everywhere_and_the_step_curve_ends_where_the_val_points_do(workspace):

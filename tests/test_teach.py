@@ -14,7 +14,7 @@ def test_show_source_renders_the_real_function():
     from helpers.training import train
 
     method = teach.source_markdown(train.Trainer.train_one_epoch)  # a method, dedented to read like a function
-    assert "```python\ndef train_one_epoch(self" in method and "self._forward_loss(images, text, image_ids)" in method
+    assert "```python\ndef train_one_epoch(self" in method and "self.step_fn(" in method
 
 
 def _cell(table: str, row_start: str, column: int) -> float:

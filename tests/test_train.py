@@ -17,7 +17,8 @@ from helpers.core import config
 from helpers.core.config import ConfigError
 from helpers.core.storage import read_json, torch_load
 from helpers.data.dataset import TextCacheMismatch
-from helpers.training import optim, runs, train
+from helpers.store import runs
+from helpers.training import optim, train
 
 
 def quiet(cfg, paths, **kw):
@@ -166,14 +167,14 @@ def test_non_finite_losses_are_skipped_then_rolled_back_then_stopped(workspace, 
 
 def test_out_of_memory_halves_the_batch(workspace, monkeypatch):
     cfg, paths = workspace
-    real = train.Trainer._forward_loss
+    real = train.training_step  # the lab's step, which the trainer takes when it is built
 
-    def oom_at_32(self, images, *rest):
+    def oom_at_32(model, images, *rest, **options):
         if images.shape[0] == 32:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, images, *rest)
+        return real(model, images, *rest, **options)
 
-    monkeypatch.setattr(train.Trainer, "_forward_loss", oom_at_32)
+    monkeypatch.setattr(train, "current_training_step", lambda: oom_at_32)
     result = quiet(cfg.replace(epochs=1, run_name="oom", max_steps_per_epoch=3), paths)
     assert result.history[0]["batch_size"] == 16
     assert any("out of memory at batch size 32; halving to 16" in e for e in result.metrics["events"])

@@ -15,9 +15,10 @@ from torch import nn
 from helpers.clip import variants
 from helpers.core import config, flags
 from helpers.core.config import ConfigError
+from helpers.store import runs
 from helpers.study import ablation
 from helpers.study.report import RunArtifacts, hyperparameters
-from helpers.training import runs, train
+from helpers.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,8 @@ from helpers.core import config, env
 from helpers.core.config import ConfigError
 from helpers.data import prepare
 from helpers.data.synthetic import make_synthetic_coco
-from helpers.training import runs, train
+from helpers.store import runs
+from helpers.training import train
 
 
 def quiet(cfg, paths):
@@ -47,19 +48,19 @@ def test_training_side_flags(workspace):
     cfg, paths = workspace
     flags_cfg = cfg.replace(variant="optim+disc_lr+freeze_bn", epochs=2, run_name="flags")
     random_trunk = train.Trainer(flags_cfg, paths, progress=False, log=lambda m: None)
-    random_trunk._build(pretrained=False)
+    state = random_trunk.new_state(flags_cfg.batch_size, flags_cfg.lr, pretrained=False)
     assert random_trunk.overrides == {
         "lr_schedule": {"requested": "constant", "resolved": "cosine"}, "grad_clip": {"requested": None, "resolved": 1.0},
         "learnable_temperature": {"requested": False, "resolved": True},
     }  # fmt: skip
-    assert {g["lr_mult"] for g in random_trunk.optimizer.param_groups} == {1.0}  # IMAGE_WEIGHTS=None: nothing to protect
-    # a trunk named for ImageNet weights (not downloaded here: _build(pretrained=False)) learns at 0.1x
+    assert {g["lr_mult"] for g in state.optimizer.param_groups} == {1.0}  # IMAGE_WEIGHTS=None: nothing to protect
+    # a trunk named for ImageNet weights (not downloaded here: pretrained=False) learns at 0.1x
     t = train.Trainer(flags_cfg.replace(image_weights="IMAGENET1K_V1"), paths, progress=False, log=lambda m: None)
     assert t.cfg.learnable_temperature and t.cfg.lr_schedule == "cosine" and t.cfg.grad_clip == 1.0
-    t._build(pretrained=False)
-    mults = {g["lr_mult"] for g in t.optimizer.param_groups}
+    t.state = t.new_state(t.cfg.batch_size, t.cfg.lr, pretrained=False)
+    mults = {g["lr_mult"] for g in t.state.optimizer.param_groups}
     assert mults == {0.1, 1.0}
-    trunk_group = next(g for g in t.optimizer.param_groups if g["lr_mult"] == 0.1)
+    trunk_group = next(g for g in t.state.optimizer.param_groups if g["lr_mult"] == 0.1)
     assert trunk_group["lr"] < t.cfg.lr  # warmup starts low, and the trunk is at 0.1x
     assert t.variant.warmup(0, 100) == 5
     t.model.train()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .flags import canonical, only_with, parse_variant, student_sources
+from .flags import canonical, only_with, parse_variant, student_sources, training_step_code
 from .storage import atomic_write_json, read_json
 
 DATA_SOURCES = ("coco", "coco-subset", "kaggle", "local")
@@ -130,13 +130,16 @@ FREE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["ki
 def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     """The identity fields of ``cfg`` (or of a stored config dict) that apply to its variant: what a run folder
     must agree with to be reused. A setting that belongs to one variant (BANK_SIZE to ``bank``) counts only with it;
-    a student's own modification adds the digest of its source (``variant_code``), so a changed line is a new run."""
+    a student's own modification adds the digest of its source (``variant_code``), and a student's training step its
+    own (``step_code``), so a changed line is a new run."""
     values = cfg.to_dict() if isinstance(cfg, Config) else cfg
     flags = cfg.flags if isinstance(cfg, Config) else parse_variant(values.get("variant", "baseline"))
     out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
     code = student_sources(flags)
     if code:
         out["variant_code"] = code
+    if training_step_code() and isinstance(cfg, Config):  # a student's training step (notebook 02), digested likewise
+        out["step_code"] = training_step_code()["digest"]
     return out
 
 
@@ -290,6 +293,17 @@ def unusual_settings(cfg: Config | dict[str, Any]) -> list[str]:
         if isinstance(value, (int, float)) and not low <= value <= high:
             out.append(f"{name.upper()}={value!r} (usual {low:g} to {high:g})")
     return out
+
+
+class TrainingDiverged(RuntimeError):
+    """A run's loss or weights became non-finite or exploded (after rollbacks): its settings need changing."""
+
+
+def divergence_advice(cfg: Config | dict[str, Any]) -> str:
+    """What to change after a divergence: any setting far outside its usual range first, then the usual remedies."""
+    unusual = unusual_settings(cfg)
+    first = f"Likely cause: {', '.join(unusual)}, far outside the usual range; bring it back into range. " if unusual else ""
+    return first + "Lower LR (e.g. 1e-5), set WARMUP_STEPS (e.g. 500) and GRAD_CLIP (e.g. 1.0), or set AMP=False."
 
 
 def check_run_name(name: str) -> str:

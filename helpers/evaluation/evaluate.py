@@ -25,15 +25,14 @@ from ..clip.metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
 from ..clip.model import ClipImageModel
 from ..core import markdown
 from ..core.artifacts import load_json
-from ..core.config import Config
+from ..core.config import Config, TrainingDiverged, divergence_advice
 from ..core.env import Paths
 from ..core.provenance import captions_digest, check_inputs
 from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import CocoCacheDataset, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
-from ..training.recovery import TrainingDiverged, advice
-from ..training.runs import RunDir, find_run, load_trained, start_figures, weights_sha256
+from ..store.runs import RunDir, find_run, load_trained, start_figures, weights_sha256
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     if not torch.isfinite(image_features).all():
         raise TrainingDiverged(
             f"Run {data.run.name} ({data.checkpoint['path']}, epoch {data.checkpoint['epoch']}) gives non-finite image features "
-            f"(NaN/inf): its weights diverged and no Recall@K of them means anything. {advice(data.checkpoint['config'])} "
+            f"(NaN/inf): its weights diverged and no Recall@K of them means anything. {divergence_advice(data.checkpoint['config'])} "
             f"Then retrain: 02_train_clip.ipynb with FORCE_RETRAIN=True (RUN_NAME={data.run.name!r})."
         )
     rows = data.dataset.caption_rows

@@ -25,7 +25,7 @@ from ..core.figures import save_figure
 from ..core.flags import BASELINE
 from ..core.storage import atomic_write_json, atomic_write_text
 from ..evaluation.evaluate import RECALL_KEYS, evaluate
-from ..training.runs import RunDir, load_eval, run_name_for
+from ..store.runs import RunDir, load_eval, run_name_for
 from ..training.train import train  # the one call that starts a training
 from .base_settings import BaseSettings, overrides_markdown
 

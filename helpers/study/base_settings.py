@@ -19,7 +19,7 @@ from ..core.artifacts import ArtifactError, load_json
 from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params
 from ..core.env import Paths, resolve_paths
 from ..core.flags import BASELINE
-from ..training.runs import RunDir, all_runs, newest_finished
+from ..store.runs import RunDir, all_runs, newest_finished
 
 INHERITED = (*(f for f in IDENTITY_FIELDS if f not in ("variant", "seed")), "epochs")  # per run: variant and seed are the study's
 BASE_RUN_KEY = "BASE_RUN"  # notebook 04's parameter: a run name, or None for the newest finished baseline run

@@ -23,7 +23,7 @@ from ..core.provenance import splits_digest
 from ..core.storage import atomic_write_text
 from ..data.text_tower import display_name, parameter_count
 from ..evaluation.evaluate import results_markdown
-from ..training.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, scores_current_weights
+from ..store.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, scores_current_weights
 
 LOSS_INTUITION = """\
 Each training batch holds B matching image-caption pairs. Every image is an **anchor**; its own

@@ -2,21 +2,17 @@
 
 Why: data order and caption draws are functions of (seed, epoch), and the RNG states of Python,
 NumPy, torch and CUDA travel inside ``checkpoint.pt``; restoring them puts every random choice
-of the next epoch back where it was. A checkpoint is written in one piece or not at all.
+of the next epoch back where it was. The run store writes a checkpoint in one piece or not at all
+(helpers/store/runs.py: ``save_checkpoint``).
 """
 
 from __future__ import annotations
 
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from ..core.env import Paths
-from ..core.storage import atomic_copy, atomic_torch_save
 
 
 def seed_everything(seed: int) -> None:
@@ -46,17 +42,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(state: dict[str, Any], dest: Path, paths: Paths) -> None:
-    """Write ``state`` to ``dest`` atomically. On Colab/Kaggle: to local disk first, then copy into ARTIFACTS_DIR.
-
-    Drive's FUSE mount fails now and then (Errno 5); the copy is retried with backoff,
-    and a failed copy never leaves a half-written checkpoint behind.
-    """
-    if paths.environment != "local":
-        with tempfile.TemporaryDirectory(dir=paths.cache_dir) as tmp:
-            local = atomic_torch_save(state, Path(tmp) / dest.name)
-            atomic_copy(local, dest)
-    else:
-        atomic_torch_save(state, dest)

@@ -7,8 +7,8 @@ images per step (a DistributedSampler reseeded every epoch shards the data). As 
 standard CLIP training, the loss is computed over image and text features gathered
 from all ranks, so the negatives are the whole global batch; only the local shard of
 the gathered image features keeps its gradient. Every rank therefore computes the same
-global loss, and with the factor below the averaged DDP gradients equal those of one
-process on the whole global batch (tested on CPU with gloo and 2 processes).
+global loss, and with the gradient factors of :func:`global_loss` the averaged DDP gradients
+equal those of one process on the whole global batch (tested on CPU with gloo and 2 processes).
 Logging, checkpoints, validation and plots happen on rank 0 only. BatchNorm statistics
 are per rank, as in torchvision's DDP recipes.
 """
@@ -16,12 +16,12 @@ are per rank, as in torchvision's DDP recipes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
-
-from ..clip.loss import clip_loss
 
 
 @dataclass(frozen=True)
@@ -65,26 +65,53 @@ def gather_with_local_grad(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def global_clip_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, ctx: DistContext
-) -> torch.Tensor:
-    """Symmetric InfoNCE over the global batch (identical value on every rank)."""
-    return clip_loss(gather_with_local_grad(image_features, ctx), gather_with_local_grad(text_features, ctx), logit_scale)
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; the gradient multiplied by ``factor`` on the way back."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
 
 
-def backward_scale(ctx: DistContext) -> float:
-    """Multiply the loss by this before ``backward``.
+def global_loss(loss_fn: Callable[..., torch.Tensor], ctx: DistContext) -> Callable[..., torch.Tensor]:
+    """``loss_fn`` over the global batch (identical value on every rank); ``loss_fn`` itself on one process.
 
-    Each rank back-propagates the global loss into its *own* features only, so summing
-    the ranks' gradients gives the full gradient; DDP averages instead of summing, hence
-    the factor N. (Parameters that see the whole loss on every rank, i.e. the logit scale,
-    are corrected by :func:`fix_replicated_grads`.)
+    Each rank back-propagates the global loss into its *own* features only, so summing the ranks' gradients gives
+    the full gradient; DDP averages instead of summing, hence the gradient is multiplied by N (the value is not).
+    The logit scale sees the whole loss on every rank already: its gradient is divided by N again. The training
+    step (step.py) stays the one-GPU step.
     """
-    return float(ctx.world_size) if ctx.enabled else 1.0
+    if not ctx.enabled:
+        return loss_fn
+    n = float(ctx.world_size)
+
+    def loss_over_every_gpu(
+        image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Any, negatives: Any = None
+    ) -> torch.Tensor:
+        scale = _ScaleGradient.apply(logit_scale, 1.0 / n) if isinstance(logit_scale, torch.Tensor) else logit_scale
+        all_images, all_text = gather_with_local_grad(image_features, ctx), gather_with_local_grad(text_features, ctx)
+        return _ScaleGradient.apply(loss_fn(all_images, all_text, scale, negatives), n)
+
+    return loss_over_every_gpu
 
 
-def fix_replicated_grads(model: torch.nn.Module, ctx: DistContext) -> None:
-    """The logit scale's gradient is complete on every rank already: undo the factor N."""
-    scale = getattr(model, "logit_scale", None)
-    if ctx.enabled and scale is not None and scale.grad is not None:
-        scale.grad.div_(ctx.world_size)
+def wrap_model(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torch.nn.Module:
+    """DDP around ``model`` under torchrun (with the model's ``scale`` and ``clamp_logit_scale`` passed through, so the
+    training step reads the same on one GPU and on several); ``model`` itself otherwise."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    class ClipDDP(DistributedDataParallel):
+        def scale(self) -> torch.Tensor:
+            return self.module.scale()
+
+        def clamp_logit_scale(self) -> None:
+            self.module.clamp_logit_scale()
+
+    return ClipDDP(model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)

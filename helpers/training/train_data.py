@@ -15,7 +15,7 @@ from ..core.env import Paths
 from ..core.flags import Recipe
 from ..core.provenance import run_inputs
 from ..data.dataset import CocoCacheDataset, load_text_embeds, with_images_from
-from ..data.image_cache import ImageCache, restore_cache
+from ..data.image_cache import ImageCache, failures, restore_cache
 from ..data.splits import Splits, load_splits
 
 
@@ -27,6 +27,11 @@ class TrainingData:
     val_set: CocoCacheDataset  # one item per image, its first caption
     embed_dim: int  # the caption-embedding width: the projection head's output size
     inputs: dict[str, Any]  # provenance.run_inputs: the digests of what this run trains and selects on
+
+    def facts(self) -> dict[str, Any]:
+        """What metrics.json records of the data (the report's section 2)."""
+        return {"splits": self.splits.sizes(), "image_size": self.cache.image_size, "cache_quality": self.cache.quality,
+                "text_model": self.inputs["text_model"], "skipped_images": len(failures(self.cache.manifest))}  # fmt: skip
 
 
 def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: bool = True) -> TrainingData:

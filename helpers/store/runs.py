@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ..core.config import Config, ConfigError, check_run_name, identity_differen
 from ..core.env import Paths
 from ..core.flags import canonical
 from ..core.provenance import check_inputs
-from ..core.storage import atomic_write_json, sha256_file
+from ..core.storage import atomic_copy, atomic_torch_save, atomic_write_json, sha256_file
 
 CHECKPOINT = "checkpoint.pt"  # the whole training state after the last finished epoch
 BEST = "best.pt"  # the weights of the epoch with the highest val rsum
@@ -37,7 +38,7 @@ HISTORY = "history.json"
 METRICS = "metrics.json"  # written when the run finishes: its presence means "finished"
 CONFIG = "config.json"
 LOSS_CURVES = "loss_curves.png"
-LOCK = "run.lock"  # helpers/training/runlock.py: one writer per run folder
+LOCK = "run.lock"  # helpers/store/runlock.py: one writer per run folder
 SELECTION_METRIC = "rsum"  # on the val split: picks the best epoch (and, in 04, the best variant)
 
 
@@ -215,6 +216,47 @@ def find_run(cfg: Config, paths: Paths) -> RunDir:
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The epoch ``best.pt`` holds: highest val rsum; ties go to the lower val loss, then the earlier epoch."""
     return max(history, key=lambda r: (r[f"val_{SELECTION_METRIC}"], -r["val_loss"]))
+
+
+def save_checkpoint(state: dict[str, Any], dest: Path, paths: Paths) -> None:
+    """Write ``state`` to ``dest`` atomically. On Colab/Kaggle: to local disk first, then copy into ARTIFACTS_DIR.
+
+    Drive's FUSE mount fails now and then (Errno 5); the copy is retried with backoff,
+    and a failed copy never leaves a half-written checkpoint behind.
+    """
+    if paths.environment != "local":
+        with tempfile.TemporaryDirectory(dir=paths.cache_dir) as tmp:
+            local = atomic_torch_save(state, Path(tmp) / dest.name)
+            atomic_copy(local, dest)
+    else:
+        atomic_torch_save(state, dest)
+
+
+def write_best(run: RunDir, saved: dict[str, Any], record: dict[str, Any], paths: Paths) -> None:
+    """``best.pt``: the weights and identity of the checkpoint ``saved``, with the epoch's val ``record``."""
+    keys = ("model", "arch", "config", "identity", "inputs")
+    save_checkpoint({**{k: saved[k] for k in keys}, "epoch": record["epoch"], "val": record}, run.best, paths)
+
+
+def repair_finished(run: RunDir, saved: dict[str, Any], paths: Paths) -> list[str]:
+    """A finished run whose best.pt or config.json is gone or damaged: rebuilt from its checkpoint ``saved`` (the
+    source of truth), or a clear error when the best epoch's weights are lost. Returns the events to log."""
+    events = []
+    if not run.best.exists():
+        best = best_record(saved["history"])
+        if best["epoch"] != saved["epoch"]:
+            raise ArtifactError(
+                f"{run.best} is gone: the best epoch ({best['epoch']}) was not the last ({saved['epoch']}), so its weights "
+                f"are lost. Re-run 02_train_clip.ipynb with FORCE_RETRAIN=True (RUN_NAME={run.name!r}) to train the run again."
+            )
+        write_best(run, saved, best, paths)
+        events.append(f"{BEST} was missing: rewritten from {run.checkpoint.name} (epoch {best['epoch']} is the best)")
+    try:
+        load_json(run.config, "config")
+    except ArtifactError:
+        atomic_write_json(run.config, saved["config"])
+        warnings.warn(f"{run.config} was missing or damaged: rewritten from {run.checkpoint.name}", stacklevel=3)
+    return events
 
 
 def load_trained(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
