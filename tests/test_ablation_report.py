@@ -120,6 +120,8 @@ def test_variants_are_chosen_on_val_even_when_test_disagrees():
 def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_applies(tmp_path, full_artifacts, tiny_tower):
     import json
 
+    from helpers.clip.loss import CLIP_LOSS_TEXT
+    from helpers.core.flags import Recipe
     from helpers.data.text_tower import parameter_count
 
     art = tmp_path / "art"
@@ -130,6 +132,8 @@ def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_ap
             data = json.loads((art / "runs" / name / file).read_text())
             config = data.get("config", data)
             config.update(variant=variant, learnable_temperature=variant != "baseline")
+            if "loss" in data:  # metrics.json: the trainer's words for the loss that trained
+                data["loss"] = Recipe.of(variant).loss_text(CLIP_LOSS_TEXT)
             (art / "runs" / name / file).write_text(json.dumps(data))
     text = report.build_report(art, "shared").path.read_text()
     section = text.split("## 3. Hyperparameters", 1)[1].split("\n## ", 1)[0]

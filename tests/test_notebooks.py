@@ -117,8 +117,10 @@ TINY_TRAINING = dict(
 
 def test_notebook_02_trains_and_then_skips(nb01):
     _, params, out = nb01
-    common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline", **TINY_TRAINING)
+    recipe = {k: v for k, v in TINY_TRAINING.items() if k != "IMAGE_SIZE"}  # 02 reads it from 01's image cache
+    common = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline", **recipe)
     nb = run_notebook("02_train_clip.ipynb", out, LIVE_PLOT=True, **common)
+    assert "IMAGE_SIZE=64: the size notebook 01 cached the images at" in _text(nb)
     run = Path(params["ARTIFACTS_DIR"]) / "runs" / "nb-baseline"
     for name in ("checkpoint.pt", "best.pt", "history.json", "metrics.json", "loss_curves.png"):
         assert (run / name).exists(), name

@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import ROOT
 
-from helpers.core import config
+from helpers.core import config, env
 from helpers.core.config import ConfigError
 from helpers.core.storage import read_json, torch_load
 from helpers.data.dataset import TextCacheMismatch
 from helpers.store import runs
-from helpers.training import optim, train
+from helpers.training import optim, train, train_data
 
 
 def quiet(cfg, paths, **kw):
@@ -228,3 +228,13 @@ def test_config_file_round_trip_drives_headless_training(workspace, tmp_path):
     path = cfg.replace(epochs=1).save(tmp_path / "run.json")
     assert config.load(path) == cfg.replace(epochs=1)
     assert Path(path).read_text().count('"image_backbone": "resnet18"') == 1
+
+
+def test_image_size_is_read_from_the_image_cache(workspace, tmp_path):
+    cfg, paths = workspace  # a 64 px cache
+    default = cfg.replace(image_size=224)
+    told = []
+    assert train_data.at_cache_size(default, paths, log=told.append).image_size == 64 and "IMAGE_SIZE=64" in told[0]
+    assert train_data.at_cache_size(cfg.replace(image_size=96), paths).image_size == 96  # written on purpose: kept, then refused
+    no_cache = env.resolve_paths(cfg.replace(artifacts_dir=str(tmp_path / "empty")), environment="local")
+    assert train_data.at_cache_size(default, no_cache).image_size == 224  # nothing cached yet: training says to run 01

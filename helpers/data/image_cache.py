@@ -290,6 +290,14 @@ def failures(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for part in manifest["parts"].values() for s in part["shards"].values() for f in s["failed"]]
 
 
+def cached_image_size(publish_dir: str | os.PathLike) -> int | None:
+    """The side length notebook 01 cached the images at (from the manifest alone), or None when there is no cache."""
+    try:
+        return int(load_json(Path(publish_dir) / MANIFEST, "manifest")["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def restore_cache(publish_dir: str | os.PathLike, cache_dir: str | os.PathLike, progress: bool = True, verify: bool = False) -> Path:
     """Copy the persistent cache (Drive) to fast local disk, skipping shards already there.
 

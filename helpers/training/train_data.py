@@ -7,6 +7,7 @@ images cached at all) are read here together with the data they guard.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..core.env import Paths
 from ..core.flags import Recipe
 from ..core.provenance import run_inputs
 from ..data.dataset import CocoCacheDataset, load_text_embeds, with_images_from
-from ..data.image_cache import ImageCache, failures, restore_cache
+from ..data.image_cache import ImageCache, cached_image_size, failures, restore_cache
 from ..data.splits import Splits, load_splits
 
 
@@ -32,6 +33,19 @@ class TrainingData:
         """What metrics.json records of the data (the report's section 2)."""
         return {"splits": self.splits.sizes(), "image_size": self.cache.image_size, "cache_quality": self.cache.quality,
                 "text_model": self.inputs["text_model"], "skipped_images": len(failures(self.cache.manifest))}  # fmt: skip
+
+
+def at_cache_size(cfg: Config, paths: Paths, log: Callable[[str], None] = print) -> Config:
+    """``cfg`` with IMAGE_SIZE read from the image cache: notebook 01 chose the size, and 02 trains at it.
+
+    Only the default (224) is replaced; another IMAGE_SIZE that differs from the cache is kept, and training
+    refuses it with the fix. Without a cache, ``cfg`` as it is (training then says to run 01)."""
+    size = cached_image_size(paths.image_cache_dir)
+    default = Config.__dataclass_fields__["image_size"].default
+    if size is None or size == cfg.image_size or cfg.image_size != default:
+        return cfg
+    log(f"IMAGE_SIZE={size}: the size notebook 01 cached the images at")
+    return cfg.replace(image_size=size)
 
 
 def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: bool = True) -> TrainingData:
