@@ -164,29 +164,29 @@ def time_training(
     from .clip.model import build_model, model_config
     from .core.flags import Recipe
     from .data.dataset import normalize_images
+    from .training.optim import make_optimizer
+    from .training.step import current_training_step
 
     batch = batch or cfg.batch_size
+    variant = Recipe.of(cfg.flags)
+    cfg = cfg.replace(**variant.overrides(cfg.to_dict()))  # what the trainer trains: e.g. optim's gradient clipping
     model = build_model(model_config(cfg, 512), pretrained=False).to(device).train()
     channels_last = cfg.channels_last and (device.type == "cuda" or dtype is not _AUTO)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     dtype = amp_dtype(device, cfg.amp) if dtype is _AUTO else dtype
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg, variant, cfg.lr)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    loss_fn = Recipe.of(cfg.flags).single("loss") or clip_loss  # the run's own loss (its extra negatives are not timed)
+    loss_fn = variant.single("loss") or clip_loss  # the run's own loss (its extra negatives are not timed)
+    train_step = current_training_step()  # the very step the run takes (a student's own, when notebook 02 set one)
     images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     text = torch.nn.functional.normalize(torch.randn(batch, 512, device=device), dim=-1)
 
     def step() -> None:
         x = normalize_images(images, device, channels_last)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            features = model(x)
-        scaler.scale(loss_fn(features, text, model.scale(), None)).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, x, text, loss_fn, optimizer, scaler, amp_dtype=dtype, grad_clip=cfg.grad_clip)
 
     seconds = seconds_per_call(step, device, steps, warmup) * steps
     precision = f"{str(dtype).replace('torch.', '')} autocast" if dtype else "fp32"

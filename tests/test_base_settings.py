@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from helpers.core import config
 from helpers.study import ablation, base_settings
@@ -13,8 +14,10 @@ def _finished_run(art, name, mtime, **settings):
     """A run folder as the trainer leaves it, as far as the base-run lookup reads it (config.json; metrics.json and best.pt exist)."""
     run = art / "runs" / name
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(config.from_params(settings).to_dict()))
-    (run / "best.pt").write_bytes(b"weights")
+    stored = config.from_params(settings).to_dict()
+    (run / "config.json").write_text(json.dumps(stored))
+    arch = {"variant": stored["variant"]}
+    torch.save({"model": {"w": torch.zeros(1)}, "arch": arch, "config": stored, "epoch": 1}, run / "best.pt")
     (run / "metrics.json").write_text("{}")
     os.utime(run / "metrics.json", (mtime, mtime))
     return run
@@ -78,3 +81,22 @@ def test_a_baseline_the_last_ablation_trained_with_overrides_never_becomes_the_n
     runs = [{"run_name": "ablation-baseline"}, {"run_name": "temp-run"}]
     (art / "ablation" / "ablation.json").write_text(json.dumps({"table": {}, "runs": runs, "config": {}, "base": {"run": "mine"}}))
     assert base_settings.from_notebook(_notebook(art)).run == "mine"
+
+
+def test_a_base_run_whose_config_json_is_lost_or_edited_is_read_from_its_weights(tmp_path):
+    """The checkpoint is the source of truth: 04 never says "no finished baseline" for a lost config.json, and never
+    trains the study at a WEIGHT_DECAY the base run did not train with."""
+    art = tmp_path / "art"
+    run = _finished_run(art, "mine", 2_000, weight_decay=0.01, image_size=64)
+    summary = {"run_name": "mine", "best_epoch": 1, "best_val": {}, "hardware": {}, "epochs": 1}
+    (run / "metrics.json").write_text(json.dumps({**summary, "config": json.loads((run / "config.json").read_text())}))
+    (run / "config.json").unlink()
+    with pytest.warns(UserWarning, match="config.json was missing or damaged: rewritten from best.pt"):
+        base = base_settings.from_notebook(_notebook(art))
+    assert base.run == "mine" and base.cfg.image_size == 64 and (run / "config.json").exists()
+    edited = json.loads((run / "config.json").read_text())
+    edited["weight_decay"] = 0.05  # by hand, after the run trained
+    (run / "config.json").write_text(json.dumps(edited))
+    with pytest.warns(UserWarning, match=r"WEIGHT_DECAY: 0.05 in the file, 0.01 trained"):
+        base = base_settings.from_notebook(_notebook(art))
+    assert base.cfg.weight_decay == 0.01 and json.loads((run / "config.json").read_text())["weight_decay"] == 0.01

@@ -15,7 +15,8 @@ from httpserver import LocalServer
 from helpers.core import env, faults, storage
 from helpers.core.storage import read_json, torch_load
 from helpers.data import download, image_cache
-from helpers.training import checkpoint, train
+from helpers.store import runs
+from helpers.training import train
 
 KILL_POINTS = [
     "train_step:3",  # in the middle of epoch 1: nothing saved yet
@@ -136,8 +137,8 @@ def test_transient_drive_errors_are_retried_and_checkpoints_staged_locally(works
     os.symlink(paths.image_cache_dir, drive / "image_cache")
     colab_paths = env.Paths("colab", drive, paths.data_dir, paths.cache_dir)
     copies = []
-    real_copy = checkpoint.atomic_copy
-    monkeypatch.setattr(checkpoint, "atomic_copy", lambda src, dst: copies.append((Path(src), Path(dst))) or real_copy(src, dst))
+    real_copy = runs.atomic_copy  # the run store writes checkpoints (helpers/store/runs.py: save_checkpoint)
+    monkeypatch.setattr(runs, "atomic_copy", lambda src, dst: copies.append((Path(src), Path(dst))) or real_copy(src, dst))
     FlakyFilesystem(monkeypatch, drive / "runs", failures=2)
     with pytest.warns(UserWarning, match="transient OSError"):
         result = train.train(

@@ -136,12 +136,12 @@ def test_bank_draws_are_reproducible_and_size_zero_is_the_whole_cache(workspace)
     cfg, paths = workspace
     trainer = train.Trainer(cfg.replace(variant="bank", bank_size=0, run_name="bank-all"), paths, progress=False, log=lambda m: None)
     embeddings, ids = trainer.negative_source.rows(0)
-    assert embeddings.shape == (len(trainer.train_set.caption_rows), trainer.embed_dim) and embeddings.dtype == torch.float16
+    assert embeddings.shape == (len(trainer.train_set.caption_rows), trainer.data.embed_dim) and embeddings.dtype == torch.float16
     assert sorted(set(ids.tolist())) == sorted(trainer.train_set.image_ids)
     small = caption_bank.CaptionBank(trainer.train_set, 50, seed=0)
     again = caption_bank.CaptionBank(trainer.train_set, 50, seed=0)
     assert torch.equal(small.rows(7)[0], again.rows(7)[0]) and not torch.equal(small.rows(7)[0], small.rows(8)[0])
-    assert small.rows(7)[0].shape == (50, trainer.embed_dim)
+    assert small.rows(7)[0].shape == (50, trainer.data.embed_dim)
 
 
 @pytest.mark.parametrize("variant", ["temp+bank", "hardneg+bank", "best"])

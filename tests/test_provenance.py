@@ -125,6 +125,40 @@ def test_another_dataset_with_the_same_image_ids_is_rebuilt_and_never_combined(c
     _refusals(cfg, paths, r"splits\.json")
 
 
+def test_caches_copied_in_from_another_project_are_never_combined(chain, tmp_path):
+    """Students share caches: another project's image_cache/ (or caption caches), with the same image ids, copied in."""
+    cfg, paths = chain
+    other_coco = Path(shutil.copytree(cfg.data_dir, tmp_path / "other-coco"))
+    for folder in ("train2014", "val2014"):
+        captions = other_coco / "annotations" / f"captions_{folder}.json"
+        data = json.loads(captions.read_text())
+        for ann in data["annotations"]:
+            ann["caption"] = "another project: " + ann["caption"]
+        captions.write_text(json.dumps(data))
+        pictures = sorted((other_coco / folder).iterdir())
+        for image in pictures[1:6]:  # other pixels under the same names
+            image.write_bytes(pictures[0].read_bytes())
+    other = cfg.replace(artifacts_dir=str(tmp_path / "other-art"), data_dir=str(other_coco))
+    other_paths = env.resolve_paths(other, environment="local")
+    _prepare_again(other, other_paths)
+
+    own_cache = Path(shutil.move(paths.image_cache_dir, tmp_path / "own-cache"))
+    shutil.copytree(other_paths.image_cache_dir, paths.image_cache_dir)  # their image cache, our splits and captions
+    with pytest.raises(ProvenanceMismatch, match=r"train2014 images were cached from other files than splits\.json.*01_dataset_prep"):
+        quiet(cfg.replace(run_name="new"), paths)  # 02: a new run, before its first step
+    with pytest.raises(ProvenanceMismatch, match=r"val2014 images were cached from other files"):
+        evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)  # 03, before it scores
+    shutil.rmtree(paths.image_cache_dir)
+    shutil.move(own_cache, paths.image_cache_dir)
+    for split in ("train", "val"):  # now their caption caches, with the same caption ids and count
+        shutil.copy2(other_paths.text_embeds_path(split), paths.text_embeds_path(split))
+    with pytest.raises(ProvenanceMismatch, match=r"train_text_embeds\.pt was encoded from another caption file"):
+        quiet(cfg.replace(run_name="new"), paths)
+    with pytest.raises(ProvenanceMismatch, match=r"val_text_embeds\.pt was encoded from another caption file"):
+        evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)
+    assert not (paths.runs_dir / "new" / "checkpoint.pt").exists()  # nothing trained on the mixture
+
+
 def test_a_run_continued_after_01_changed_train_images_is_refused(chain):
     cfg, paths = chain
     _prepare_again(cfg, paths, train_images=100)
@@ -141,8 +175,39 @@ def test_a_caption_cache_of_another_text_model_is_never_combined(chain, tmp_path
     for split in ("train", "val"):
         paths.text_embeds_path(split).unlink()
     _prepare_again(cfg, paths, text_model=str(other))
-    with pytest.raises(ProvenanceMismatch, match=r"text model: .*tiny-clip-text.* then, .*other-tower.* now"):
+    with pytest.raises(ProvenanceMismatch, match=r"text model: 'local:[0-9a-f]{16}' then, 'local:[0-9a-f]{16}' now"):
         evaluate.evaluate(cfg.replace(eval_split="test", text_model=str(other)), paths, device="cpu", progress=False)
+
+
+def test_a_local_text_tower_is_known_by_its_content_not_its_path(chain, tmp_path):
+    """TEXT_MODEL names a folder on Drive; another tower of the same width is saved over it (patch16 over patch32)."""
+    from helpers.data.dataset import TextCacheMismatch
+    from helpers.data.synthetic import all_captions, make_tiny_text_tower
+    from helpers.evaluation import qualitative
+
+    cfg, paths = chain
+    tower = Path(shutil.copytree(cfg.text_model, tmp_path / "drive" / "tower"))
+    moved = cfg.replace(text_model=str(tower))
+    assert config.run_identity(moved)["text_model"] == config.run_identity(cfg)["text_model"]  # the same tower elsewhere
+    assert runs.run_name_for(moved.replace(run_name=None)) == runs.run_name_for(cfg.replace(run_name=None))
+    assert quiet(moved, paths).skipped  # ... is the same run: reused
+    before = torch_load(paths.text_embeds_path("train"))["model_id"]
+    result = evaluate.evaluate(moved.replace(eval_split="test"), paths, device="cpu", progress=False)
+
+    make_tiny_text_tower(tower, all_captions(Path(cfg.data_dir)), seed=1)  # overwritten in place: same width, other weights
+    with pytest.raises(TextCacheMismatch, match="live queries would land in another text space"):
+        qualitative.RetrievalIndex.from_eval(result, str(tower)).search("a red circle")  # 03's explorer, still open
+    with pytest.raises(TextCacheMismatch, match="the folder now holds another tower|was encoded with TEXT_MODEL"):
+        evaluate.evaluate(moved.replace(eval_split="test"), paths, device="cpu", progress=False)  # 03 before 01 re-ran
+    with pytest.raises(TextCacheMismatch, match="the folder now holds another tower|was encoded with TEXT_MODEL"):
+        quiet(moved.replace(run_name=None), paths)  # 02 before 01 re-ran: no run trains on the old cache
+    _prepare_again(moved, paths)  # 01 again: "up to date" no longer, the captions are encoded anew
+    assert torch_load(paths.text_embeds_path("train"))["model_id"] != before
+    with pytest.raises(ConfigError, match=r"TEXT_MODEL: 'local:[0-9a-f]{16}' \(stored\) vs 'local:[0-9a-f]{16}' \(now\)"):
+        quiet(moved, paths)  # 02 with RUN_NAME="r": never "already finished"
+    with pytest.raises(ProvenanceMismatch, match="text model"):
+        evaluate.evaluate(moved.replace(eval_split="test"), paths, device="cpu", progress=False)  # 03 never scores r again
+    assert not quiet(moved.replace(run_name=None), paths).skipped  # a derived name: a new run on the new tower
 
 
 def test_the_report_never_shows_figures_metrics_or_ablation_rows_of_an_earlier_model(chain):
@@ -387,3 +452,27 @@ def test_readme_troubleshooting_lists_each_new_message(message):
 
     table = (ROOT / "docs" / "troubleshooting.md").read_text()
     assert message in table, message
+
+
+def test_pretrained_weights_offline_say_what_to_do_and_a_local_file_works(tmp_path, monkeypatch):
+    """Kaggle with Internet off, a lab machine behind a firewall: the torch hub download fails."""
+    import urllib.request
+
+    import torchvision
+    from torch import hub
+
+    from helpers.clip import model
+
+    def offline(url, *args, **kwargs):  # a real connection attempt that fails as it does offline (nothing listens on port 9)
+        return urllib.request.urlopen("http://127.0.0.1:9/" + url.rsplit("/", 1)[-1], timeout=5)
+
+    monkeypatch.setattr(hub, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    arch = model.model_config(config.from_params(IMAGE_BACKBONE="resnet18", IMAGE_WEIGHTS="IMAGENET1K_V1", HIDDEN_DIM=32), 16)
+    with pytest.raises(ConnectionError, match=r"IMAGE_WEIGHTS='IMAGENET1K_V1'.*no internet.*Settings -> Internet on.*"
+                                              r"torch-home.*checkpoints.*resnet18.*IMAGE_WEIGHTS=None"):  # fmt: skip
+        model.build_model(arch)
+    saved = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(saved, tmp_path / "resnet18-local.pth")
+    local = model.build_model({**arch, "image_weights": str(tmp_path / "resnet18-local.pth")})
+    assert torch.equal(local.trunk.conv1.weight, saved["conv1.weight"])  # the file's weights, no download

@@ -86,9 +86,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(workspace, tmp_path):
     _kill_then_resume_matches(workspace, tmp_path)
 
 
-def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3, rel_tol=1e-4, weight_tol=1e-4, rsum_abs_tol=1e-6):
+def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3, rel_tol=1e-4, weight_tol=1e-4, rsum_abs_tol=1e-6,
+                              modification=None):  # fmt: skip
     """SIGKILL a headless training after its first epoch, re-run it: it must end as an uninterrupted run
     (exactly on the CPU; within ``rel_tol``/``weight_tol`` under AMP on a GPU, whose kernels are not bit-reproducible).
+    ``modification``: the .py file that registers ``variant`` (already loaded in this process).
 
     ``rsum_abs_tol``: val R@K counts items, so a loss that differs in the 4th digit can still flip a near-tied rank
     (one image is 0.02 of the fraction rsum on the 50-image val split, one caption 0.004); ``math.inf`` skips it."""
@@ -98,6 +100,7 @@ def _kill_then_resume_matches(workspace, tmp_path, variant="baseline", epochs=3,
     killed_cfg = cfg.replace(run_name=f"killed-{variant}")
     cfg_file = killed_cfg.save(tmp_path / "cfg.json")
     cmd = [sys.executable, "-m", "helpers.train", "--config", str(cfg_file), "--no-progress"]
+    cmd += ["--modification", str(modification)] if modification else []  # a student's .py file, loaded by every process
     environ = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     history = paths.runs_dir / killed_cfg.run_name / "history.json"

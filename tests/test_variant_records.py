@@ -215,3 +215,47 @@ def test_the_docs_example_registers_a_working_loss(tmp_path):
         assert config.from_params(VARIANT="smooth+head_ln").variant == "head_ln+smooth"
     finally:
         flags.unregister("smooth")
+
+
+def test_a_students_modification_resumes_after_sigkill_to_the_same_state(workspace, tmp_path):
+    from test_train import _kill_then_resume_matches
+
+    module = tmp_path / "resumable_modification.py"
+    module.write_text(textwrap.dedent('''
+        import torch.nn.functional as F
+        from torch import nn
+
+        from helpers.clip.variants import register
+
+
+        class GatedHead(nn.Module):
+            def __init__(self, in_dim, hidden_dim, embed_dim):
+                super().__init__()
+                self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+                self.gate = nn.Linear(in_dim, embed_dim)
+
+            def forward(self, x):
+                return self.mlp(x) * self.gate(x).sigmoid()
+
+
+        def smoothed(image_features, text_features, logit_scale, negatives=None):
+            logits = logit_scale * image_features.float() @ text_features.float().t()
+            labels = torch_arange(len(logits), logits.device)
+            return 0.5 * (F.cross_entropy(logits, labels, label_smoothing=0.1) + F.cross_entropy(logits.t(), labels, label_smoothing=0.1))
+
+
+        def torch_arange(n, device):
+            import torch
+
+            return torch.arange(n, device=device)
+
+
+        register("gated", "head: an MLP times a sigmoid gate", "features pick what passes", head=GatedHead)
+        register("smoothed", "label-smoothed InfoNCE", "softer targets", loss=smoothed, loss_text="InfoNCE, label smoothing 0.1")
+    '''))
+    train.load_modification(str(module))
+    try:
+        _kill_then_resume_matches(workspace, tmp_path, "gated+smoothed", epochs=2, modification=module)
+    finally:
+        flags.unregister("gated")
+        flags.unregister("smoothed")

@@ -17,6 +17,7 @@ checkpoint is never loaded into the wrong variant.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,10 +79,36 @@ def _trunk(backbone: str, weights: str | None) -> tuple[nn.Module, int]:
     """torchvision's ResNet (ImageNet weights, or random with None) without its 1000-way classifier: pooled features."""
     import torchvision
 
-    net = getattr(torchvision.models, backbone)(weights=_weights_enum(backbone, weights))
+    net = _pretrained(backbone, weights) if weights else getattr(torchvision.models, backbone)(weights=None)
     in_dim = net.fc.in_features  # 2048 for ResNet50: the global-average-pooled output of the last stage
     net.fc = nn.Identity()  # the projection head replaces the ImageNet classifier
     return net, in_dim
+
+
+def _pretrained(backbone: str, weights: str) -> nn.Module:
+    """The ResNet with ``weights``: a torchvision weights name (downloaded once into torch's hub folder), or the path of
+    a local weights file (a ``state_dict`` saved with ``torch.save``). Offline, the error says what to do."""
+    import urllib.error
+
+    import torchvision
+
+    if Path(weights).expanduser().is_file():  # a local file: no download at all
+        net = getattr(torchvision.models, backbone)(weights=None)
+        net.load_state_dict(torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True))
+        return net
+    enum = _weights_enum(backbone, weights)
+    try:
+        return getattr(torchvision.models, backbone)(weights=enum)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        from torch import hub
+
+        where = Path(hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        raise ConnectionError(
+            f"Cannot download the {backbone} weights IMAGE_WEIGHTS={weights!r} ({enum.url}): {exc}. This machine has no "
+            f"internet. Either switch it on (Kaggle: Settings -> Internet on), or download that file elsewhere and put it "
+            f"at {where} (where torch looks first), or set IMAGE_WEIGHTS to the path of a local weights file, or "
+            "IMAGE_WEIGHTS=None to train the trunk from scratch (much weaker)."
+        ) from None
 
 
 def _weights_enum(backbone: str, weights: str | None) -> Any:

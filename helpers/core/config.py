@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .flags import canonical, only_with, parse_variant, student_sources, training_step_code
+from .provenance import text_tower_id
 from .storage import atomic_write_json, read_json
 
 DATA_SOURCES = ("coco", "coco-subset", "kaggle", "local")
@@ -135,6 +136,8 @@ def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     values = cfg.to_dict() if isinstance(cfg, Config) else cfg
     flags = cfg.flags if isinstance(cfg, Config) else parse_variant(values.get("variant", "baseline"))
     out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
+    if isinstance(cfg, Config):  # a local text tower by its content, not its path (a stored record keeps what it was)
+        out["text_model"] = text_tower_id(cfg.text_model)
     code = student_sources(flags)
     if code:
         out["variant_code"] = code

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,50 @@ def digest(value: Any) -> str:
     """16 hex digits of the sha256 of ``value`` as canonical JSON (plain types) or raw bytes."""
     data = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+# A local text tower is known by its content, not its path: the files that make its weights, config and tokenizer.
+TOWER_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
+TOWER_DIGEST_FILE = ".clip_lab_tower_digest.json"  # the digest of the folder state it was computed for (a memo)
+_TOWER_IDS: dict[tuple[Any, ...], str] = {}
+
+
+def text_tower_id(name: str) -> str:
+    """What identifies a text tower: a hub id as it is; a local folder (``save_pretrained``) as ``local:<digest>`` of its
+    weight, config and tokenizer files, so that a folder overwritten in place with another tower is another tower, and
+    the same tower under another path is the same.
+
+    Computed once per folder state: the files' names, sizes and modification times select a memo (in this process,
+    and in a small file in the folder when it is writable), never by rehashing the weights on every read.
+    """
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return name
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in TOWER_FILE_SUFFIXES and p.name != TOWER_DIGEST_FILE)
+    state = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(folder.resolve()), state)
+    if key in _TOWER_IDS:
+        return _TOWER_IDS[key]
+    memo = folder / TOWER_DIGEST_FILE
+    try:
+        stored = json.loads(memo.read_text())
+        known = stored["id"] if stored.get("state") == [list(s) for s in state] else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        known = None
+    if known is None:
+        h = hashlib.sha256()
+        for path, (relative, size, _) in zip(files, state):
+            h.update(f"{relative}:{size}:".encode())
+            with path.open("rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 22), b""):
+                    h.update(block)
+        known = f"local:{h.hexdigest()[:16]}"
+        try:
+            memo.write_text(json.dumps({"id": known, "state": state}))
+        except OSError:
+            pass  # a read-only folder (a Kaggle input): computed again next time
+    _TOWER_IDS[key] = known
+    return known
 
 
 def source_record(tables: dict[str, Any], file_bytes: dict[str, dict[int, int]]) -> dict[str, dict[str, str]]:
@@ -66,7 +111,7 @@ def captions_digest(text: dict[str, Any], image_ids: list[int] | set[int]) -> st
     wanted = torch.tensor(sorted(image_ids), dtype=torch.int64)
     rows = torch.isin(text["image_ids"], wanted).nonzero().flatten()
     order = rows[torch.argsort(text["caption_ids"][rows])]
-    h = hashlib.sha256(str(text["model"]).encode())
+    h = hashlib.sha256(str(text.get("model_id", text["model"])).encode())  # the tower by its content (older caches: its name)
     h.update(text["caption_ids"][order].numpy().tobytes())
     h.update("\n".join(text["captions"][r] for r in order.tolist()).encode())
     return h.hexdigest()[:16]
@@ -85,7 +130,7 @@ def run_inputs(splits: str, cache: Any, train_text: dict[str, Any], val_text: di
     return {
         "splits": splits,
         "image_size": cache.image_size,
-        "text_model": train_text["model"],
+        "text_model": train_text.get("model_id", train_text["model"]),
         "train_images": cache.digest(train_ids),
         "val_images": cache.digest(val_ids),
         "train_captions": captions_digest(train_text, train_ids),
@@ -113,6 +158,30 @@ def differences(stored: dict[str, Any] | None, current: dict[str, Any]) -> list[
         for k in current
         if k in INPUT_NAMES and stored.get(k) != current[k]
     ]
+
+
+def check_sources(splits_source: dict[str, Any] | None, cache_parts: dict[str, Any], caption_caches: dict[str, dict[str, Any]],
+                  where: str) -> None:  # fmt: skip
+    """Refuse data artifacts made from different COCO files: every image-cache part and caption cache must record the
+    source that ``splits.json`` was drawn from (a cache copied in from another project has the same ids, not the same
+    images or captions). Checked by a new run before its first step and by 03 before it scores: from stored records."""
+    if not splits_source:
+        raise ProvenanceMismatch(f"splits.json in {where} records no source (an older kit): re-run 01_dataset_prep.ipynb")
+    problems = []
+    for folder, part in cache_parts.items():
+        if part.get("source") is None:
+            problems.append(f"the image cache's {folder} part records no source (an older kit)")
+        elif part["source"] != splits_source.get(folder):
+            problems.append(f"the image cache's {folder} images were cached from other files than splits.json was drawn from")
+    for name, (folder, text) in caption_caches.items():
+        if (text.get("config") or {}).get("source") != splits_source.get(folder):
+            problems.append(f"{name} was encoded from another caption file than splits.json was drawn from")
+    if problems:
+        raise ProvenanceMismatch(
+            f"The data artifacts in {where} do not belong together: {'; '.join(problems)}. A cache copied in from another "
+            "project has the same image ids but not the same images or captions. Re-run 01_dataset_prep.ipynb here: it "
+            "rebuilds what does not match (and records the sources of an older cache in seconds)."
+        )
 
 
 def check_inputs(stored: dict[str, Any] | None, current: dict[str, Any], artifact: str, against: str, fix: str) -> None:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.artifacts import load_torch
 from ..core.env import default_num_workers
+from ..core.provenance import text_tower_id
 from .image_cache import ImageCache
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -40,12 +41,26 @@ class TextCacheMismatch(RuntimeError):
 def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:
     """Load a ``*_text_embeds.pt`` (weights_only) and check it came from ``expected_model``."""
     data = load_torch(path, "text_embeds")  # damaged or foreign files: ArtifactError naming the fix
-    if expected_model is not None and data["model"] != expected_model:
+    if expected_model is None:
+        return data
+    then, now = data.get("model_id", data["model"]), text_tower_id(expected_model)  # a local folder: by its files' content
+    if then == now:
+        return data  # the same tower, wherever its folder is now
+    if "model_id" not in data and data["model"] == expected_model:
         raise TextCacheMismatch(
-            f"{path} was encoded with TEXT_MODEL={data['model']!r}, but this run uses {expected_model!r}. "
-            "Set TEXT_MODEL to match, or re-run 01_dataset_prep.ipynb with the new TEXT_MODEL to rebuild the cache."
+            f"{path} was written by an older version of the kit, which did not record what the local text tower in "
+            f"{expected_model} held: re-run 01_dataset_prep.ipynb (it encodes the captions again and records it)."
         )
-    return data
+    if data["model"] == expected_model:
+        raise TextCacheMismatch(
+            f"{path} was encoded by the text tower in {expected_model} as it was then ({then}), but the folder now holds "
+            f"another tower ({now}): its weights or tokenizer files changed. Re-run 01_dataset_prep.ipynb to encode the "
+            "captions with the tower it holds now, or put the old tower back."
+        )
+    raise TextCacheMismatch(
+        f"{path} was encoded with TEXT_MODEL={data['model']!r}, but this run uses {expected_model!r}. "
+        "Set TEXT_MODEL to match, or re-run 01_dataset_prep.ipynb with the new TEXT_MODEL to rebuild the cache."
+    )
 
 
 def text_embed_width(path: str | Path) -> int:

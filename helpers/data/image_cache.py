@@ -205,6 +205,7 @@ def build_image_cache(
         if entry is None or entry.get("ids_digest") != part.ids_digest():
             entry = {"ids_digest": part.ids_digest(), "num_images": len(part.files), "shard_size": shard_size, "shards": {}}
             manifest["parts"][part.name] = entry
+        entry["source"] = part.source  # what a run checks against splits.json (an older cache gains it here: same digest)
         layout = entry["shard_size"] = _layout_shard_size(entry, shard_size)
         if layout != shard_size and len(part.files) > min(layout, shard_size):
             print(f"{part.name}: the cache was built with SHARD_SIZE={layout}; keeping that layout (delete {publish} to rebuild)")
@@ -219,6 +220,10 @@ def build_image_cache(
                 print(f"{name}: missing, incomplete or damaged (checksum): rebuilding it")
             todo.append((part, k // layout, shard_ids))
     if not todo:
+        if (publish / MANIFEST).exists() and read_json(publish / MANIFEST) != manifest:
+            atomic_write_json(publish / MANIFEST, manifest)  # an up-to-date cache of an older kit: its sources recorded
+            if publish != cache_dir:
+                atomic_write_json(cache_dir / MANIFEST, manifest)
         return manifest
 
     n_images = sum(len(t[2]) for t in todo)

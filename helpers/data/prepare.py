@@ -20,7 +20,7 @@ import torch
 from ..core import markdown
 from ..core.config import Config
 from ..core.env import Paths
-from ..core.provenance import source_record, splits_digest
+from ..core.provenance import source_record, splits_digest, text_tower_id
 from ..core.storage import atomic_torch_save, atomic_write_json, read_json, torch_load
 from .coco import CaptionTable, DataError, check_layout, load_captions
 from .dataset import load_text_embeds
@@ -130,7 +130,8 @@ def _encode_in_parts(
     from ..core.faults import kill_point
     from ..core.storage import sha256_file
 
-    key = {"model": cfg.text_model, "caption_ids_digest": digest, "part_size": cfg.caption_part_size}
+    key = {"model": cfg.text_model, "model_id": text_tower_id(cfg.text_model), "caption_ids_digest": digest,
+           "part_size": cfg.caption_part_size}  # fmt: skip
     manifest_path = parts_dir / "manifest.json"
     try:
         manifest = read_json(manifest_path) if manifest_path.exists() else {}
@@ -220,6 +221,7 @@ def cache_captions(
                 "image_ids": torch.tensor([table.caption_image_ids[r] for r in rows], dtype=torch.int64),
                 "captions": texts,
                 "model": cfg.text_model,
+                "model_id": text_tower_id(cfg.text_model),  # the tower by its content (a local folder: its files' digest)
                 "normalized": True,
                 "config": {
                     **cfg.to_dict(),

@@ -34,6 +34,7 @@ class Splits:
     test: list[int]
     restval: list[int]  # val2014 images in neither val nor test
     digest: str = ""  # provenance.splits_digest of the splits.json it was read from ("" before it is written)
+    source: dict[str, dict[str, str]] | None = None  # per COCO folder: its caption file and image files (provenance.source_record)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test), "restval": len(self.restval)}
@@ -60,7 +61,8 @@ def load_splits(paths: Any) -> Splits:
 
     record = load_json(paths.splits_path, "splits")
     splits = Splits.from_dict(record)
-    splits.digest = splits_digest(record)  # from the content, so a hand-edited file is a different split
+    splits.digest = splits_digest(record)
+    splits.source = record.get("source")  # from the content, so a hand-edited file is a different split
     return splits
 
 

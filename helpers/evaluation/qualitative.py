@@ -19,6 +19,8 @@ from PIL import Image
 from ..clip.metrics import NonFiniteFeatures
 from ..clip.model import ClipImageModel
 from ..core.figures import wrap_caption
+from ..core.provenance import text_tower_id
+from ..data.dataset import TextCacheMismatch
 from ..data.image_cache import ImageCache, prepare_image
 from ..data.text_tower import TextTower, encode_text, load_text_tower
 
@@ -65,6 +67,7 @@ class RetrievalIndex:
         self._tower = text_model if isinstance(text_model, TextTower) else None
         self._text_model_name = text_model if isinstance(text_model, str) else text_model.name
         self.scale = float(model.scale().item())
+        self.text_space: str | None = None  # the caption caches' tower id (from_eval sets it): live queries must match
 
     @classmethod
     def from_eval(cls, result: Any, text_model: str | TextTower, device: torch.device | str = "cpu") -> RetrievalIndex:
@@ -72,11 +75,20 @@ class RetrievalIndex:
         captions: dict[int, list[str]] = {}
         for k, row in zip(result.text_to_image.tolist(), result.caption_rows):
             captions.setdefault(data.dataset.image_ids[k], []).append(data.text["captions"][row])
-        return cls(data.model, result.image_features, data.dataset.image_ids, data.cache, captions, text_model, device)
+        index = cls(data.model, result.image_features, data.dataset.image_ids, data.cache, captions, text_model, device)
+        index.text_space = data.text.get("model_id", data.text["model"])
+        return index
 
     @property
     def tower(self) -> TextTower:
         if self._tower is None:
+            now = text_tower_id(self._text_model_name)  # live queries and cached captions: one text space, or an error
+            if self.text_space is not None and now != self.text_space:
+                raise TextCacheMismatch(
+                    f"TEXT_MODEL={self._text_model_name!r} now holds another text tower ({now}) than the one that encoded the "
+                    f"cached captions ({self.text_space}): live queries would land in another text space. Re-run "
+                    "01_dataset_prep.ipynb (and retrain), or put the old tower back."
+                )
             self._tower = load_text_tower(self._text_model_name, self.device)
         return self._tower
 

@@ -101,11 +101,13 @@ class RunDir:
         return self.metrics.exists() and self.best.exists()
 
     def variant(self) -> str | None:
-        """The variant the run was trained with (from ``config.json``), or None when unreadable."""
-        try:
-            return canonical(load_json(self.config, "config").get("variant", "baseline"))
-        except (ArtifactError, OSError, ValueError):
-            return None
+        """The variant the run was trained with (``config.json``; when that is lost, ``metrics.json``'s config), or None."""
+        for read in (lambda: load_json(self.config, "config"), lambda: load_json(self.metrics, "metrics")["config"]):
+            try:
+                return canonical(read().get("variant", "baseline"))
+            except (ArtifactError, OSError, ValueError, KeyError, AttributeError):
+                continue
+        return None
 
     def remove_partial_writes(self) -> None:
         """Temporary files of a write that was killed (storage.py writes ``.<name>.tmp`` first)."""
@@ -257,6 +259,26 @@ def repair_finished(run: RunDir, saved: dict[str, Any], paths: Paths) -> list[st
         atomic_write_json(run.config, saved["config"])
         warnings.warn(f"{run.config} was missing or damaged: rewritten from {run.checkpoint.name}", stacklevel=3)
     return events
+
+
+def trained_settings(run: RunDir) -> dict[str, Any]:
+    """The settings a run trained with, from its weights file (best.pt, else checkpoint.pt): the source of truth.
+
+    ``config.json`` beside it may be lost, edited by hand or restored from an older Drive version: it is compared
+    with the weights file's, and rewritten from it (with a warning naming what differed) when it is not the same."""
+    path, kind = (run.best, "best") if run.best.exists() else (run.checkpoint, "checkpoint")
+    truth = load_torch(path, kind)["config"]
+    try:
+        stored = load_json(run.config, "config")
+    except ArtifactError:
+        stored = None
+    if stored != truth:
+        what = "was missing or damaged" if stored is None else "differs from the settings the run trained with (" + ", ".join(
+            f"{k.upper()}: {stored.get(k)!r} in the file, {truth.get(k)!r} trained" for k in truth if stored.get(k) != truth.get(k)
+        ) + ")"  # fmt: skip
+        warnings.warn(f"{run.config} {what}: rewritten from {path.name}, whose settings are used", stacklevel=2)
+        atomic_write_json(run.config, truth)
+    return truth
 
 
 def load_trained(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:

@@ -19,7 +19,7 @@ from ..core.artifacts import ArtifactError, load_json
 from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params
 from ..core.env import Paths, resolve_paths
 from ..core.flags import BASELINE
-from ..store.runs import RunDir, all_runs, newest_finished
+from ..store.runs import RunDir, all_runs, newest_finished, trained_settings
 
 INHERITED = (*(f for f in IDENTITY_FIELDS if f not in ("variant", "seed")), "epochs")  # per run: variant and seed are the study's
 BASE_RUN_KEY = "BASE_RUN"  # notebook 04's parameter: a run name, or None for the newest finished baseline run
@@ -121,6 +121,7 @@ def _runs_trained_by_the_ablation(paths: Paths) -> set[str]:
 
 
 def _stored_config(run: RunDir) -> Config:
-    """The settings a run was trained with, from its ``config.json`` (keys of older versions are dropped)."""
-    stored = load_json(run.config, "config")
+    """The settings a run was trained with, from its weights file (``config.json`` is checked against it: a lost or
+    edited file is rewritten, never believed); keys of older versions are dropped."""
+    stored = trained_settings(run)
     return from_params({k: v for k, v in stored.items() if k in FIELD_NAMES})

@@ -14,7 +14,7 @@ from typing import Any
 from ..core.config import Config, ConfigError
 from ..core.env import Paths
 from ..core.flags import Recipe
-from ..core.provenance import run_inputs
+from ..core.provenance import check_sources, run_inputs
 from ..data.dataset import CocoCacheDataset, load_text_embeds, with_images_from
 from ..data.image_cache import ImageCache, cached_image_size, failures, restore_cache
 from ..data.splits import Splits, load_splits
@@ -59,6 +59,8 @@ def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: boo
         )
     train_text = load_text_embeds(paths.text_embeds_path("train"), cfg.text_model)
     val_text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)
+    captions = {"train_text_embeds.pt": ("train2014", train_text), "val_text_embeds.pt": ("val2014", val_text)}
+    check_sources(splits.source, cache.manifest["parts"], captions, str(paths.artifacts_dir))  # before the first step
     train_ids = splits.train
     extra = [i for hook in variant.each("extra_train_images") for i in hook(splits, cache)]  # e.g. restval
     if extra:
