@@ -51,7 +51,7 @@ def test_a_setting_written_in_04_overrides_the_base_run_and_is_listed_beside_the
     assert base.overrides == {"epochs": {"base": 6, "here": 2}}  # the same value as the base run's is no override
     table = ablation.summarise([ablation.RunOutcome("baseline", 0, "b", dict.fromkeys(ablation.METRIC_KEYS, 0.5), 1.0, False)])
     md = ablation.table_markdown(table, base.record())
-    assert "| `EPOCHS` | 6 | 2 |" in md and "instead of the settings of run `mine`)" in md
+    assert "| `EPOCHS` | 6 | 2 |" in md and "instead of the settings of run `mine`:" in md
 
 
 def test_without_a_baseline_run_the_lab_defaults_are_used_and_said(tmp_path):
@@ -100,3 +100,21 @@ def test_a_base_run_whose_config_json_is_lost_or_edited_is_read_from_its_weights
     with pytest.warns(UserWarning, match=r"WEIGHT_DECAY: 0.05 in the file, 0.01 trained"):
         base = base_settings.from_notebook(_notebook(art))
     assert base.cfg.weight_decay == 0.01 and json.loads((run / "config.json").read_text())["weight_decay"] == 0.01
+
+
+def test_an_override_says_exactly_which_rows_of_the_study_it_holds_for(tmp_path):
+    """EPOCHS=1 in 04 over a 2-epoch baseline: the finished baseline is reused at 2 epochs, temp trains for 1."""
+    art = tmp_path / "art"
+    _finished_run(art, "mine", 2_000, epochs=2)
+    base = base_settings.from_notebook(_notebook(art, EPOCHS=1))
+    assert "| `EPOCHS` | 2 | 1 | every run (to be trained) |" in base_settings.overrides_markdown(base.record())  # before
+
+    def outcome(variant, epochs):
+        return ablation.RunOutcome(variant, 0, f"{variant}-run", {}, 1.0, variant == "baseline", trained={"epochs": epochs})
+
+    record = ablation.base_record(base, [outcome("baseline", 2), outcome("temp", 1)])
+    assert record["overrides"]["epochs"]["not_held_by"] == {"baseline": 2}
+    assert "| `EPOCHS` | 2 | 1 | not: baseline (2: reused) |" in base_settings.overrides_markdown(record)
+    record = ablation.base_record(base, [outcome("baseline", 1), outcome("temp", 1)])
+    assert "| `EPOCHS` | 2 | 1 | every run |" in base_settings.overrides_markdown(record)
+    assert "the baseline included" not in base_settings.overrides_markdown(record)  # no claim beyond the rows

@@ -253,7 +253,7 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
         }  # fmt: skip
         assert trained["text_model"] == params["TEXT_MODEL"]
     assert "**Base settings** of every run below: run `nb-baseline`" in _text(nb)
-    assert "| `EPOCHS` | 2 | 1 |" in _text(nb) and "| `MAX_STEPS_PER_EPOCH` | None | 3 |" in _text(nb)
+    assert "| `EPOCHS` | 2 | 1 | every run |" in _text(nb) and "| `MAX_STEPS_PER_EPOCH` | None | 3 | every run |" in _text(nb)
     assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
     assert re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", _text(nb)) and "compared on the val split" in _text(nb)
     assert "| `bigbatch` | batch 256" in _text(nb)  # every flag's code change, shown from helpers/clip/variants.py

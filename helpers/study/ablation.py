@@ -42,6 +42,7 @@ class RunOutcome:
     reused: bool
     val_metrics: dict[str, float] | None = None  # val-split Recall@K and rsum: used to compare variants
     checkpoint: dict[str, Any] | None = None  # path name and sha256 of the weights scored: the report checks they are current
+    trained: dict[str, Any] | None = None  # the settings the run trained with (as requested; EPOCHS: the epochs it has)
 
 
 def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True) -> list[RunOutcome]:
@@ -58,8 +59,30 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
             test = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="test"), paths, progress)
             minutes = result.metrics["total_train_seconds"] / 60
             scored = {"path": Path(str(test["checkpoint"]["path"])).name, "sha256": test["checkpoint"]["sha256"]}
-            outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"], scored))
+            outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"], scored,
+                                       trained_with(result.metrics)))  # fmt: skip
     return outcomes
+
+
+def trained_with(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings as its study asked for them: the config before its variant's own changes (bigbatch's batch is
+    asked for as the study's), and EPOCHS as the epochs it trained (a finished run reused with more than asked for)."""
+    requested = {k: v["requested"] for k, v in (metrics.get("variant_overrides") or {}).items()}
+    return {**metrics.get("config", {}), **requested, "epochs": metrics.get("epochs")}
+
+
+def base_record(base: BaseSettings, outcomes: list[RunOutcome]) -> dict[str, Any]:
+    """``ablation.json``'s ``base``: the base run, and each override of 04 with the rows it does *not* hold for
+    (``not_held_by``: {row: the value that row trained with}), so the table never claims more than happened."""
+    record = base.record()
+    several = len({o.seed for o in outcomes}) > 1
+    for name, override in record["overrides"].items():
+        override["not_held_by"] = {
+            f"{o.variant} (seed {o.seed})" if several else o.variant: o.trained.get(name)
+            for o in outcomes
+            if o.trained is not None and o.trained.get(name) != override["here"]
+        }
+    return record
 
 
 def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, Any]:
@@ -214,7 +237,7 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: Bas
         "table": table,
         "runs": [o.__dict__ for o in outcomes],
         "config": base.cfg.to_dict(),
-        "base": base.record(),
+        "base": base_record(base, outcomes),
         "variants": describe(list(table)),  # each modification's text and code as it trained (a student's too)
         "chart": "ablation_recall_delta.png",
     }

@@ -58,9 +58,19 @@ def overrides_markdown(base: dict[str, Any] | None) -> str:
     source = f"the settings of run `{base['run']}`" if base.get("run") else "the lab's defaults"
     if not overrides:
         return f"Overrides set in notebook 04: none. Every run uses {source}, apart from its variant and seed."
-    rows = [[f"`{k.upper()}`", repr(v["base"]), repr(v["here"])] for k, v in overrides.items()]
-    head = f"Overrides set in notebook 04 (every run of the study, the baseline included, uses them instead of {source}):"
-    return "\n".join([head, "", markdown.table(["setting", "base run", "this study"], rows)])
+    rows = [[f"`{k.upper()}`", repr(v["base"]), repr(v["here"]), _held(v)] for k, v in overrides.items()]
+    head = f"Overrides set in notebook 04, instead of {source}:"
+    return "\n".join([head, "", markdown.table(["setting", "base run", "this study", "holds for"], rows)])
+
+
+def _held(override: dict[str, Any]) -> str:
+    """Which rows of the study an override holds for: every run, or all but those that trained otherwise (a finished
+    run reused with more EPOCHS than asked for), named with their value. Before the study has run: every run."""
+    missed = override.get("not_held_by") or {}
+    if not missed:
+        return "every run" if "not_held_by" in override else "every run (to be trained)"
+    others = ", ".join(f"{row} ({value!r}: reused)" for row, value in missed.items())
+    return f"not: {others}"
 
 
 def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
