@@ -342,6 +342,27 @@ def test_one_flipped_bit_in_a_cached_image_is_caught_on_read(chain):
 
 
 # ----------------------------------------------------------------------------- crashes that now say what to do
+def test_a_summary_that_is_not_the_checkpoints_own_is_noticed_and_written_again_from_it(chain):
+    """metrics.json restored from an older Drive version (1 epoch, the checkpoint holds 2), or edited by hand."""
+    from helpers.core.artifacts import StaleArtifact
+
+    cfg, paths = chain
+    run = runs.RunDir(paths.runs_dir / "r")
+    older = run.metrics.read_text()  # after epoch 1
+    quiet(cfg.replace(epochs=2), paths)  # continued to 2 epochs
+    run.metrics.write_text(older)  # the older version comes back
+    again = quiet(cfg.replace(epochs=2), paths)
+    assert again.skipped and again.metrics["epochs"] == 2 and runs.load_metrics(run)["epochs"] == 2  # never "2 epochs" over 1
+    assert any("metrics.json was not this run's summary (it summarises 1 epochs, the checkpoint holds 2)" in e for e in again.events)
+    edited = json.loads(run.metrics.read_text())
+    edited["best_val"]["val_rsum"] = 5.99  # a better number, typed in
+    run.metrics.write_text(json.dumps(edited))
+    with pytest.raises(StaleArtifact, match="edited after it was written"):
+        runs.load_metrics(run)  # the report and 04 never show it
+    rewritten = quiet(cfg.replace(epochs=2), paths)
+    assert rewritten.metrics["best_val"]["val_rsum"] != 5.99 and runs.is_sealed(runs.load_metrics(run))
+
+
 def test_a_deleted_best_pt_is_rewritten_when_the_last_epoch_was_best_else_named(chain):
     cfg, paths = chain
     best = paths.runs_dir / "r" / "best.pt"

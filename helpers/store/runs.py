@@ -29,7 +29,7 @@ from ..core.artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load
 from ..core.config import Config, ConfigError, check_run_name, identity_differences, run_identity
 from ..core.env import Paths
 from ..core.flags import canonical
-from ..core.provenance import check_inputs
+from ..core.provenance import check_inputs, digest
 from ..core.storage import atomic_copy, atomic_torch_save, atomic_write_json, sha256_file
 
 CHECKPOINT = "checkpoint.pt"  # the whole training state after the last finished epoch
@@ -242,7 +242,8 @@ def write_best(run: RunDir, saved: dict[str, Any], record: dict[str, Any], paths
 
 def repair_finished(run: RunDir, saved: dict[str, Any], paths: Paths) -> list[str]:
     """A finished run whose best.pt or config.json is gone or damaged: rebuilt from its checkpoint ``saved`` (the
-    source of truth), or a clear error when the best epoch's weights are lost. Returns the events to log."""
+    source of truth), or a clear error when the best epoch's weights are lost. A metrics.json that is not the
+    checkpoint's summary (:func:`metrics_belong`) is removed, for the trainer to write again. Returns the events to log."""
     events = []
     if not run.best.exists():
         best = best_record(saved["history"])
@@ -258,6 +259,10 @@ def repair_finished(run: RunDir, saved: dict[str, Any], paths: Paths) -> list[st
     except ArtifactError:
         atomic_write_json(run.config, saved["config"])
         warnings.warn(f"{run.config} was missing or damaged: rewritten from {run.checkpoint.name}", stacklevel=3)
+    stale = metrics_belong(load_json(run.metrics, "metrics"), saved, run.best)
+    if stale:  # the trainer writes the summary again from the checkpoint
+        run.metrics.unlink()
+        events.append(f"{METRICS} was not this run's summary ({stale}): rewritten from {run.checkpoint.name}")
     return events
 
 
@@ -394,9 +399,39 @@ def load_figures(run: RunDir, split: str) -> Path:
     return folder
 
 
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with ``seal``: the digest of the rest, so that a hand edit (or a merge of two versions) is noticed."""
+    body = {k: v for k, v in record.items() if k != "seal"}
+    return {**body, "seal": digest(body)}
+
+
+def is_sealed(record: dict[str, Any]) -> bool:
+    return record.get("seal") == digest({k: v for k, v in record.items() if k != "seal"})
+
+
+def metrics_belong(record: dict[str, Any], saved: dict[str, Any], best: Path) -> str | None:
+    """Why ``metrics.json`` (``record``) is not the summary of the checkpoint ``saved`` and its ``best.pt``, or None:
+    edited after it was written, another number of epochs (a copy restored from an older Drive version), another
+    best epoch, or other weights."""
+    if not is_sealed(record):
+        return "it was edited after it was written"
+    if record.get("epochs") != saved.get("epoch"):
+        return f"it summarises {record.get('epochs')} epochs, the checkpoint holds {saved.get('epoch')}"
+    if record.get("best_epoch") != best_record(saved["history"])["epoch"]:
+        return f"its best epoch ({record.get('best_epoch')}) is not the checkpoint's ({best_record(saved['history'])['epoch']})"
+    if record.get("best_sha256") != weights_sha256(best):
+        return f"it describes other weights than {best.name}"
+    return None
+
+
 def load_metrics(run: RunDir) -> dict[str, Any]:
-    """``metrics.json`` of a finished run, *only* if it describes the run's current ``best.pt``."""
+    """``metrics.json`` of a finished run, *only* if it describes the run's current ``best.pt`` and was not edited."""
     record = load_json(run.metrics, "metrics")
+    if "seal" in record and not is_sealed(record):
+        raise StaleArtifact(
+            f"{run.metrics} was edited after it was written: not shown. Re-run 02_train_clip.ipynb with RUN_NAME={run.name!r}: "
+            "it writes the summary again from the checkpoint."
+        )
     if record.get("best_sha256") != weights_sha256(run.best):
         raise StaleArtifact(
             f"{run.metrics} describes another model than {run.best} (it was retrained or continued since): not shown. "
@@ -442,7 +477,7 @@ def metrics_record(run: RunDir, history: list[dict[str, Any]], events: list[str]
         "skipped_steps": sum(r["skipped_steps"] for r in history),
         "events": events,
         **facts,
-    }
+    }  # sealed by the trainer when it writes it (seal)
 
 
 PERCENT_COLUMNS = ("train_i2t_acc", "val_i2t_R@1", "val_t2i_R@1", "val_t2i_R@5", "val_rsum")  # stored as fractions, read in %

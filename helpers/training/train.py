@@ -52,6 +52,7 @@ from ..store.runs import (
     repair_finished,
     run_name_for,
     save_checkpoint,
+    seal,
     weights_sha256,
     write_best,
     write_history,
@@ -102,8 +103,7 @@ class Trainer:
     history = property(lambda self: self.state.history)
     step_log = property(lambda self: self.state.step_log)
     events = property(lambda self: self.state.events)
-    run_name = property(lambda self: self.run.name)
-    run_dir = property(lambda self: self.run.path)
+    run_name, run_dir = property(lambda self: self.run.name), property(lambda self: self.run.path)
 
     def new_state(self, batch_size: int, lr: float, pretrained: bool = True) -> RunState:
         """A fresh model, optimizer, schedule and scaler (the old state's memory freed first on a GPU)."""
@@ -182,8 +182,10 @@ class Trainer:
         self.state = self.new_state(saved["batch_size"], saved["lr"], pretrained=False).restore(saved, self.run.checkpoint)
         done = saved["epoch"]
         if done >= self.cfg.epochs and self.run.metrics.exists():
-            for event in repair_finished(self.run, saved, self.paths):  # a lost best.pt or config.json, rebuilt from it
+            for event in repair_finished(self.run, saved, self.paths):  # lost best.pt or config.json; metrics.json not its own
                 self._event(event)
+            if not self.run.metrics.exists():  # the checkpoint is the source of truth: its summary written again from it
+                self._write_metrics()
             self.log(f"Run {self.run_name} already finished ({done} epochs): nothing to train. FORCE_RETRAIN=True retrains.")
             return done, True
         self.log(f"Resuming {self.run_name} after epoch {done} of {self.cfg.epochs}")
@@ -303,19 +305,18 @@ class Trainer:
             ) from None
 
     def _write_metrics(self) -> dict[str, Any]:
-        metrics = metrics_record(
+        metrics = seal(metrics_record(
             self.run, self.history, self.events,
             amp_dtype=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32", channels_last=self.channels_last,
-            hardware=env.hardware_summary(self.paths), config=self.cfg.to_dict(),
-            variant_overrides=self.overrides,  # the settings the variant changed: as requested, as resolved (in config)
+            hardware=env.hardware_summary(self.paths), config=self.cfg.to_dict(), variant_overrides=self.overrides,  # requested/resolved
             variant_sources={r.name: r.source for r in self.variant.records if not r.builtin},  # a student's code, as trained
             step_source=flags.training_step_code().get("source"),  # a student's training step (notebook 02), or None
             loss=self.variant.loss_text(CLIP_LOSS_TEXT),  # what the report says of the run, read without its records
             model=describe(self.arch), arch=self.arch, num_train_images=len(self.train_set), num_val_images=len(self.val_set),
             protocol=self.data.splits.protocol, identity=self.identity, inputs=self.inputs, data=self.data.facts(),
             best_sha256=weights_sha256(self.run.best),  # the model this summary describes
-        )  # fmt: skip
-        atomic_write_json(self.run.metrics, metrics)
+        ))  # fmt: skip
+        atomic_write_json(self.run.metrics, metrics)  # sealed: a hand edit is noticed (runs.is_sealed)
         return metrics
 
 
