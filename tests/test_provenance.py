@@ -363,6 +363,26 @@ def test_a_summary_that_is_not_the_checkpoints_own_is_noticed_and_written_again_
     assert rewritten.metrics["best_val"]["val_rsum"] != 5.99 and runs.is_sealed(runs.load_metrics(run))
 
 
+def test_weights_of_another_run_in_the_folder_and_an_edited_history_are_noticed(chain):
+    from helpers.core.artifacts import StaleArtifact
+
+    cfg, paths = chain
+    other = quiet(cfg.replace(run_name="other", seed=5), paths)  # another run of the same settings, another seed
+    run = runs.RunDir(paths.runs_dir / "r")
+    shutil.copy2(other.run_dir / "best.pt", run.best)  # its weights copied over r's
+    with pytest.raises(StaleArtifact, match="describes another model than"):
+        evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)  # 03 never scores them as r
+    with pytest.raises(ArtifactError, match=r"best\.pt is not this run's best epoch .* copied in or restored from elsewhere"):
+        quiet(cfg, paths)  # 02 never reuses them as r
+    run.best.unlink()
+    assert quiet(cfg, paths).skipped  # its only epoch was the best: best.pt is rewritten from the checkpoint
+    history = json.loads(run.history.read_text())
+    history["epochs"][0]["val_rsum"] = 5.99  # a better curve, typed in
+    run.history.write_text(json.dumps(history))
+    with pytest.warns(UserWarning, match="history.json was edited after it was written: rewritten from checkpoint.pt"):
+        assert runs.load_history(run)["epochs"][0]["val_rsum"] != 5.99  # the report's curves come from the checkpoint
+
+
 def test_a_deleted_best_pt_is_rewritten_when_the_last_epoch_was_best_else_named(chain):
     cfg, paths = chain
     best = paths.runs_dir / "r" / "best.pt"

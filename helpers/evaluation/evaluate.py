@@ -32,7 +32,7 @@ from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import CocoCacheDataset, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
-from ..store.runs import RunDir, find_run, load_trained, start_figures, weights_sha256
+from ..store.runs import RunDir, find_run, load_metrics, load_trained, start_figures, weights_sha256
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,8 @@ def split_image_ids(splits: Splits, split: str, cache: ImageCache, trained: set[
 def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     run = find_run(cfg, paths)
     ckpt_path = run.weights
+    if run.is_finished():
+        load_metrics(run)  # best.pt is the one the run's own summary describes (not copied in), and the summary unedited
     model, state = load_trained(ckpt_path, device)
     cache = ImageCache(restore_cache(paths.image_cache_dir, paths.cache_dir))
     text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)

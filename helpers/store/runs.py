@@ -245,6 +245,16 @@ def repair_finished(run: RunDir, saved: dict[str, Any], paths: Paths) -> list[st
     source of truth), or a clear error when the best epoch's weights are lost. A metrics.json that is not the
     checkpoint's summary (:func:`metrics_belong`) is removed, for the trainer to write again. Returns the events to log."""
     events = []
+    if run.best.exists():  # the weights in the folder are this run's: best.pt of another run (copied over) is refused
+        kept = load_torch(run.best, "best")
+        best = best_record(saved["history"])
+        if kept.get("identity") != saved.get("identity") or kept.get("epoch") != best["epoch"] or kept.get("val") != best:
+            raise ArtifactError(
+                f"{run.best} is not this run's best epoch (its settings or epoch record differ from {run.checkpoint.name}'s: "
+                f"epoch {kept.get('epoch')} vs {best['epoch']}): it was copied in or restored from elsewhere. Delete it "
+                f"and re-run 02_train_clip.ipynb: it is rewritten when the last epoch was the best, else retrain with "
+                f"FORCE_RETRAIN=True (RUN_NAME={run.name!r})."
+            )
     if not run.best.exists():
         best = best_record(saved["history"])
         if best["epoch"] != saved["epoch"]:
@@ -308,7 +318,7 @@ def write_history(run: RunDir, epochs: list[dict[str, Any]], steps: list[dict[st
     """history.json and loss_curves.png, derived from the training state (the checkpoint is the source of truth)."""
     from .curves import save_training_curves
 
-    atomic_write_json(run.history, history_record(run.name, epochs, steps, events))
+    atomic_write_json(run.history, seal(history_record(run.name, epochs, steps, events)))  # sealed: a hand edit is noticed
     save_training_curves(epochs, steps, run.loss_curves, title=run.name)
 
 
@@ -317,13 +327,18 @@ def load_history(run: RunDir | str | os.PathLike) -> dict[str, Any]:
     write it again from the checkpoint (the source of truth) and say so."""
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     try:
-        return load_json(run.history, "history")
-    except ArtifactError as exc:
+        record = load_json(run.history, "history")
+        if "seal" not in record or is_sealed(record):
+            return record
+        problem = "edited after it was written"
         if not run.checkpoint.exists():
+            raise StaleArtifact(f"{run.history} was {problem}, and there is no {CHECKPOINT} to write it again from")
+    except ArtifactError as exc:
+        if isinstance(exc, StaleArtifact) or not run.checkpoint.exists():
             raise
         problem = "absent" if isinstance(exc, ArtifactMissing) else "damaged"
     state = load_torch(run.checkpoint, "checkpoint")
-    record = history_record(state.get("run_name", run.name), state["history"], state.get("step_log", []), state.get("events", []))
+    record = seal(history_record(state.get("run_name", run.name), state["history"], state.get("step_log", []), state.get("events", [])))
     atomic_write_json(run.history, record)
     warnings.warn(f"{run.history} was {problem}: rewritten from {CHECKPOINT} ({len(record['epochs'])} epochs)", stacklevel=2)
     return record
