@@ -459,6 +459,57 @@ def bench_recall(args: argparse.Namespace) -> None:
     emit(**fields)
 
 
+@benchmark
+def bench_provenance(args: argparse.Namespace) -> None:
+    """What a notebook start pays for the proofs of issue 27: a local text tower's digest (first time: every byte hashed;
+    then the memo in its folder, as the next notebook reads it), and a run's settings read from a ResNet50 best.pt
+    (the source of truth) against reading config.json, the naive way."""
+    import json as json_module
+    import tempfile
+
+    from helpers.clip.model import build_model
+    from helpers.core import provenance
+    from helpers.store import runs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tower = Path(tmp) / "tower"
+        tower.mkdir()
+        (tower / "model.safetensors").write_bytes(os.urandom(254 * 2**20))  # CLIP ViT-B/32's text tower: ~254 MB in fp32
+        for name in ("config.json", "tokenizer.json", "vocab.json", "merges.txt"):
+            (tower / name).write_text("{}")
+        t0 = time.perf_counter()
+        first = provenance.text_tower_id(str(tower))
+        hashed = time.perf_counter() - t0
+        provenance._TOWER_IDS.clear()  # the next notebook: a fresh process, the memo file in the folder
+        t0 = time.perf_counter()
+        again = provenance.text_tower_id(str(tower))
+        memo = time.perf_counter() - t0
+        assert first == again
+        run = runs.RunDir(Path(tmp) / "run")
+        run.path.mkdir()
+        arch = {"image_backbone": "resnet50", "image_weights": None, "hidden_dim": 1024, "embed_dim": 512, "variant": "baseline",
+                "temperature": 0.07, "learnable_temperature": False}  # fmt: skip
+        config = {"variant": "baseline", "weight_decay": 0.01}
+        torch.save({"model": build_model(arch, pretrained=False).state_dict(), "arch": arch, "config": config, "epoch": 1}, run.best)
+        run.config.write_text(json_module.dumps(config))
+        best_mb = run.best.stat().st_size / 2**20
+        t0 = time.perf_counter()
+        runs.trained_settings(run)
+        from_weights = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        json_module.loads(run.config.read_text())
+        naive = time.perf_counter() - t0
+    emit(
+        benchmark="provenance_notebook_start",
+        tower_mb=254,
+        tower_digest_first_s=round(hashed, 2),
+        tower_digest_memo_s=round(memo, 4),
+        settings_from_best_pt_s=round(from_weights, 3),
+        best_pt_mb=round(best_mb),
+        naive_config_json_s=round(naive, 5),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", choices=[[], *BENCHMARKS], help="benchmarks to run (default: all)")

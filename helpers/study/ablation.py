@@ -184,8 +184,8 @@ def variants_markdown(described: dict[str, dict[str, Any]]) -> str:
     (:func:`helpers.clip.variants.describe`), so a student's own modification reads as it trained."""
     rows = [[f"`{name}`" + ("" if d.get("builtin", True) else " (yours)"), d["changes"], d["why"]] for name, d in described.items()]
     parts = [markdown.table(["variant", "what changes", "why it might help"], rows)]
-    parts += ["", "The code of each modification (the baseline's is untouched):", ""]
-    parts += [d["code"] for d in described.values()]
+    parts += ["", "The code of each modification (the baseline's is untouched):"]
+    parts += ["\n" + d["code"] for d in described.values()]
     return "\n".join(parts) if described else "No modification beside the baseline."
 
 
