@@ -227,6 +227,14 @@ def test_the_report_never_shows_figures_metrics_or_ablation_rows_of_an_earlier_m
     fresh = report.build_report(paths, "r").path.read_text()
     assert "r_text_queries.png" in fresh and "Recall@K change against the baseline" in fresh  # all current: all shown
     assert "best epoch **1** of 1" in fresh
+    for record in (result.data.run.eval_json("test"), paths.artifacts_dir / "ablation" / "ablation.json"):  # edited by hand
+        original = record.read_text()
+        edited = json.loads(original)
+        (edited["metrics"] if "metrics" in edited else edited["table"]["baseline"])["i2t_R@1"] = 0.999
+        record.write_text(json.dumps(edited))
+        text = report.build_report(paths, "r").path.read_text()
+        assert "99.9" not in text and f"{record.name} was edited after it was written" in text, record.name  # never shown
+        record.write_text(original)
 
     def killed_after_the_checkpoint(trainer):  # the session dies after epoch 2's checkpoint, before metrics.json
         raise KeyboardInterrupt

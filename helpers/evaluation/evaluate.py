@@ -32,7 +32,7 @@ from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import CocoCacheDataset, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
-from ..store.runs import RunDir, find_run, load_metrics, load_trained, start_figures, weights_sha256
+from ..store.runs import RunDir, find_run, load_metrics, load_trained, seal, start_figures, weights_sha256
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
             "scored_captions": captions_digest(data.text, data.dataset.image_ids),
         },
     }
+    record = seal(record)  # a hand edit of the figures is noticed by every reader (runs.load_eval)
     atomic_write_json(data.run.eval_json(data.split), record)
     atomic_write_bytes(data.run.eval_csv(data.split), results_csv(record).encode())
     start_figures(data.run, data.split, record)

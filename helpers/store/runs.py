@@ -353,6 +353,11 @@ def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     path = run.eval_json(split)
     record = load_json(path, "eval")
+    if "seal" in record and not is_sealed(record):
+        raise StaleArtifact(
+            f"{path} was edited after it was written: its figures are not shown. Re-run 03_evaluate_clip.ipynb with "
+            f"RUN_NAME={run.name!r} and EVAL_SPLIT={split!r}."
+        )
     if not scores_current_weights(run, record["checkpoint"]):
         scored = scored_weights(run, record["checkpoint"])
         current = weights_sha256(scored)

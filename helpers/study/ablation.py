@@ -25,7 +25,7 @@ from ..core.figures import save_figure
 from ..core.flags import BASELINE
 from ..core.storage import atomic_write_json, atomic_write_text
 from ..evaluation.evaluate import RECALL_KEYS, evaluate
-from ..store.runs import RunDir, load_eval, run_name_for
+from ..store.runs import RunDir, load_eval, run_name_for, seal
 from ..training.train import train  # the one call that starts a training
 from .base_settings import BaseSettings, overrides_markdown
 
@@ -241,6 +241,7 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: Bas
         "variants": describe(list(table)),  # each modification's text and code as it trained (a student's too)
         "chart": "ablation_recall_delta.png",
     }
+    record = seal(record)  # a hand edit of the table is noticed by the report
     atomic_write_json(out_dir / "ablation.json", record)
     atomic_write_text(out_dir / "ablation.md", table_markdown(table, record["base"]) + "\n")
     import matplotlib.pyplot as plt

@@ -23,7 +23,17 @@ from ..core.provenance import splits_digest
 from ..core.storage import atomic_write_text
 from ..data.text_tower import display_name, parameter_count
 from ..evaluation.evaluate import results_markdown
-from ..store.runs import RunDir, all_runs, load_eval, load_figures, load_history, load_metrics, newest_finished, scores_current_weights
+from ..store.runs import (
+    RunDir,
+    all_runs,
+    is_sealed,
+    load_eval,
+    load_figures,
+    load_history,
+    load_metrics,
+    newest_finished,
+    scores_current_weights,
+)
 
 LOSS_INTUITION = """\
 Each training batch holds B matching image-caption pairs. Every image is an **anchor**; its own
@@ -470,6 +480,14 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         return
     from .ablation import table_markdown
 
+    if "seal" in ablation and not is_sealed(ablation):
+        problem = (
+            f"{paths.artifacts_dir / 'ablation' / 'ablation.json'} was edited after it was written: its figures are not shown. "
+            "Re-run 04_ablation.ipynb (finished runs are reused: it only writes the comparison again)."
+        )
+        b.missing.append(problem)
+        b.add(f"_Left out of this report: {problem}_", "")
+        return
     stale = [o["run_name"] for o in ablation["runs"] if not _same_checkpoint(paths, o)]
     if stale:
         problem = (
