@@ -298,3 +298,32 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     ev = json.loads((art / "runs" / run / "eval_test.json").read_text())["metrics"]
     assert f"{100 * ev['i2t_R@1']:.1f}" in text
     assert "report:" in _text(nb5)
+
+
+def test_notebook_04_says_which_rows_an_override_holds_for_and_reads_the_base_run_from_its_weights(nb01):
+    """No silent result in 04: EPOCHS=1 over the 2-epoch baseline of 02 (the finished baseline is reused as it is), then
+    the base run's config.json deleted, then edited by hand (WEIGHT_DECAY 0.01 -> 0.05)."""
+    _, params, out = nb01
+    art = Path(params["ARTIFACTS_DIR"])
+    (out / "nb02d").mkdir()  # 02 as a student runs it: RUN_NAME=None, a name derived from the settings, 2 epochs
+    run_notebook("02_train_clip.ipynb", out / "nb02d", ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"],
+                 LIVE_PLOT=False, **TINY_TRAINING)  # fmt: skip
+    base = max((art / "runs").glob("baseline-*/metrics.json"), key=lambda p: p.stat().st_mtime).parent
+    study = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], VARIANTS=["head_ln"], SEEDS=[0], EPOCHS=1, NUM_WORKERS=0)
+    (out / "nb04d").mkdir()
+    nb = run_notebook("04_ablation.ipynb", out / "nb04d", **study)
+    assert "| `EPOCHS` | 2 | 1 | not: baseline (2: reused) |" in _text(nb)  # never "every run, the baseline included"
+    assert "| `EPOCHS` | 2 | 1 | not: baseline (2: reused) |" in (art / "ablation" / "ablation.md").read_text()
+    (base / "config.json").unlink()
+    (out / "nb04e").mkdir()
+    nb = run_notebook("04_ablation.ipynb", out / "nb04e", **study)
+    assert f"run `{base.name}`" in _text(nb) and "no finished baseline run" not in _text(nb)
+    assert "config.json was missing or damaged: rewritten from best.pt" in _text(nb)
+    edited = json.loads((base / "config.json").read_text())
+    edited["weight_decay"] = 0.05
+    (base / "config.json").write_text(json.dumps(edited))
+    (out / "nb04f").mkdir()
+    nb = run_notebook("04_ablation.ipynb", out / "nb04f", **study)
+    assert "WEIGHT_DECAY: 0.05 in the file, 0.01 trained" in _text(nb) and "weight decay 0.01" in _text(nb)
+    assert _text(nb).count("already finished") == 2  # the study trained nothing at the edited value
+    shutil.rmtree(base)  # the newest baseline run otherwise, for any test that runs 04 after this one
