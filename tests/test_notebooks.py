@@ -244,7 +244,8 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert summary["base"] == {
         "run": "nb-baseline",
         "chosen_by": "the newest finished baseline run, trained by notebook 02; set BASE_RUN to pick another",
-        "overrides": {"epochs": {"base": 2, "here": 1}, "max_steps_per_epoch": {"base": None, "here": 3}},
+        "overrides": {"epochs": {"base": 2, "here": 1, "not_held_by": {}},  # held by every row: none reused otherwise
+                      "max_steps_per_epoch": {"base": None, "here": 3, "not_held_by": {}}},
     }
     for outcome in summary["runs"]:
         trained = json.loads((art / "runs" / outcome["run_name"] / "config.json").read_text())

@@ -186,7 +186,7 @@ def with_images_from(train_text: dict[str, Any], other_text: dict[str, Any], ima
     train2014's captions plus those of the cached val2014 images in neither Karpathy split)."""
     keep = torch.isin(other_text["image_ids"], torch.tensor(image_ids))
     return {
-        "model": train_text["model"],
+        **train_text,  # the tower (model, model_id) and the train cache's record
         "embeddings": torch.cat([train_text["embeddings"], other_text["embeddings"][keep]]),
         "caption_ids": torch.cat([train_text["caption_ids"], other_text["caption_ids"][keep]]),
         "image_ids": torch.cat([train_text["image_ids"], other_text["image_ids"][keep]]),
