@@ -1,6 +1,8 @@
-"""Notebook 02: the resumable trainer and the run folder it writes.
+"""Notebook 02: the training step and the resumable driver around it.
 
-``train`` (the ``Trainer``: ``train_one_epoch`` in one screen, the one entry point ``train.train``), ``train_data``,
-``optim``, ``bank``, ``checkpoint``, ``recovery``, ``validation``, ``distributed``, ``curves``, ``runs`` (the run
-folder: names, readers, the best-epoch choice) and ``runlock`` (one writer per run folder).
+``step`` (``training_step``: forward, loss, backward, optimizer step; the lesson, replaceable by the student's),
+``train`` (the ``Trainer`` driver and the one entry point ``train.train``), ``state`` (``RunState``: what the
+checkpoint holds and recovery returns), ``epoch`` (one epoch's loader, meter and logged points), ``train_data``,
+``optim``, ``checkpoint`` (seeds and RNG states), ``recovery``, ``validation``, ``distributed``. The run folders
+it writes belong to ``helpers.store``.
 """
