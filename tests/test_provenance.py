@@ -293,6 +293,9 @@ def test_evaluating_a_diverged_checkpoint_is_refused(chain):
     state = torch_load(best)
     state["model"] = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()}
     atomic_torch_save(state, best)
+    with pytest.raises(ArtifactError, match=r"metrics\.json describes another model than .*best\.pt"):
+        evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)  # not the finished run's weights
+    (paths.runs_dir / "r" / "metrics.json").unlink()  # as a run whose weights diverged: it never finished
     with pytest.raises(TrainingDiverged, match=r"Run r .* non-finite image features"):
         evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)
 
