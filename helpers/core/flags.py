@@ -24,7 +24,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 BASELINE = "baseline"
@@ -51,14 +51,14 @@ class Variant:
     - ``pooling(channels) -> nn.Module``: replaces global average pooling, ``[B, C, H, W] -> [B, C]``.
     - ``loss(image_features, text_features, logit_scale, negatives) -> loss``: the one signature of every loss
       (helpers/clip/loss.py); ``negatives`` is None or the extra negatives the ``negatives`` hook drew.
-    - ``negatives(train_set, settings) -> source``: extra negatives, a source with ``.to(device)`` and
-      ``.draw(step, image_ids, text_features)`` (the caption bank).
+    - ``negatives(train_set, settings, rank) -> source``: extra negatives, a source with ``.to(device)`` and
+      ``.draw(step, image_ids, text_features)`` (the caption bank; ``rank``: each process draws its own).
     - ``train_transform() -> transform``: applied to each uint8 CHW training image.
     - ``lr_multiplier(parameter_name, pretrained_trunk) -> float``: a factor on the LR of that parameter.
     - ``on_train_mode(model)``: called after ``model.train()`` at the start of each epoch.
     - ``overrides(settings) -> dict``: the settings it changes (``{"batch_size": 256, ...}``).
     - ``warmup(total_steps) -> int``: warmup steps when WARMUP_STEPS is 0.
-    - ``extra_train_images(splits, cached_ids) -> list[int]``: more training images (val2014 ids, with their captions).
+    - ``extra_train_images(splits, cache) -> list[int]``: more training images (cached val2014 ids, with their captions).
     - ``notes(settings) -> list[str]``: messages logged (and kept in the run's events) when a run starts.
     """
 
@@ -106,7 +106,7 @@ def register(name: str, changes: str, why: str, *, code: tuple[Any, ...] | None 
     refused here: no name, no text, no hook, a hook that is not callable, or two records under one name. Registering the
     same name again (a notebook cell run twice) replaces a student's record; a built-in name is never replaced.
     """
-    unknown = sorted(set(hooks) - {f.name for f in fields(Variant)} - {"name", "changes", "why", "code", "builtin"})
+    unknown = sorted(set(hooks) - {*HOOKS, "loss_text", "negatives_text", "settings", "combines"})
     if unknown:
         raise TypeError(f"register({name!r}): unknown part(s) {', '.join(unknown)}; the parts are {', '.join(HOOKS)}, "
                         "loss_text, negatives_text, settings, combines")  # fmt: skip
