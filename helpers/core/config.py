@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .flags import canonical, only_with, parse_variant, student_sources, training_step_code
+from .flags import canonical, only_with, parse_variant, spelling, student_sources, training_step_code
 from .provenance import text_tower_id
 from .storage import atomic_write_json, read_json
 
@@ -110,9 +110,8 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_types(self)  # checks change no value ...
-        _normalise(self)  # ... this step alone does: one spelling per value
+        self.flags = _normalise(self)  # ... this step alone does (one spelling per value); the variant parsed once
         _check_values(self)
-        self.flags = parse_variant(self.variant)  # read by the run name, the identity, the model and the trainer
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain types, so the dict can live inside a ``weights_only`` checkpoint (no derived field)."""
@@ -128,6 +127,8 @@ class Config:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] != "derived")
 IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "identity")
 FREE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "free")
+
+
 def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     """The identity fields of ``cfg`` (or of a stored config dict) that apply to its variant: what a run folder
     must agree with to be reused. A setting that belongs to one variant (BANK_SIZE to ``bank``) counts only with it;
@@ -136,13 +137,13 @@ def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     values = cfg.to_dict() if isinstance(cfg, Config) else cfg
     flags = cfg.flags if isinstance(cfg, Config) else parse_variant(values.get("variant", "baseline"))
     out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
-    if isinstance(cfg, Config):  # a local text tower by its content, not its path (a stored record keeps what it was)
-        out["text_model"] = text_tower_id(cfg.text_model)
     code = student_sources(flags)
     if code:
         out["variant_code"] = code
-    if training_step_code() and isinstance(cfg, Config):  # a student's training step (notebook 02), digested likewise
-        out["step_code"] = training_step_code()["digest"]
+    if isinstance(cfg, Config):  # what is asked for now (a stored record keeps what it was)
+        out["text_model"] = text_tower_id(cfg.text_model)  # a local text tower by its content, not its path
+        if training_step_code():  # a student's training step (notebook 02), digested like a modification
+            out["step_code"] = training_step_code()["digest"]
     return out
 
 
@@ -228,19 +229,22 @@ def _check_types(cfg: Config) -> None:
             raise ConfigError(f"Config key {name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})")
 
 
-def _normalise(cfg: Config) -> None:
+def _normalise(cfg: Config) -> frozenset[str]:
     """One spelling per value, so equal settings are equal records: LR=1 as 1.0 (like GRAD_CLIP=1), and the variant
-    and every entry of VARIANTS in their canonical spelling ("augment+head_ln" -> "head_ln+augment")."""
+    and every entry of VARIANTS in their canonical spelling ("augment+head_ln" -> "head_ln+augment"). Returns the
+    variant's names, parsed once (``Config.flags``)."""
     hints = typing.get_type_hints(Config)
     for name in FIELD_NAMES:
         value = getattr(cfg, name)
         if isinstance(value, int) and not isinstance(value, bool) and float in (hints[name], *typing.get_args(hints[name])):
             setattr(cfg, name, float(value))
     try:
-        cfg.variant = canonical(cfg.variant)
+        flags = parse_variant(cfg.variant)
+        cfg.variant = spelling(flags)
         cfg.variants = [canonical(v) for v in cfg.variants]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    return flags
 
 
 def _matches(value: Any, expected: Any) -> bool:

@@ -16,6 +16,7 @@ modification (notebook 04's cell tagged ``student-modification``) is a record to
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -116,7 +117,7 @@ def register(name: str, changes: str, why: str, *, code: tuple[Any, ...] | None 
     source = "\n\n".join(source_of(obj) for obj in shown)
     if not record.combines and not source.strip():
         raise ValueError(f"Variant record {name!r}: no code to show (code=... names the functions and classes it runs)")
-    record = _replace(record, code=shown, source=source, source_digest=hashlib.sha256(source.encode()).hexdigest()[:16])
+    record = dataclasses.replace(record, code=shown, source=source, source_digest=hashlib.sha256(source.encode()).hexdigest()[:16])
     existing = _REGISTRY.get(name)
     if existing is not None and (existing.builtin or builtin):
         raise ValueError(f"A variant named {name!r} exists already (built in): pick another name for your modification")
@@ -129,12 +130,6 @@ def unregister(name: str) -> None:
     if name in _REGISTRY and _REGISTRY[name].builtin:
         raise ValueError(f"{name!r} is a built-in variant: it cannot be removed")
     _REGISTRY.pop(name, None)
-
-
-def _replace(record: Variant, **changes: Any) -> Variant:
-    import dataclasses
-
-    return dataclasses.replace(record, **changes)
 
 
 def _check_record(record: Variant) -> None:
@@ -161,11 +156,7 @@ def _check_record(record: Variant) -> None:
 
 def source_of(obj: Any) -> str:
     """The source of a function or class, also when it was defined in a notebook cell (where ``inspect.getsource``
-    cannot find a class: its module ``__main__`` has no file), or a dotted name of one."""
-    if isinstance(obj, str):
-        import pkgutil
-
-        obj = pkgutil.resolve_name(obj)
+    cannot find a class: its module ``__main__`` has no file)."""
     try:
         return textwrap.dedent(inspect.getsource(obj)).rstrip()
     except (OSError, TypeError):

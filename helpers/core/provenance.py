@@ -61,7 +61,8 @@ def text_tower_id(name: str) -> str:
     if not folder.is_dir():
         return name
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in TOWER_FILE_SUFFIXES and p.name != TOWER_DIGEST_FILE)
-    state = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = [p.stat() for p in files]
+    state = tuple((str(p.relative_to(folder)), st.st_size, st.st_mtime_ns) for p, st in zip(files, stats))
     key = (str(folder.resolve()), state)
     if key in _TOWER_IDS:
         return _TOWER_IDS[key]
@@ -85,6 +86,11 @@ def text_tower_id(name: str) -> str:
             pass  # a read-only folder (a Kaggle input): computed again next time
     _TOWER_IDS[key] = known
     return known
+
+
+def tower_of(text: dict[str, Any]) -> str:
+    """The text tower a caption cache was encoded by: its ``model_id`` (a caption cache of an older kit: its name)."""
+    return str(text.get("model_id", text["model"]))
 
 
 def source_record(tables: dict[str, Any], file_bytes: dict[str, dict[int, int]]) -> dict[str, dict[str, str]]:
@@ -111,7 +117,7 @@ def captions_digest(text: dict[str, Any], image_ids: list[int] | set[int]) -> st
     wanted = torch.tensor(sorted(image_ids), dtype=torch.int64)
     rows = torch.isin(text["image_ids"], wanted).nonzero().flatten()
     order = rows[torch.argsort(text["caption_ids"][rows])]
-    h = hashlib.sha256(str(text.get("model_id", text["model"])).encode())  # the tower by its content (older caches: its name)
+    h = hashlib.sha256(tower_of(text).encode())  # the tower by its content
     h.update(text["caption_ids"][order].numpy().tobytes())
     h.update("\n".join(text["captions"][r] for r in order.tolist()).encode())
     return h.hexdigest()[:16]
@@ -130,7 +136,7 @@ def run_inputs(splits: str, cache: Any, train_text: dict[str, Any], val_text: di
     return {
         "splits": splits,
         "image_size": cache.image_size,
-        "text_model": train_text.get("model_id", train_text["model"]),
+        "text_model": tower_of(train_text),
         "train_images": cache.digest(train_ids),
         "val_images": cache.digest(val_ids),
         "train_captions": captions_digest(train_text, train_ids),

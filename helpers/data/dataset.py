@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.artifacts import load_torch
 from ..core.env import default_num_workers
-from ..core.provenance import text_tower_id
+from ..core.provenance import text_tower_id, tower_of
 from .image_cache import ImageCache
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -43,7 +43,7 @@ def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dic
     data = load_torch(path, "text_embeds")  # damaged or foreign files: ArtifactError naming the fix
     if expected_model is None:
         return data
-    then, now = data.get("model_id", data["model"]), text_tower_id(expected_model)  # a local folder: by its files' content
+    then, now = tower_of(data), text_tower_id(expected_model)  # a local folder: by its files' content
     if then == now:
         return data  # the same tower, wherever its folder is now
     if "model_id" not in data and data["model"] == expected_model:

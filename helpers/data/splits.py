@@ -61,8 +61,8 @@ def load_splits(paths: Any) -> Splits:
 
     record = load_json(paths.splits_path, "splits")
     splits = Splits.from_dict(record)
-    splits.digest = splits_digest(record)
-    splits.source = record.get("source")  # from the content, so a hand-edited file is a different split
+    splits.digest = splits_digest(record)  # from the content, so a hand-edited file is a different split
+    splits.source = record.get("source")
     return splits
 
 

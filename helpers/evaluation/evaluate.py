@@ -27,7 +27,7 @@ from ..core import markdown
 from ..core.artifacts import load_json
 from ..core.config import Config, TrainingDiverged, divergence_advice
 from ..core.env import Paths
-from ..core.provenance import captions_digest, check_inputs, check_sources
+from ..core.provenance import captions_digest, check_inputs, check_sources, tower_of
 from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import CocoCacheDataset, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
@@ -152,7 +152,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
         ids = sorted(ids, key=position.__getitem__)  # the standard order: the 1k folds are the standard folds
     check_inputs(
         state.get("inputs"),
-        {"splits": splits.digest, "image_size": cache.image_size, "text_model": text.get("model_id", text["model"]),
+        {"splits": splits.digest, "image_size": cache.image_size, "text_model": tower_of(text),
          "val_images": cache.digest(splits.val), "val_captions": captions_digest(text, splits.val)},
         f"Run {run.name} ({ckpt_path})", f"the current data artifacts in {paths.artifacts_dir}",
         f"Scoring it on them would measure another model than the one trained. Re-run 01_dataset_prep.ipynb with the settings "

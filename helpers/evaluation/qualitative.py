@@ -19,7 +19,7 @@ from PIL import Image
 from ..clip.metrics import NonFiniteFeatures
 from ..clip.model import ClipImageModel
 from ..core.figures import wrap_caption
-from ..core.provenance import text_tower_id
+from ..core.provenance import text_tower_id, tower_of
 from ..data.dataset import TextCacheMismatch
 from ..data.image_cache import ImageCache, prepare_image
 from ..data.text_tower import TextTower, encode_text, load_text_tower
@@ -76,7 +76,7 @@ class RetrievalIndex:
         for k, row in zip(result.text_to_image.tolist(), result.caption_rows):
             captions.setdefault(data.dataset.image_ids[k], []).append(data.text["captions"][row])
         index = cls(data.model, result.image_features, data.dataset.image_ids, data.cache, captions, text_model, device)
-        index.text_space = data.text.get("model_id", data.text["model"])
+        index.text_space = tower_of(data.text)
         return index
 
     @property
