@@ -167,18 +167,25 @@ def test_notebook_02_trains_with_a_students_own_step(nb01):
         "",
         "use_training_step(my_step)",
     ])  # fmt: skip
-    nb.cells.append(nbformat.v4.new_code_cell('print("steps by my_step:", len(STEPS_SEEN))'))
+    nb.cells.append(nbformat.v4.new_code_cell('print(f"steps by my_step: {len(STEPS_SEEN)}")'))  # one write: one stream chunk
     nbformat.write(nb, out / "02_my_step.ipynb")
     (out / "nb02s").mkdir()
     settings = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], **{**TINY_TRAINING, "EPOCHS": 1})
-    ran = run_notebook("02_train_clip.ipynb", out / "nb02s", source=out / "02_my_step.ipynb", LIVE_PLOT=False,
-                       MAX_STEPS_PER_EPOCH=3, **settings)  # fmt: skip
-    assert "steps by my_step: 3" in _text(ran)
-    trained = [m for m in Path(params["ARTIFACTS_DIR"], "runs").glob("*/metrics.json") if json.loads(m.read_text()).get("step_source")]
-    assert len(trained) == 1 and "def my_step(" in json.loads(trained[0].read_text())["step_source"]
-    lab_step = runs.run_name_for(config.from_params({**settings, "MAX_STEPS_PER_EPOCH": 3}))  # the same settings, the lab's step
-    assert trained[0].parent.name != lab_step and trained[0].parent.name.rsplit("-", 1)[0] == lab_step.rsplit("-", 1)[0]
-    shutil.rmtree(trained[0].parent)  # the newest baseline run otherwise: 04 would take its settings in the next test
+    def runs_with_a_students_step():
+        metrics = Path(params["ARTIFACTS_DIR"], "runs").glob("*/metrics.json")
+        return [m.parent for m in metrics if json.loads(m.read_text()).get("step_source")]
+
+    try:
+        ran = run_notebook("02_train_clip.ipynb", out / "nb02s", source=out / "02_my_step.ipynb", LIVE_PLOT=False,
+                           MAX_STEPS_PER_EPOCH=3, **settings)  # fmt: skip
+        assert "steps by my_step: 3" in _text(ran)
+        trained = runs_with_a_students_step()
+        assert len(trained) == 1 and "def my_step(" in json.loads((trained[0] / "metrics.json").read_text())["step_source"]
+        lab_step = runs.run_name_for(config.from_params({**settings, "MAX_STEPS_PER_EPOCH": 3}))  # the same settings, the lab's step
+        assert trained[0].name != lab_step and trained[0].name.rsplit("-", 1)[0] == lab_step.rsplit("-", 1)[0]
+    finally:  # the newest baseline run otherwise: 04 would take its settings in the next test, whether this one passed or not
+        for run in runs_with_a_students_step():
+            shutil.rmtree(run)
 
 
 def test_notebook_01_typo_in_parameters_names_the_key(tmp_path, synthetic_coco, tiny_tower):
@@ -310,21 +317,23 @@ def test_notebook_04_says_which_rows_an_override_holds_for_and_reads_the_base_ru
     run_notebook("02_train_clip.ipynb", out / "nb02d", ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"],
                  LIVE_PLOT=False, **TINY_TRAINING)  # fmt: skip
     base = max((art / "runs").glob("baseline-*/metrics.json"), key=lambda p: p.stat().st_mtime).parent
-    study = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], VARIANTS=["head_ln"], SEEDS=[0], EPOCHS=1, NUM_WORKERS=0)
-    (out / "nb04d").mkdir()
-    nb = run_notebook("04_ablation.ipynb", out / "nb04d", **study)
-    assert "| `EPOCHS` | 2 | 1 | not: baseline (2: reused) |" in _text(nb)  # never "every run, the baseline included"
-    assert "| `EPOCHS` | 2 | 1 | not: baseline (2: reused) |" in (art / "ablation" / "ablation.md").read_text()
-    (base / "config.json").unlink()
-    (out / "nb04e").mkdir()
-    nb = run_notebook("04_ablation.ipynb", out / "nb04e", **study)
-    assert f"run `{base.name}`" in _text(nb) and "no finished baseline run" not in _text(nb)
-    assert "config.json was missing or damaged: rewritten from best.pt" in _text(nb)
-    edited = json.loads((base / "config.json").read_text())
-    edited["weight_decay"] = 0.05
-    (base / "config.json").write_text(json.dumps(edited))
-    (out / "nb04f").mkdir()
-    nb = run_notebook("04_ablation.ipynb", out / "nb04f", **study)
-    assert "WEIGHT_DECAY: 0.05 in the file, 0.01 trained" in _text(nb) and "weight decay 0.01" in _text(nb)
-    assert _text(nb).count("already finished") == 2  # the study trained nothing at the edited value
-    shutil.rmtree(base)  # the newest baseline run otherwise, for any test that runs 04 after this one
+    try:
+        study = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], VARIANTS=["head_ln"], SEEDS=[0], EPOCHS=1, NUM_WORKERS=0)
+        (out / "nb04d").mkdir()
+        nb = run_notebook("04_ablation.ipynb", out / "nb04d", **study)
+        assert "| `EPOCHS` | 2 | 1 | not: baseline (2: reused) |" in _text(nb)  # never "every run, the baseline included"
+        assert "| `EPOCHS` | 2 | 1 | not: baseline (2: reused) |" in (art / "ablation" / "ablation.md").read_text()
+        (base / "config.json").unlink()
+        (out / "nb04e").mkdir()
+        nb = run_notebook("04_ablation.ipynb", out / "nb04e", **study)
+        assert f"run `{base.name}`" in _text(nb) and "no finished baseline run" not in _text(nb)
+        assert "config.json was missing or damaged: rewritten from best.pt" in _text(nb)
+        edited = json.loads((base / "config.json").read_text())
+        edited["weight_decay"] = 0.05
+        (base / "config.json").write_text(json.dumps(edited))
+        (out / "nb04f").mkdir()
+        nb = run_notebook("04_ablation.ipynb", out / "nb04f", **study)
+        assert "WEIGHT_DECAY: 0.05 in the file, 0.01 trained" in _text(nb) and "weight decay 0.01" in _text(nb)
+        assert _text(nb).count("already finished") == 2  # the study trained nothing at the edited value
+    finally:
+        shutil.rmtree(base)  # the newest baseline run otherwise, for any test that runs 04 after this one
