@@ -6,10 +6,13 @@
 It reports the GPU, CUDA and torch, RAM, free disk, where ARTIFACTS_DIR lives (Drive or not)
 and whether the image and caption caches are complete; then it *times* a few real training
 steps of the configured recipe (the same model, AMP and channels_last choices as the trainer,
-random pixels, no download) and the loader reading the real cache, and predicts the training
-time for EPOCHS and for an ablation of N variants. It warns when the run will not fit a free
-Colab session, when there is no GPU, and when the cache sits only on Drive. Notebook 02 runs it
-first, so a student sees the bill before paying it.
+random pixels, no download) at every training size the run and its study use (a resolution
+schedule's too) and the loader reading the real cache, and predicts the run, each variant of
+VARIANTS and the whole study: on this device, and on a Colab T4 (helpers/core/budget.py: the
+published ratios, with their range). It says whether the whole lab fits one free Colab session
+and, when not, which settings would (each with its predicted time); it warns when there is no GPU
+and when the cache sits only on Drive. Notebook 02 runs it once the model is introduced, so a
+student sees the bill before paying it; notebook 04 prints the same plan before it trains.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ from typing import Any
 
 import torch
 
-from .core import markdown
+from .core import budget, markdown
 from .core.config import Config
 from .core.env import Paths
 
-COLAB_FREE_SESSION_HOURS = 4.0  # unofficial: a free Colab session gets a few hours of T4 use, about 4 at best
 TRAIN_IMAGES_FULL = 82_783  # train2014, when the split is not prepared yet
 VAL_IMAGES_FULL = 5_000
 NO_GPU = "No GPU: training would run on the CPU, about 100x slower. In Colab: Runtime → Change runtime type → T4 GPU."
@@ -33,36 +35,55 @@ NO_GPU = "No GPU: training would run on the CPU, about 100x slower. In Colab: Ru
 @dataclass
 class Diagnosis:
     facts: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-    predictions: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    plan: budget.Plan | None = None
     warnings: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        f, t, p = self.facts, self.timings, self.predictions
-        gpu = f"{f['gpu']} ({f['gpu_memory_gb']} GB)" if f["gpu"] else "none"
+        f, t, p = self.facts, self.timings, self.plan
+        gpu = f"{f['gpu']} ({f['gpu_memory_gib']} GiB)" if f["gpu"] else "none"
         rows = [
             ["GPU", gpu],
             ["torch / CUDA", f"{f['torch']} / {f['cuda'] or '-'}"],
-            ["RAM", f"{f['ram_gb']} GB"],
-            ["free disk (artifacts / data)", f"{f['free_disk_gb']['artifacts_dir']} / {f['free_disk_gb']['data_dir']} GB"],
+            ["RAM", f"{f['ram_gib']} GiB"],
+            ["free disk (artifacts / data)", f"{f['free_disk_gib']['artifacts_dir']} / {f['free_disk_gib']['data_dir']} GiB"],
             ["ARTIFACTS_DIR", f"`{f['artifacts_dir']}`{' (Google Drive)' if f['artifacts_on_drive'] else ''}"],
             ["image cache", f["image_cache"]],
             ["caption caches", f["caption_cache"]],
             ["run", f["run"]],
         ]
+        for size, rate in sorted((t.get("step_img_per_s") or {}).items()):
+            rows.append([f"training step at {size} px ({t['batch']} images, {t['precision']})", f"{rate:.1f} img/s"])
         if t:
-            rows.append([f"training step ({t['batch']} images, {t['precision']})", f"{t['train_img_per_s']:.1f} img/s"])
             loader = t.get("loader_img_per_s")
             rows.append(["loader from the cache", f"{loader:.0f} img/s"] if loader else ["loader", "no cache"])
         if p:
-            rows += [
-                [f"predicted: one epoch ({p['train_images']:,} images + validation)", f"{p['epoch_minutes']:.1f} min"],
-                [f"predicted: EPOCHS={p['epochs']}", f"**{p['run_minutes']:.0f} min**"],
-                [f"predicted: ablation of {p['variants']} variant(s) + baseline", f"{p['ablation_minutes']:.0f} min"],
-            ]
+            rows += plan_rows(p)
         lines = [markdown.table(["check", "value"], rows)]
+        if p:
+            lines += ["", *verdict_lines(p)]
         lines += [""] + [f"**Warning:** {w}" for w in self.warnings] if self.warnings else ["", "No warnings."]
         return "\n".join(lines)
+
+
+def _span(t4_minutes: tuple[float, float]) -> str:
+    slow, fast = t4_minutes
+    return f"{budget.minutes_text(fast)}-{budget.minutes_text(slow)}"
+
+
+def plan_rows(p: budget.Plan) -> list[list[str]]:
+    """The predicted minutes, here and on a Colab T4: the configured run, each variant of the study, the whole lab."""
+    run = p.run
+    schedule = f", {run.schedule()}" if run.train_sizes else ""
+    rows = [[f"predicted: this run (EPOCHS={run.epochs}, {run.train_images:,} images{schedule})",
+             f"**{budget.minutes_text(run.minutes)}** here; {_span(run.t4_minutes)} on a T4"]]  # fmt: skip
+    for v in p.variants:
+        rows.append([f"predicted: variant `{v.name}`", f"{budget.minutes_text(v.minutes)} here; {_span(v.t4_minutes)} on a T4"])
+    if p.variants:
+        rows.append([f"predicted: the study ({len(p.variants)} variant(s); the baseline is this run)",
+                     f"{budget.minutes_text(p.study_minutes)} here; {_span(p.study_t4_minutes)} on a T4"])  # fmt: skip
+    rows.append(["predicted: the whole lab on a T4 (prep, these trainings, evaluation)", _span(p.lab_t4_minutes)])
+    return rows
 
 
 def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
@@ -72,7 +93,7 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
     from .data.image_cache import MANIFEST, _shard_ok
 
     info = env.hardware_summary(paths)
-    facts: dict[str, Any] = {k: info.get(k) for k in ("gpu", "gpu_memory_gb", "torch", "cuda", "ram_gb", "free_disk_gb", "cpu_count")}
+    facts: dict[str, Any] = {k: info.get(k) for k in ("gpu", "gpu_memory_gib", "torch", "cuda", "ram_gib", "free_disk_gib", "cpu_count")}
     facts["artifacts_dir"] = str(paths.artifacts_dir)
     facts["artifacts_on_drive"] = env._is_on_drive(paths.artifacts_dir)
     facts["environment"] = paths.environment
@@ -98,14 +119,20 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
             states.append(f"{split}: missing" if isinstance(exc, FileNotFoundError) else f"{split}: damaged")
     facts["caption_cache"] = "; ".join(states)
     facts["run"], facts["run_mismatch"] = run_state(cfg, paths)
-    try:
-        from .data.splits import load_splits
-
-        splits = load_splits(paths)
-        facts["train_images"], facts["val_images"] = len(splits.train), len(splits.val)
-    except ArtifactError:
-        facts["train_images"], facts["val_images"] = cfg.train_images or TRAIN_IMAGES_FULL, cfg.val_images or VAL_IMAGES_FULL
+    facts.update(image_counts(cfg, paths))
     return facts
+
+
+def image_counts(cfg: Config, paths: Paths) -> dict[str, int]:
+    """Training, validation and restval images of the prepared splits (before 01: the settings' or COCO's counts)."""
+    from .core.artifacts import ArtifactError
+    from .data.splits import load_splits
+
+    try:
+        splits = load_splits(paths)
+        return {"train_images": len(splits.train), "val_images": len(splits.val), "restval_images": len(splits.restval)}
+    except ArtifactError:
+        return {"train_images": cfg.train_images or TRAIN_IMAGES_FULL, "val_images": cfg.val_images or VAL_IMAGES_FULL}
 
 
 def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
@@ -152,7 +179,8 @@ def seconds_per_call(fn: Any, device: torch.device, repeats: int, warmup: int = 
 
 
 def time_training(
-    cfg: Config, device: torch.device, steps: int = 3, batch: int | None = None, dtype: Any = _AUTO, warmup: int = 1
+    cfg: Config, device: torch.device, steps: int = 3, batch: int | None = None, dtype: Any = _AUTO, warmup: int = 1,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """img/s of real training steps of the configured model and precision (random pixels; no weights downloaded).
 
@@ -181,16 +209,17 @@ def time_training(
         torch.backends.cudnn.benchmark = True
     loss_fn = variant.single("loss") or clip_loss  # the run's own loss (its extra negatives are not timed)
     train_step = current_training_step()  # the very step the run takes (a student's own, when notebook 02 set one)
+    size = size or cfg.image_size  # a resolution schedule's lower size: the trainer resizes on the device, as here
     images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     text = torch.nn.functional.normalize(torch.randn(batch, 512, device=device), dim=-1)
 
     def step() -> None:
-        x = normalize_images(images, device, channels_last)
+        x = normalize_images(images, device, channels_last, size=size)
         train_step(model, x, text, loss_fn, optimizer, scaler, amp_dtype=dtype, grad_clip=cfg.grad_clip)
 
     seconds = seconds_per_call(step, device, steps, warmup) * steps
     precision = f"{str(dtype).replace('torch.', '')} autocast" if dtype else "fp32"
-    return {"batch": batch, "steps": steps, "train_img_per_s": batch * steps / seconds, "precision": precision}
+    return {"batch": batch, "steps": steps, "train_img_per_s": batch * steps / seconds, "precision": precision, "size": size}
 
 
 def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
@@ -217,36 +246,52 @@ def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
     return n / (time.perf_counter() - t0) if n else None
 
 
-def predict(facts: dict[str, Any], timings: dict[str, Any], epochs: int, variants: int) -> dict[str, float]:
-    """Minutes for one epoch, the run, and an ablation: the slower of model and loader sets the pace;
-    validation embeds the val images once per epoch (forward only: about a third of a training step)."""
-    rate = timings["train_img_per_s"]
-    if timings.get("loader_img_per_s"):
-        rate = min(rate, timings["loader_img_per_s"])
-    train_s = facts["train_images"] / rate
-    val_s = facts["val_images"] / (3 * timings["train_img_per_s"])
-    epoch_minutes = (train_s + val_s) / 60
-    return {
-        "train_images": facts["train_images"],
-        "epoch_minutes": epoch_minutes,
-        "epochs": epochs,
-        "run_minutes": epoch_minutes * epochs,
-        "variants": variants,
-        "ablation_minutes": epoch_minutes * epochs * variants,  # the baseline run is reused from notebook 02
-    }
+def measure(
+    cfg: Config, paths: Paths, device: torch.device, steps: int = 3, batch: int | None = None
+) -> tuple[budget.Rates, dict[str, Any]]:
+    """The step's img/s at every training size the run and its study use (the schedule's included), and the loader's."""
+    sizes = budget.sizes_needed(cfg.to_dict(), cfg.variants)
+    timed = {size: time_training(cfg, device, steps=steps, batch=batch, size=size) for size in sizes}
+    first = timed[sizes[0]]
+    timings = {"batch": first["batch"], "precision": first["precision"], "loader_img_per_s": time_loader(cfg, paths),
+               "step_img_per_s": {size: t["train_img_per_s"] for size, t in timed.items()}}  # fmt: skip
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return budget.Rates(name, timings["step_img_per_s"], timings["loader_img_per_s"]), timings
 
 
-def warnings_for(facts: dict[str, Any], predictions: dict[str, float], session_hours: float = COLAB_FREE_SESSION_HOURS) -> list[str]:
+def plan_for(cfg: Config, facts: dict[str, Any], rates: budget.Rates) -> budget.Plan:
+    """The run of ``cfg`` and its study of VARIANTS, here and on a T4: the one computation behind the doctor's figures
+    and notebook 04's plan."""
+    extra = {"restval": facts["restval_images"]} if facts.get("restval_images") else None
+    return budget.plan(cfg.to_dict(), cfg.variants, rates, facts["train_images"], facts["val_images"], extra)
+
+
+def study_plan(cfg: Config, paths: Paths, rates: budget.Rates | None = None, steps: int = 3) -> budget.Plan:
+    """Notebook 04, before its first training: the step timed here at every size the study uses (or ``rates``), then the
+    doctor's plan for the same settings."""
+    if rates is None:
+        rates, _ = measure(cfg, paths, torch.device("cuda" if torch.cuda.is_available() else "cpu"), steps)
+    return plan_for(cfg, image_counts(cfg, paths), rates)
+
+
+def plan_markdown(plan: budget.Plan) -> str:
+    """The plan as 04 prints it: each variant's predicted minutes (here and on a T4), the study's, and the verdict."""
+    return "\n".join([markdown.table(["prediction", "time"], plan_rows(plan)), "", *verdict_lines(plan)])
+
+
+def verdict_lines(plan: budget.Plan) -> list[str]:
+    """Whether the lab fits one free session; if not, what would (each with its time); where the T4 figures come from."""
+    lines = [plan.verdict(), *(f"- {what}: the lab in {_span(m)} on a T4" for what, m in plan.suggestions)]
+    return [*lines, "", f"T4 figures: {plan.t4_basis}; sources and uncertainty in docs/PERFORMANCE.md."]
+
+
+def warnings_for(facts: dict[str, Any], plan: budget.Plan | None = None) -> list[str]:
     """Everything that would waste a session, each with what to do."""
     out = []
     if not facts.get("gpu"):
         out.append(NO_GPU)
-    if predictions and predictions["run_minutes"] > 60 * session_hours:
-        out.append(
-            f"The run is predicted to take {predictions['run_minutes'] / 60:.1f} h, more than a free Colab session "
-            f"(about {session_hours:.0f} h of GPU). It resumes after a disconnect, but consider fewer EPOCHS, TRAIN_IMAGES, "
-            "or a paid runtime."
-        )
+    if plan is not None and plan.fits() is False:
+        out.append(f"{plan.verdict()} Every notebook resumes after a disconnect; what would fit is listed above the warnings.")
     if facts.get("environment") == "colab" and facts.get("image_cache_ready") and not facts.get("local_cache_complete"):
         out.append(
             "The image cache is only on Drive: training restores it to local disk first (1-2 min for all of COCO). "
@@ -259,14 +304,16 @@ def warnings_for(facts: dict[str, Any], predictions: dict[str, float], session_h
     return out
 
 
-def diagnose(cfg: Config, paths: Paths, steps: int = 3, batch: int | None = None, device: str | None = None) -> Diagnosis:
-    """Inspect, time, predict, warn."""
+def diagnose(cfg: Config, paths: Paths, steps: int = 3, batch: int | None = None, device: str | None = None,
+             rates: budget.Rates | None = None) -> Diagnosis:  # fmt: skip
+    """Inspect, time (or take ``rates``: a test's), predict, warn."""
     device_t = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     facts = inspect(cfg, paths)
-    timings = time_training(cfg, device_t, steps=steps, batch=batch)
-    timings["loader_img_per_s"] = time_loader(cfg, paths)
-    predictions = predict(facts, timings, cfg.epochs, len(cfg.variants))
-    return Diagnosis(facts, timings, predictions, warnings_for(facts, predictions))
+    timings: dict[str, Any] = {}
+    if rates is None:
+        rates, timings = measure(cfg, paths, device_t, steps, batch)
+    plan = plan_for(cfg, facts, rates)
+    return Diagnosis(facts, timings, plan, warnings_for(facts, plan))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,4 +337,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["Diagnosis", "diagnose", "inspect", "predict", "time_loader", "time_training", "warnings_for"]
+__all__ = ["Diagnosis", "diagnose", "inspect", "measure", "plan_for", "time_loader", "time_training", "warnings_for"]

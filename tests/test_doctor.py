@@ -3,21 +3,29 @@
 import pytest
 
 from helpers import doctor
+from helpers.core import budget, config
 
 
 def test_diagnosis_of_the_prepared_workspace_is_sane(workspace):
     cfg, paths = workspace
-    result = doctor.diagnose(cfg.replace(epochs=3, variants=["temp", "bank"]), paths, steps=1, batch=8, device="cpu")
-    f, t, p = result.facts, result.timings, result.predictions
+    run_cfg = cfg.replace(epochs=3, variants=["temp", "lowres"])
+    result = doctor.diagnose(run_cfg, paths, steps=1, batch=8, device="cpu")
+    f, t, p = result.facts, result.timings, result.plan
     assert f["image_cache_ready"] and "train: 1,600 captions" in f["caption_cache"] and f["train_images"] == 320
-    assert 0 < t["train_img_per_s"] < 10_000 and t["precision"] == "fp32"  # CPU: no autocast, as in the trainer
+    assert t["precision"] == "fp32"  # CPU: no autocast, as in the trainer
+    assert sorted(t["step_img_per_s"]) == [48, 56, 64]  # lowres' schedule for 3 epochs of 64 px images is timed too
+    assert all(0 < rate < 10_000 for rate in t["step_img_per_s"].values())
     assert t["loader_img_per_s"] and t["loader_img_per_s"] > 0
-    rate = min(t["train_img_per_s"], t["loader_img_per_s"])
-    assert p["epoch_minutes"] == pytest.approx((320 / rate + 50 / (3 * t["train_img_per_s"])) / 60)
-    assert p["run_minutes"] == pytest.approx(3 * p["epoch_minutes"]) and p["ablation_minutes"] == pytest.approx(2 * p["run_minutes"])
+    rate = {s: min(r, t["loader_img_per_s"]) for s, r in t["step_img_per_s"].items()}
+    val = 50 / (3 * t["step_img_per_s"][64]) / 60
+    assert p.run.minutes == pytest.approx(3 * (320 / rate[64] / 60 + val))
+    lowres = next(v for v in p.variants if v.name == "lowres")
+    assert lowres.minutes == pytest.approx((320 / rate[48] + 320 / rate[56] + 320 / rate[64]) / 60 + 3 * val)
+    assert [v.name for v in p.variants] == sorted(["temp", "lowres"], key=lambda n: next(v.minutes for v in p.variants if v.name == n))
     assert doctor.NO_GPU in result.warnings  # this machine has no GPU
     md = result.markdown()
     assert "| GPU | none |" in md and "EPOCHS=3" in md and "Runtime → Change runtime type → T4 GPU" in md
+    assert "on a T4" in md and "published ResNet-50 rates" in md  # a CPU has no ratio: the T4 from the published rates
 
 
 def _facts(**changes):
@@ -25,25 +33,77 @@ def _facts(**changes):
     return {**base, **changes}
 
 
+COCO = {"train_images": 82_783, "val_images": 5_000}
+
+
+def _plan(epochs=10, variants=("head_ln", "augment"), rates=None, **settings):
+    values = {**config.from_params(EPOCHS=epochs, **settings).to_dict()}
+    rates = rates or budget.Rates("NVIDIA H100 80GB HBM3", {224: 3_600.0})
+    return budget.plan(values, list(variants), rates, COCO["train_images"], COCO["val_images"])
+
+
 def test_each_warning_triggers_on_its_condition_only():
-    short = {"run_minutes": 45.0}
-    assert doctor.warnings_for(_facts(), short) == []
-    assert doctor.warnings_for(_facts(gpu=None), short) == [doctor.NO_GPU]
-    long = doctor.warnings_for(_facts(), {"run_minutes": 5 * 60.0})
-    assert len(long) == 1 and "5.0 h, more than a free Colab session" in long[0]
-    assert doctor.warnings_for(_facts(), {"run_minutes": 5 * 60.0}, session_hours=6) == []
-    drive_only = doctor.warnings_for(_facts(local_cache_complete=False), short)
+    fits, too_long = _plan(epochs=2), _plan(epochs=40)
+    assert fits.fits() is True and too_long.fits() is False
+    assert doctor.warnings_for(_facts(), fits) == []
+    assert doctor.warnings_for(_facts(gpu=None), fits) == [doctor.NO_GPU]
+    long = doctor.warnings_for(_facts(), too_long)
+    assert len(long) == 1 and "more than one free Colab session" in long[0] and "resumes" in long[0]
+    drive_only = doctor.warnings_for(_facts(local_cache_complete=False), fits)
     assert len(drive_only) == 1 and "only on Drive" in drive_only[0]
-    assert doctor.warnings_for(_facts(environment="local", local_cache_complete=False), short) == []  # one copy is normal locally
-    assert any("run 01_dataset_prep" in w for w in doctor.warnings_for(_facts(image_cache_ready=False), short))
+    assert doctor.warnings_for(_facts(environment="local", local_cache_complete=False), fits) == []  # one copy is normal locally
+    assert any("run 01_dataset_prep" in w for w in doctor.warnings_for(_facts(image_cache_ready=False), fits))
+
+
+def test_t4_prediction_from_a_measured_gpu_uses_the_cited_ratio_range():
+    p = _plan(rates=budget.Rates("NVIDIA H100 80GB HBM3", {224: 2_616.0}))  # an H100 as fast as Lambda's
+    slow, fast = p.run.t4_minutes
+    epoch_images = 82_783 + 5_000 / 3  # validation: forward only
+    assert fast == pytest.approx(10 * epoch_images / 425 / 60, rel=1e-3)  # 2,616 / 6.16 = 425 img/s, the fast end
+    assert slow == pytest.approx(10 * epoch_images / 295 / 60, rel=1e-3)  # 2,616 / 8.87 = 295 img/s
+    assert "Lambda: H100 80GB SXM5" in p.t4_basis
+    cpu = _plan(rates=budget.Rates("CPU", {224: 11.0}))  # no ratio: the published T4 rates, whatever the CPU does
+    assert cpu.run.t4_minutes == pytest.approx(p.run.t4_minutes, rel=1e-3) and "published" in cpu.t4_basis
+    scheduled = _plan(rates=budget.Rates("CPU", {224: 11.0}), TRAIN_SIZES=[160] * 6 + [192] * 2)
+    t4_train = [m - 10 * 5_000 / 3 / r / 60 for m, r in zip(scheduled.run.t4_minutes, (295, 425))]
+    assert t4_train[0] == pytest.approx(10 * 82_783 / 295 / 60 * 0.653, rel=1e-3)  # pixels: 0.653 of 224 px throughout
+
+
+def test_the_lab_fits_one_session_or_says_what_would():
+    fits = _plan(epochs=10, rates=budget.Rates("Tesla T4", {224: 425.0}))
+    assert fits.fits() is True and not fits.suggestions and "it fits one free Colab session" in fits.verdict()
+    slow = _plan(epochs=10, variants=("head_ln", "augment", "bank"), rates=budget.Rates("Tesla T4", {224: 200.0}))
+    assert slow.fits() is False and "more than one free Colab session" in slow.verdict()
+    advice = dict(slow.suggestions)
+    assert any(k.startswith("TRAIN_SIZES=[160, 160, 160, 160, 160, 160, 192, 192]") for k in advice)
+    epochs = next(k for k in advice if k.startswith("EPOCHS="))
+    assert advice[epochs][0] <= budget.FREE_SESSION_MINUTES  # the EPOCHS it names fits, at the T4's slow end
+    assert _plan(epochs=int(epochs.split("=")[1]) + 1, variants=("head_ln", "augment", "bank"),
+                 rates=budget.Rates("Tesla T4", {224: 200.0})).fits() is not True  # fmt: skip  (and one more would not)
+    assert any(k.startswith("VARIANTS=['head_ln']") for k in advice)  # the cheapest one alone
+    assert any("sessions" in k for k in advice)
+    for minutes in advice.values():
+        assert minutes[1] <= minutes[0]  # (slow end, fast end)
 
 
 def test_prediction_takes_the_slower_of_model_and_loader():
-    facts = {"train_images": 82_783, "val_images": 5_000}
-    gpu_bound = doctor.predict(facts, {"train_img_per_s": 400.0, "loader_img_per_s": 2000.0}, epochs=10, variants=3)
-    loader_bound = doctor.predict(facts, {"train_img_per_s": 4000.0, "loader_img_per_s": 2000.0}, epochs=10, variants=3)
-    assert gpu_bound["epoch_minutes"] == pytest.approx((82_783 / 400 + 5_000 / 1200) / 60)
-    assert loader_bound["epoch_minutes"] == pytest.approx((82_783 / 2000 + 5_000 / 12_000) / 60)
+    values = config.from_params().to_dict()
+    gpu_bound = budget.run_cost("b", values, 82_783, 5_000, budget.Rates("GPU", {224: 400.0}, loader=2000.0))
+    loader_bound = budget.run_cost("b", values, 82_783, 5_000, budget.Rates("GPU", {224: 4000.0}, loader=2000.0))
+    assert gpu_bound.minutes == pytest.approx(10 * (82_783 / 400 + 5_000 / 1200) / 60)
+    assert loader_bound.minutes == pytest.approx(10 * (82_783 / 2000 + 5_000 / 12_000) / 60)
+
+
+def test_notebook_04s_plan_is_the_doctors(workspace):
+    cfg, paths = workspace
+    cfg = cfg.replace(variants=["augment", "lowres"])
+    rates = budget.Rates("Tesla T4", {64: 400.0, 48: 700.0, 56: 520.0}, loader=2_000.0)
+    diagnosed = doctor.diagnose(cfg, paths, rates=rates).plan
+    planned = doctor.study_plan(cfg, paths, rates=rates)
+    assert [(v.name, v.minutes, v.t4_minutes) for v in planned.variants] == [(v.name, v.minutes, v.t4_minutes) for v in diagnosed.variants]
+    assert [v.name for v in planned.variants] == ["lowres", "augment"]  # cheapest first
+    assert planned.lab_t4_minutes == diagnosed.lab_t4_minutes
+    assert doctor.plan_markdown(planned).count("variant `") == 2
 
 
 def test_headless_doctor_prints_the_table(workspace, capsys):
@@ -51,4 +111,4 @@ def test_headless_doctor_prints_the_table(workspace, capsys):
     path = cfg.save(paths.artifacts_dir / "doctor.json")
     assert doctor.main(["--config", str(path), "--steps", "1", "--set", "BATCH_SIZE=4"]) == 0
     out = capsys.readouterr().out
-    assert "| training step (4 images, fp32) |" in out and "predicted: EPOCHS=10" in out
+    assert "| training step at 64 px (4 images, fp32) |" in out and "predicted: this run (EPOCHS=10" in out

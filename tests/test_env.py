@@ -45,9 +45,9 @@ def test_unwritable_artifacts_dir_names_the_key(tmp_path):
 def test_hardware_summary(tmp_path):
     paths = env.resolve_paths(config.from_params(ARTIFACTS_DIR=str(tmp_path)), environment="local")
     info = env.hardware_summary(paths)
-    for key in ("gpu", "cuda", "torch", "torchvision", "transformers", "cpu_count", "ram_gb", "free_disk_gb"):
+    for key in ("gpu", "cuda", "torch", "torchvision", "transformers", "cpu_count", "ram_gib", "free_disk_gib"):
         assert key in info
-    assert info["cpu_count"] >= 1 and info["ram_gb"] > 0
+    assert info["cpu_count"] >= 1 and info["ram_gib"] > 0
     assert "torch" in env.format_summary(info)
 
 

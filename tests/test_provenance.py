@@ -91,7 +91,7 @@ def test_the_doctor_says_whether_the_configured_run_can_be_continued(chain):
     _prepare_again(cfg, paths, seed=1)
     facts = doctor.inspect(cfg, paths)
     assert "cannot be continued or reused" in facts["run"]
-    warnings = doctor.warnings_for({**facts, "gpu": "T4"}, {})
+    warnings = doctor.warnings_for({**facts, "gpu": "T4"})
     assert any(re.search(r"Run r .* was made from other data .*splits\.json", w) for w in warnings)
 
 

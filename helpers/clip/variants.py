@@ -46,6 +46,10 @@ modification is one ``register(...)`` call (and a test), here or in notebook 04'
 - ``hardneg``   VSE++'s max-of-hinges loss (margin 0.2): only the hardest negative per anchor
                 counts. The published comparison point (VSE++ 41.3 / 30.3 R@1); combines with
                 ``bank`` (bank captions become candidate hardest negatives).
+- ``lowres``    the resolution schedule (helpers/core/resolution.py): the first 60% of the epochs at
+                160 px, the next 20% at 192 px, the last at 224 px, each resized on the GPU from the
+                cached 224 px images; validation and evaluation stay at 224 px. About 0.65x the
+                pixels of a 10-epoch run. TRAIN_SIZES gives any other schedule, with or without it.
 
 Preset ``best`` = ``optim+disc_lr+temp+bank``: the kit's recommendation, each part for a reason.
 ``temp`` and ``bank`` attack the two weaknesses of the baseline's loss (a softmax that cannot
@@ -58,7 +62,10 @@ checks it). Left out, each a one-word entry of VARIANTS for the ablation to judg
 back to the baseline's level, 0.43-0.61), ``restval`` (needs INCLUDE_RESTVAL=True in 01;
 ``best+restval`` adds 30k images when you have it), ``hardneg`` (VSE++ needed a long warm start
 without it, and InfoNCE with a bank already weights hard negatives), ``bigbatch`` (a slower step
-for negatives the bank already supplies).
+for negatives the bank already supplies), ``lowres`` (its evidence is ImageNet classification
+trained with random-resized crops, FFCV and Touvron et al. 2019: no published figure gives its cost
+in Recall@K for retrieval into a frozen text space, so ``best`` buys no speed with an unmeasured
+loss; the ``lowres`` ablation measures it, and ``best+lowres`` takes it).
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import markdown
+from ..core import markdown, resolution
 from ..core.config import ConfigError
 from ..core.flags import BASELINE, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
 from ..data.dataset import CocoCacheDataset, with_images_from
@@ -141,6 +148,11 @@ def bigbatch_overrides(settings: dict[str, Any]) -> dict[str, Any]:
     """Batch 256 with the LR scaled by the square-root rule (Adam-type optimizers)."""
     batch_size, lr = settings["batch_size"], settings["lr"]
     return {"batch_size": BIGBATCH_SIZE, "lr": lr * math.sqrt(BIGBATCH_SIZE / batch_size)} if batch_size < BIGBATCH_SIZE else {}
+
+
+def lowres_overrides(settings: dict[str, Any]) -> dict[str, Any]:
+    """The resolution schedule for this run's EPOCHS (helpers/core/resolution.py), unless TRAIN_SIZES names one."""
+    return {} if settings["train_sizes"] else {"train_sizes": resolution.ramp(settings["epochs"], settings["image_size"])}
 
 
 DISC_LR_RANDOM_TRUNK = "disc_lr: the trunk starts from random weights (IMAGE_WEIGHTS=None), nothing to protect: it learns at the full LR"
@@ -251,8 +263,17 @@ register(
     loss=max_hinge_loss, loss_text="VSE++ max-of-hinges (margin 0.2)", builtin=True,
 )
 register(
+    "lowres",
+    "the first 60% of the epochs train at 160 px, the next 20% at 192 px, the last at 224 px (made on the GPU from the "
+    "cached images); validation and evaluation stay at 224 px",
+    "about 0.65× the pixels of a 10-epoch run: a compute-bound T4 trains it in about two thirds of the time (FFCV's "
+    "ResNet-50 configs train at 160-192 px; Touvron et al. 2019 test above the training size)",
+    overrides=lowres_overrides, code=(lowres_overrides, resolution.ramp, resolution.size_at), builtin=True,
+)
+register(
     "best", "preset: `optim+disc_lr+temp+bank`",
-    "the kit's recommendation; reasons (and why `augment` is left out) in `helpers/clip/variants.py`; `best+augment` adds it",
+    "the kit's recommendation; reasons (and why `augment` and `lowres` are left out) in `helpers/clip/variants.py`; "
+    "`best+augment` adds it",
     combines=("optim", "disc_lr", "temp", "bank"), builtin=True,
 )  # fmt: skip
 

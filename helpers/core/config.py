@@ -24,6 +24,7 @@ from typing import Any, Union
 
 from .flags import canonical, only_with, parse_variant, spelling, student_sources, training_step_code
 from .provenance import text_tower_id
+from .resolution import schedule_problem
 from .storage import atomic_write_json, read_json
 
 DATA_SOURCES = ("coco", "coco-subset", "kaggle", "local")
@@ -66,6 +67,7 @@ class Config:
     test_images: int | None = identity(None)  # None: the 5k Karpathy test split (reporting)
     include_restval: bool = free(False)  # also cache the ~30k val2014 images in neither Karpathy split
     image_size: int = identity(224)  # the lab's 224x224: shorter side resized, then centre crop
+    train_sizes: list[int] = identity(default_factory=list)  # early epochs' sizes, e.g. [160, 160, 192]; the rest at IMAGE_SIZE
     cache_quality: int = identity(90)  # JPEG quality of the prepared cache: ~20 KB/image, visually lossless
     shard_size: int = free(10_000)  # images per cache shard: a few large files keep Drive happy
     # --- text tower --------------------------------------------------------------------
@@ -137,6 +139,8 @@ def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     values = cfg.to_dict() if isinstance(cfg, Config) else cfg
     flags = cfg.flags if isinstance(cfg, Config) else parse_variant(values.get("variant", "baseline"))
     out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
+    if not out.get("train_sizes"):  # no schedule: the same identity as a run trained before TRAIN_SIZES existed
+        out.pop("train_sizes", None)
     code = student_sources(flags)
     if code:
         out["variant_code"] = code
@@ -397,3 +401,6 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"Config key IMAGE_SIZE must be at least 32 pixels, got {cfg.image_size}")
     if cfg.image_size > MAX_IMAGE_SIZE:
         fail("image_size", f"32 <= IMAGE_SIZE <= {MAX_IMAGE_SIZE} (the lab uses 224, CLIP's input size)")
+    problem = schedule_problem(cfg.train_sizes, cfg.image_size)
+    if problem:
+        fail("train_sizes", problem)

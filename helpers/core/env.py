@@ -140,23 +140,23 @@ def hardware_summary(paths: Paths | None = None) -> dict[str, object]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
-        "ram_gb": round(_total_ram_bytes() / 1e9, 1),
+        "ram_gib": round(_total_ram_bytes() / 2**30, 1),
         "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "gpu_count": torch.cuda.device_count(),
     }
     if torch.cuda.is_available():
-        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     for module in ("torchvision", "transformers", "PIL", "numpy"):
         info[module] = _version_of(module)
     if paths is not None:
         from .storage import free_bytes
 
         info["environment"] = paths.environment
-        info["free_disk_gb"] = {
-            "artifacts_dir": round(free_bytes(paths.artifacts_dir) / 1e9, 1),
-            "data_dir": round(free_bytes(paths.data_dir) / 1e9, 1),
+        info["free_disk_gib"] = {
+            "artifacts_dir": round(free_bytes(paths.artifacts_dir) / 2**30, 1),
+            "data_dir": round(free_bytes(paths.data_dir) / 2**30, 1),
         }
     return info
 
@@ -181,10 +181,10 @@ def format_summary(info: dict[str, object]) -> str:
 
     def value(key: str, v: object) -> str:
         if isinstance(v, dict):
-            return ", ".join(f"{k} {x}{' GB' if key.endswith('_gb') else ''}" for k, x in v.items())
+            return ", ".join(f"{k} {x}{' GiB' if key.endswith('_gib') else ''}" for k, x in v.items())
         if key == "cuda" and not info.get("cuda_available"):
             return f"{v or 'none'} (the CUDA this torch was built for; no GPU visible)"
-        return f"{v}{' GB' if key.endswith('_gb') and v is not None else ''}"
+        return f"{v}{' GiB' if key.endswith('_gib') and v is not None else ''}"
 
     width = max(len(k) for k in info)
     return "\n".join(f"{k:<{width}}  {value(k, v)}" for k, v in info.items())

@@ -25,3 +25,11 @@ def table(header: Sequence[Any], rows: Sequence[Sequence[Any]], numeric: Sequenc
     align = ["---:" if k in numeric else "---" for k in range(width)]
     lines = [header, align, *rows]
     return "\n".join("| " + " | ".join(cell(c) if lines_k != 1 else c for c in line) + " |" for lines_k, line in enumerate(lines))
+
+
+def duration(seconds: float) -> str:
+    """``"0:07"``, ``"12:41"``, ``"1:03:20"``: a time a person reads (m:ss, or h:mm:ss from an hour), never "0.0 min"."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -73,13 +73,17 @@ def text_embed_width(path: str | Path) -> int:
 
 
 def normalize_images(
-    images: torch.Tensor, device: torch.device | str, channels_last: bool = False, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """uint8 [B, 3, H, W] (any device) -> CLIP-normalised float on ``device``."""
+    images: torch.Tensor, device: torch.device | str, channels_last: bool = False, dtype: torch.dtype = torch.float32,
+    size: int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """uint8 [B, 3, H, W] (any device) -> CLIP-normalised float on ``device``; ``size`` (the resolution schedule's): resized
+    there to ``size`` x ``size`` (bilinear, antialiased), so a lower training size costs no CPU work and no second cache."""
     x = images.to(device, non_blocking=True).to(dtype).div_(255.0)
     mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1)
     x = (x - mean) / std
+    if size is not None and size != x.shape[-1]:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

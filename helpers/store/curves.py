@@ -2,8 +2,8 @@
 
 Four panels: train (per-step, smoothed, and per-epoch) and validation loss; in-batch
 top-1 accuracy both ways beside validation Recall@1; the learning-rate schedule; the
-temperature. The live panel redraws in place in Jupyter/Colab and is switched off
-for headless runs (LIVE_PLOT=False).
+temperature. A resolution schedule's size changes are marked on every panel. The live panel
+redraws in place in Jupyter/Colab and is switched off for headless runs (LIVE_PLOT=False).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def training_curves_figure(history: list[dict[str, Any]], steps: list[dict[str, 
         for key, colour, label in (("val_i2t_R@1", "tab:blue", "image→text (all val captions)"),
                                    ("val_t2i_R@1", "tab:orange", "text→image (all val images)")):  # fmt: skip
             ax_acc.plot(epochs, [100 * r[key] for r in history], "s--", color=colour, label=f"val R@1 {label}")
+    _mark_training_sizes(axes, history)
     ax_loss.set(title="Symmetric InfoNCE loss", xlabel="epoch", ylabel="loss")
     ax_acc.set(title="Retrieval: in-batch top-1 and val R@1", xlabel="epoch", ylabel="%", ylim=(0, 100))
     ax_lr.set(title="Learning rate", xlabel="epoch", ylabel="lr")
@@ -58,6 +59,21 @@ def training_curves_figure(history: list[dict[str, Any]], steps: list[dict[str, 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _mark_training_sizes(axes: Any, history: list[dict[str, Any]]) -> None:
+    """A resolution schedule's spans (TRAIN_SIZES): a dotted line where the training size changes, its size beside it."""
+    sizes = [r.get("train_size") for r in history]
+    if len(set(sizes) - {None}) < 2:
+        return  # one size throughout: nothing to mark
+    for i, size in enumerate(sizes):
+        if size is None or (i and sizes[i - 1] == size):
+            continue
+        start = history[i]["epoch"] - 1  # the span starts where the previous epoch ended
+        for ax in axes.flat:
+            ax.axvline(start, color="grey", linestyle=":", linewidth=1)
+        axes.flat[0].annotate(f"train {size} px", (start, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                              textcoords="offset points", fontsize=7, color="grey")  # fmt: skip
 
 
 def save_training_curves(history: list[dict[str, Any]], steps: list[dict[str, float]], path: str | Path, title: str = "") -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import markdown
+from ..core import markdown, resolution
 from ..core.artifacts import ArtifactError, ArtifactMissing, try_load_json
 from ..core.config import check_run_name
 from ..core.env import Paths
@@ -397,7 +397,9 @@ def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | No
         rows["temperature τ"] = f"learned, from {c.get('temperature'):g}{final}"
     else:
         rows["temperature τ"] = f"{c.get('temperature'):g} (fixed)"
-    rows["image size"] = f"{c.get('image_size')} px"
+    sizes, epochs = c.get("train_sizes") or [], int(metrics.get("epochs", c.get("epochs")) or 0)
+    scheduled = f"training: {resolution.describe(sizes, c['image_size'], epochs)}; validation and test: " if sizes else ""
+    rows["image size"] = f"{scheduled}{c.get('image_size')} px"
     rows["precision"] = str(metrics["amp_dtype"]) if "amp_dtype" in metrics else ("mixed on CUDA" if c.get("amp") else "float32")
     counted = "num_train_images" in metrics
     rows["train / val images"] = f"{metrics['num_train_images']:,} / {metrics['num_val_images']:,}" if counted else None

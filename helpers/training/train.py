@@ -32,12 +32,13 @@ from ..clip.embed import amp_dtype
 from ..clip.loss import CLIP_LOSS_TEXT, Negatives, clip_loss
 from ..clip.metrics import NonFiniteFeatures
 from ..clip.model import ClipImageModel, build_model, check_same_architecture, describe, model_config
-from ..core import env, flags
+from ..core import env, flags, resolution
 from ..core.artifacts import load_json, load_torch
 from ..core.config import Config, ConfigError, TrainingDiverged, run_identity
 from ..core.env import Paths
 from ..core.faults import kill_point
 from ..core.flags import Recipe
+from ..core.markdown import duration
 from ..core.storage import atomic_write_json
 from ..data.dataset import normalize_images
 from ..store.runlock import holding
@@ -142,6 +143,8 @@ class Trainer:
         if start_epoch == 0:  # a resumed run has them in its events already
             for note in (n for hook in self.variant.each("notes") for n in hook(cfg.to_dict())):
                 self._event(note)
+            if cfg.train_sizes:
+                self._event(f"resolution schedule: {resolution.describe(cfg.train_sizes, cfg.image_size, cfg.epochs)}")
         torch.backends.cudnn.benchmark = self.device.type == "cuda"
         while epoch < cfg.epochs:
             out_of_memory = False
@@ -218,7 +221,8 @@ class Trainer:
         if meter.images == 0:  # every step was refused
             raise recovery.TooManyBadSteps
         temperature = 1.0 / s.model.scale().item()
-        return {**meter.record(epoch), "lr": head_lr(s.optimizer), "temperature": temperature, "batch_size": s.batch_size}
+        return {**meter.record(epoch), "lr": head_lr(s.optimizer), "temperature": temperature, "batch_size": s.batch_size,
+                "train_size": self._size}  # fmt: skip
 
     @contextmanager
     def _epoch(self, epoch: int) -> Iterator[tuple[Iterator[tuple[int, tuple[torch.Tensor, ...]]], epochs.EpochMeter]]:
@@ -233,6 +237,7 @@ class Trainer:
         loader = epochs.epoch_loader(self.train_set, s.batch_size, self.cfg.seed, epoch, self.cfg.num_workers, self.dist)
         recent = [e["loss"] for e in s.step_log[-recovery.SPIKE_WINDOW // epochs.STEP_LOG_EVERY :]]
         meter = epochs.EpochMeter(self.device, recovery.LossGuard(recent, self._steps))
+        self._size = resolution.size_at(epoch, self.cfg.train_sizes, self.cfg.image_size)  # the schedule's (TRAIN_SIZES)
         batches = self._batches(loader)
         desc = f"epoch {epoch + 1}/{self.cfg.epochs}"
         with tqdm(total=self._steps, desc=desc, unit="step", disable=not self.progress, leave=False) as self._bar:
@@ -245,7 +250,7 @@ class Trainer:
         for step, (images, text, image_ids, _) in enumerate(loader):
             if step >= self._steps:
                 break
-            images = normalize_images(images, self.device, self.channels_last)
+            images = normalize_images(images, self.device, self.channels_last, size=self._size)
             kill_point("train_step")  # tests: die in the middle of an epoch
             yield step, (images, text.to(self.device, non_blocking=True), image_ids)
 
@@ -286,10 +291,11 @@ class Trainer:
         save_checkpoint(saved, self.run.checkpoint, self.paths)  # last: the epoch now counts
         kill_point("after_checkpoint")
         write_history(self.run, self.history, self.step_log, self.events)
+        at = f" at {record['train_size']} px" if self.cfg.train_sizes else ""
         self.log(
             f"epoch {epoch + 1}/{self.cfg.epochs}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-            f"val R@1 i2t {100 * record['val_i2t_R@1']:.1f}% t2i {100 * record['val_t2i_R@1']:.1f}%, rsum {100 * record['val_rsum']:.1f}, "
-            f"{record['img_per_s']:.0f} img/s, {record['train_seconds']:.0f}s"
+            f"val R@1 image→text {100 * record['val_i2t_R@1']:.1f}%, text→image {100 * record['val_t2i_R@1']:.1f}%, "
+            f"val rsum {100 * record['val_rsum']:.1f} of 600, {record['img_per_s']:.0f} img/s{at}, {duration(record['train_seconds'])}"
         )
         if self.on_epoch is not None:
             self.on_epoch(self)

@@ -1,0 +1,68 @@
+"""The resolution schedule (TRAIN_SIZES, the `lowres` variant): each epoch trains at its size, validation and
+evaluation at the cached size, a kill mid-schedule resumes to the same run, and the schedule is part of the identity."""
+
+from __future__ import annotations
+
+import pytest
+from test_train import _kill_then_resume_matches
+
+from helpers.clip import model as model_mod
+from helpers.core import config, resolution
+from helpers.core.storage import read_json
+from helpers.evaluation import evaluate
+from helpers.store import runs
+from helpers.training import train
+
+
+def test_ramp_sizes_and_their_description():
+    assert resolution.ramp(10, 224) == [160] * 6 + [192] * 2  # epochs 9-10 at 224 px
+    assert resolution.ramp(4, 224) == [160, 160, 192]
+    assert resolution.ramp(1, 224) == []  # one epoch: it trains at the cached size
+    assert resolution.ramp(4, 64) == [48, 48, 56]
+    assert resolution.describe([160] * 6 + [192] * 2, 224, 10) == "160 px for epochs 1-6, 192 px for epochs 7-8, 224 px for epochs 9-10"
+    assert resolution.work_fraction([160] * 6 + [192] * 2, 224, 10) == pytest.approx(0.653, abs=1e-3)
+    assert [resolution.size_at(e, [48, 56], 64) for e in range(4)] == [48, 56, 64, 64]
+
+
+@pytest.mark.parametrize("sizes", [[60], [16], [72]], ids=["not a multiple of 8", "below 32 px", "above IMAGE_SIZE"])
+def test_a_schedule_that_cannot_train_is_refused_with_the_rule(sizes):
+    with pytest.raises(config.ConfigError, match=r"TRAIN_SIZES=.*multiple of 8 between 32 and IMAGE_SIZE=64"):
+        config.from_params(IMAGE_SIZE=64, TRAIN_SIZES=sizes)
+
+
+def test_the_schedule_is_part_of_the_identity_and_no_schedule_keeps_old_names():
+    plain, scheduled = config.from_params(), config.from_params(TRAIN_SIZES=[160, 192])
+    assert "train_sizes" not in config.run_identity(plain)  # runs trained before TRAIN_SIZES existed keep their names
+    assert config.run_identity(scheduled)["train_sizes"] == [160, 192]
+    assert runs.run_name_for(plain) != runs.run_name_for(scheduled) != runs.run_name_for(config.from_params(TRAIN_SIZES=[160]))
+    assert config.identity_differences(config.run_identity(plain), config.run_identity(scheduled)) == [
+        "TRAIN_SIZES: None (stored) vs [160, 192] (now)"
+    ]
+
+
+def test_each_epoch_trains_at_its_size_and_validation_and_evaluation_at_the_cached_size(workspace, monkeypatch):
+    cfg, paths = workspace
+    seen: list[tuple[bool, int]] = []  # (training mode, image side) of every image the tower encodes
+    encode = model_mod.ClipImageModel.encode_image  # forward() (training) and validation/evaluation both go through it
+
+    def recording(self, images, *args, **kwargs):
+        seen.append((self.training, images.shape[-1]))
+        return encode(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(model_mod.ClipImageModel, "encode_image", recording)
+    run_cfg = cfg.replace(epochs=3, train_sizes=[32, 48], run_name="schedule", max_steps_per_epoch=2)
+    result = train.train(run_cfg, paths, progress=False, log=lambda m: None)
+    assert [r["train_size"] for r in result.history] == [32, 48, 64]  # epoch 3: after the schedule, the cached size
+    train_sides = [side for training, side in seen if training]
+    assert train_sides == [32, 32, 48, 48, 64, 64]  # two steps per epoch, each at its epoch's size
+    assert {side for training, side in seen if not training} == {64}  # validation: the cached size, every epoch
+    events = read_json(result.run_dir / "history.json")["events"]
+    assert "resolution schedule: 32 px for epoch 1, 48 px for epoch 2, 64 px for epoch 3" in events
+    seen.clear()
+    evaluate.evaluate(run_cfg.replace(eval_split="test"), paths, progress=False)
+    assert seen and {side for _, side in seen} == {64}  # the test split too
+
+
+def test_lowres_killed_mid_schedule_resumes_to_the_uninterrupted_run(workspace, tmp_path):
+    assert resolution.ramp(3, 64) == [48, 56]  # the kill after epoch 1 falls between the schedule's two sizes
+    _kill_then_resume_matches(workspace, tmp_path, variant="lowres", epochs=3)
