@@ -221,6 +221,39 @@ def bench_train(args: argparse.Namespace) -> None:
 
 
 @benchmark
+def bench_schedule(args: argparse.Namespace) -> None:
+    """The resolution schedule (`lowres`, TRAIN_SIZES): the training step's rate at each of its sizes beside 224 px,
+    measured in the same run, and what the 10-epoch `lowres` run costs against ten epochs at 224 px."""
+    from helpers.core import config, resolution
+    from helpers.doctor import time_training
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch = args.train_batch or (128 if device.type == "cuda" else 8)
+    steps = args.train_steps or (20 if device.type == "cuda" else 2)
+    image_size, epochs = 224, 10
+    sizes = resolution.ramp(epochs, image_size)
+    cfg = config.from_params(IMAGE_BACKBONE=args.backbone, IMAGE_WEIGHTS=None, IMAGE_SIZE=image_size)  # the trainer's AMP
+    rates = {}
+    for size in sorted({*sizes, image_size}):
+        torch.manual_seed(0)
+        rates[size] = time_training(cfg, device, steps=steps, batch=batch, warmup=2, size=size)["train_img_per_s"]
+    per_epoch = [1 / rates[resolution.size_at(e, sizes, image_size)] for e in range(epochs)]
+    emit(
+        benchmark="resolution_schedule",
+        device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        backbone=args.backbone,
+        batch=batch,
+        steps=steps,
+        img_per_s={str(size): round(rate, 1) for size, rate in rates.items()},
+        rate_vs_224={str(size): round(rate / rates[image_size], 2) for size, rate in rates.items()},
+        pixel_ratio_vs_224={str(size): round((image_size / size) ** 2, 2) for size in rates},
+        schedule=resolution.describe(sizes, image_size, epochs),
+        lowres_run_time_vs_224=round(sum(per_epoch) / (epochs / rates[image_size]), 3),
+        lowres_pixel_fraction=round(resolution.work_fraction(sizes, image_size, epochs), 3),
+    )
+
+
+@benchmark
 def bench_bank(args: argparse.Namespace) -> None:
     """The ``bank`` variant's cost: loss + backward with K bank captions against the plain in-batch loss,
     and that extra time next to a ResNet50 training step (measured at a small batch, scaled per image)."""

@@ -35,7 +35,8 @@ def setup(project_dir: str | os.PathLike) -> None:
         (project_dir / INSTALLED_MARK).touch()
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
-    print("helpers from", project_dir)  # returns nothing: the cell's last line must not echo a value
+    # returns nothing: the cell's last line must not echo a value. A clone elsewhere is named; the usual case is one word
+    print("helpers beside this notebook" if project_dir.absolute() == Path.cwd().absolute() else f"helpers from {project_dir}")
 
 
 def install_requirements(requirements: Path) -> None:

@@ -47,7 +47,7 @@ class Diagnosis:
             ["torch / CUDA", f"{f['torch']} / {f['cuda'] or '-'}"],
             ["RAM", f"{f['ram_gib']} GiB"],
             ["free disk (artifacts / data)", f"{f['free_disk_gib']['artifacts_dir']} / {f['free_disk_gib']['data_dir']} GiB"],
-            ["ARTIFACTS_DIR", f"`{f['artifacts_dir']}`{' (Google Drive)' if f['artifacts_on_drive'] else ''}"],
+            ["artifacts stored on", "Google Drive" if f["artifacts_on_drive"] else "this machine's disk"],
             ["image cache", f["image_cache"]],
             ["caption caches", f["caption_cache"]],
             ["run", f["run"]],
@@ -91,6 +91,7 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
     from .core import env
     from .core.artifacts import ArtifactError, load_json, load_torch
     from .data.image_cache import MANIFEST, _shard_ok
+    from .data.text_tower import display_name
 
     info = env.hardware_summary(paths)
     facts: dict[str, Any] = {k: info.get(k) for k in ("gpu", "gpu_memory_gib", "torch", "cuda", "ram_gib", "free_disk_gib", "cpu_count")}
@@ -114,7 +115,7 @@ def inspect(cfg: Config, paths: Paths) -> dict[str, Any]:
     for split in ("train", "val"):
         try:
             data = load_torch(paths.text_embeds_path(split), "text_embeds")
-            states.append(f"{split}: {data['embeddings'].shape[0]:,} captions ({data['model']})")
+            states.append(f"{split}: {data['embeddings'].shape[0]:,} captions ({display_name(data['model'])})")
         except ArtifactError as exc:
             states.append(f"{split}: missing" if isinstance(exc, FileNotFoundError) else f"{split}: damaged")
     facts["caption_cache"] = "; ".join(states)
@@ -179,7 +180,12 @@ def seconds_per_call(fn: Any, device: torch.device, repeats: int, warmup: int = 
 
 
 def time_training(
-    cfg: Config, device: torch.device, steps: int = 3, batch: int | None = None, dtype: Any = _AUTO, warmup: int = 1,
+    cfg: Config,
+    device: torch.device,
+    steps: int = 3,
+    batch: int | None = None,
+    dtype: Any = _AUTO,
+    warmup: int = 1,
     size: int | None = None,
 ) -> dict[str, Any]:
     """img/s of real training steps of the configured model and precision (random pixels; no weights downloaded).
@@ -329,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = config_mod.parse_sets(args.set)
     cfg = config_mod.load(args.config, **overrides) if args.config else config_mod.from_params(overrides)
-    print(diagnose(cfg, env.resolve_paths(cfg), steps=args.steps).markdown())
+    paths = env.resolve_paths(cfg)
+    print(f"ARTIFACTS_DIR: {paths.artifacts_dir}\n")
+    print(diagnose(cfg, paths, steps=args.steps).markdown())
     return 0
 
 

@@ -15,7 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .core.env import shown
+from .core.markdown import duration
+
 ROOT = Path(__file__).resolve().parents[1]
+KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]  # ipykernel's warning about TCP without encryption, once per notebook
 NOTEBOOKS = ("01_dataset_prep.ipynb", "02_train_clip.ipynb", "03_evaluate_clip.ipynb", "04_ablation.ipynb", "05_report.ipynb")
 
 DEMO_PARAMETERS: dict[str, Any] = {
@@ -79,13 +83,14 @@ def run_notebooks(
                 progress_bar=False,
                 kernel_name="python3",
                 execution_timeout=cell_timeout,
+                extra_arguments=KERNEL_QUIET,
             )
         except pm.PapermillExecutionError as exc:
             raise NotebookFailed(
                 f"{name} failed in cell {exc.exec_count} (code cell #{exc.cell_index}): {exc.ename}: {exc.evalue}\n"
                 f"See the executed notebook: {out_dir / name}"
             ) from None
-        log(f"[{i}/{len(notebooks)}] {name} done in {time.perf_counter() - t0:.0f}s -> {out_dir / name}")
+        log(f"[{i}/{len(notebooks)}] {name} done in {duration(time.perf_counter() - t0)} -> {shown(out_dir / name, artifacts)}")
     return out_dir
 
 
@@ -111,16 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     params.update(overrides)
     from_params(params)
     notebooks = tuple(n for n in NOTEBOOKS if args.only is None or n[:2] in args.only)
+    print(f"ARTIFACTS_DIR: {artifacts} (the paths below are relative to it)")
     t0 = time.perf_counter()
     try:
         out = run_notebooks(params, artifacts, notebooks, cell_timeout=1800 if args.demo else None)
     except NotebookFailed as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
-    print(f"\nAll {len(notebooks)} notebooks ran in {(time.perf_counter() - t0) / 60:.1f} min. Executed notebooks: {out}")
+    print(f"\nAll {len(notebooks)} notebooks ran in {duration(time.perf_counter() - t0)}. Executed notebooks: "
+          f"{shown(out, artifacts)}")  # fmt: skip
     report = artifacts / "report" / "report.md"
     if report.exists():
-        print(f"Report: {report}" + ("  (numbers from SYNTHETIC data)" if args.demo else ""))
+        print(f"Report: {shown(report, artifacts)}" + ("  (numbers from SYNTHETIC data)" if args.demo else ""))
     return 0
 
 

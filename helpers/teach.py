@@ -69,8 +69,11 @@ def toy_loss_table(batch: int = 4, dim: int = 512, temperature: float = 0.07, se
                 ["image features", "loss", "read it as"],
                 [
                     ["equal to their own captions", f"{aligned:.4f}", "every positive wins: close to 0"],
-                    ["random (mean of 100 draws)", f"{shuffled:.4f}",
-                     f"no information: near log B = {math.log(batch):.4f} (chance); random {dim}-d vectors are nearly orthogonal"],
+                    [
+                        "random (mean of 100 draws)",
+                        f"{shuffled:.4f}",
+                        f"no information: near log B = {math.log(batch):.4f} (chance); random {dim}-d vectors are nearly orthogonal",
+                    ],
                     ["equal to *another* pair's caption", f"{swapped:.4f}", "confidently wrong: far above chance"],
                 ],
                 numeric=(1,),
@@ -139,8 +142,9 @@ def toy_recall_example() -> tuple[str, dict[str, float]]:
     metrics = retrieval_metrics(images, captions, owner, ks=(1, 2))
     lines += [
         "",
-        f"`retrieval_metrics` on the same features: image→text R@1 = {metrics['i2t_R@1']:.3f}, R@2 = {metrics['i2t_R@2']:.3f}; "
-        f"text→image R@1 = {metrics['t2i_R@1']:.3f}, R@2 = {metrics['t2i_R@2']:.3f} (the fractions of hits above).",
+        f"`retrieval_metrics` on the same features: image→text R@1 = {100 * metrics['i2t_R@1']:.1f}%, "
+        f"R@2 = {100 * metrics['i2t_R@2']:.1f}%; text→image R@1 = {100 * metrics['t2i_R@1']:.1f}%, "
+        f"R@2 = {100 * metrics['t2i_R@2']:.1f}% (the share of hits above; it returns fractions, every table shows percent).",
     ]
     return "\n".join(lines), metrics
 

@@ -154,3 +154,15 @@ def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_ap
 def test_the_report_lists_no_bank_size_without_a_bank_run(full_artifacts):
     text = report.build_report(full_artifacts, "shared").path.read_text()
     assert "| bank size |" not in text.split("## 3. Hyperparameters", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_study_order_survives_a_students_modification_from_a_kernel_that_is_gone():
+    """Notebook 05 reads `mine` from ablation.json in a kernel where it was never registered: rows, records and code
+    keep the study's order (baseline, then VARIANTS), and nothing asks the registry for it."""
+    table = {v: {"seeds": [0]} for v in ("baseline", "head_ln", "mine-gone")}  # JSON: keys sorted, the order kept aside
+    described = {"head_ln": {"code": "a"}, "mine-gone": {"code": "b"}}
+    record = {"table": table, "order": ["baseline", "mine-gone", "head_ln"], "variants": described}
+    rows, records = ablation.in_order(record)
+    assert list(rows) == ["baseline", "mine-gone", "head_ln"] and list(records) == ["mine-gone", "head_ln"]
+    old = {"table": table, "variants": described}  # an ablation.json written before "order": the baseline first
+    assert next(iter(ablation.in_order(old)[0])) == "baseline"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SLOWDOWN
 
 import helpers
 
@@ -52,7 +52,7 @@ def _run(tmp: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB_", "KAGGLE_", "CLIP_LAB_"))}
     base["PYTHONPATH"] = str(tmp / "fake_modules")
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, str(cell)], cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(cell)], cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=300 * SLOWDOWN)
 
 
 def test_simulated_colab_clones_once_installs_once_and_survives_declined_drive(tmp_path):
@@ -121,7 +121,7 @@ def test_requirements_never_replace_the_installed_torch_torchvision_or_ipywidget
     """In CI's second pass this environment *is* Colab's pinned stack (requirements-colab.txt)."""
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "-q", "--report", str(report), "-r", str(ROOT / "requirements.txt")]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300 * SLOWDOWN)
     planned = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
     assert not {"torch", "torchvision", "ipywidgets"} & set(planned), planned
 

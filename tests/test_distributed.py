@@ -8,7 +8,7 @@ import sys
 
 import torch
 import torch.multiprocessing as mp
-from conftest import ROOT
+from conftest import ROOT, SLOWDOWN
 
 from helpers.clip import loss, model
 from helpers.core import config
@@ -80,7 +80,7 @@ def test_torchrun_trains_and_resumes(workspace, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port())]
     cmd += ["-m", "helpers.train", "--config", str(path), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600 * SLOWDOWN)
     assert first.returncode == 0, first.stderr[-3000:]
     assert len([line for line in first.stdout.splitlines() if line.startswith("{")]) == 1  # rank 0 alone reports
     assert json.loads(first.stdout.strip().splitlines()[-1])["backend"] == "gloo"  # CPU: gloo

@@ -48,7 +48,11 @@ def test_hardware_summary(tmp_path):
     for key in ("gpu", "cuda", "torch", "torchvision", "transformers", "cpu_count", "ram_gib", "free_disk_gib"):
         assert key in info
     assert info["cpu_count"] >= 1 and info["ram_gib"] > 0
-    assert "torch" in env.format_summary(info)
+    line = env.brief(info)
+    assert "\n" not in line and f"torch {info['torch']}" in line and f"RAM {info['ram_gib']} GiB" in line
+    assert str(tmp_path) not in line  # the paths are printed once, on the ARTIFACTS_DIR line
+    gpu = env.brief({**info, "gpu": "Tesla T4", "gpu_memory_gib": 14.7})
+    assert "GPU Tesla T4 (14.7 GiB)" in gpu and "none" not in gpu
 
 
 def test_colab_without_drive_keeps_artifacts_locally_and_says_so(tmp_path, monkeypatch):

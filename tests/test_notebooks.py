@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import pytest
+from conftest import SLOWDOWN
 
 from helpers.data import text_tower as tt
 from helpers.study import ablation
@@ -31,6 +32,8 @@ def test_the_five_notebooks_share_one_bootstrap_cell():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebook_is_clean(name):
+    raw = [c.get("id") for c in json.loads((ROOT / name).read_text())["cells"]]
+    assert all(raw) and len(set(raw)) == len(raw), f"{name}: every cell needs its own id (nbformat 4.5)"
     nb = nbformat.read(ROOT / name, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -57,8 +60,13 @@ def run_notebook(name, out_dir, source=None, **params):
     out = Path(out_dir) / f"out_{name}"
     params.setdefault("INTERACTIVE", False)  # widgets can stall headless execution (jupyter/nbclient#312)
     pm.execute_notebook(
-        str(source or ROOT / name), str(out), parameters=params, cwd=str(ROOT), kernel_name="python3", progress_bar=False,
-        execution_timeout=600,
+        str(source or ROOT / name),
+        str(out),
+        parameters=params,
+        cwd=str(ROOT),
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=int(600 * SLOWDOWN),
     )
     nb = json.loads(out.read_text())
     assert "PosixPath(" not in _text(nb), f"{name}: a cell ends in a bare expression whose repr leaks into the notebook"
@@ -99,6 +107,9 @@ def test_notebook_01_on_synthetic_data(nb01):
     text = _text(nb)
     assert "protocol=deterministic: train 120 images" in text
     assert "```python\ndef prepare_image(" in text and "```python\ndef normalize_images(" in text  # the transform, shown
+    assert "@torch.no_grad()\ndef encode_text(" in text and "```python\nclass CocoCacheDataset(" in text  # handout 2.1 items 3 and 4
+    assert text.count(str(art)) == 1 and "ARTIFACTS_DIR: " + str(art) in text  # the location once, then relative paths
+    assert "saved figures/pairs_grid.png" in text
     assert "| attention mask |" in text and "`<\\|endoftext\\|>`" in text  # tokens, padding, mask; the pipes escaped for GFM
     assert re.search(r"L2 norm (0\.999\d|1\.000\d)", text) and "one row per caption" in text
     stamp = (art / "train_text_embeds.pt").stat().st_mtime_ns
@@ -126,7 +137,9 @@ def test_notebook_02_trains_and_then_skips(nb01):
         assert (run / name).exists(), name
     text = _text(nb)
     assert "projection head" in text and "| 2 |" in text  # parameter summary and the 2-epoch table
-    assert "| predicted: EPOCHS=2 |" in text and "| training step (32 images, fp32) |" in text  # the doctor runs first
+    assert "| predicted: this run (EPOCHS=2, 120 images) |" in text and "| training step at 64 px (32 images, fp32) |" in text
+    assert text.index("projection head") < text.index("| predicted: this run")  # the doctor after the model is introduced
+    assert "```python\nclass LossGuard:" in text and "```python\ndef after_divergence(" in text  # handout 2.3 item 6
     assert "```python\ndef baseline_head(" in text and "class ClipImageModel(" in text and "```python\ndef clip_loss(" in text
     assert "```python\ndef _trunk(" in text and "net.fc = nn.Identity()" in text  # the handout's 2.2 item 1
     assert "```python\ndef clip_logits(" in text and "```python\ndef load_text_tower(" in text and "requires_grad_(False)" in text
@@ -139,7 +152,8 @@ def test_notebook_02_trains_and_then_skips(nb01):
     assert f"| text tower `tiny-clip-text` (CLIP, frozen: its caption embeddings are cached) | 0 | {tower:,} |" in text
     assert "| equal to their own captions | 0.0000 |" in text and "| 0.07 (14) |" in text  # toy loss, temperature table
     images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # the live panel and the final curves
+    assert len(images) == 1  # the live panel, redrawn in place; the saved figure is not drawn a second time
+    assert "The curves above are the final ones, saved as ARTIFACTS_DIR/runs/nb-baseline/loss_curves.png" in text
     (out / "again02").mkdir()
     again = run_notebook("02_train_clip.ipynb", out / "again02", LIVE_PLOT=False, **common)
     assert "already finished" in _text(again)
@@ -171,6 +185,7 @@ def test_notebook_02_trains_with_a_students_own_step(nb01):
     nbformat.write(nb, out / "02_my_step.ipynb")
     (out / "nb02s").mkdir()
     settings = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], **{**TINY_TRAINING, "EPOCHS": 1})
+
     def runs_with_a_students_step():
         metrics = Path(params["ARTIFACTS_DIR"], "runs").glob("*/metrics.json")
         return [m.parent for m in metrics if json.loads(m.read_text()).get("step_source")]
@@ -222,7 +237,10 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
     assert "published" in text and "not re-measured" in text and "I→T R@1" in text
     assert "`helpers.clip.metrics.retrieval_metrics`" in text and "def retrieval_metrics(" in text and "def _ranks(" in text
     assert "def _summarise(" in text  # ranks -> Recall@K: the last piece of the metric
-    assert "- image 2: c1 (0.87)" in text and "text→image R@1 = 0.667" in text  # the toy example, ranked by hand
+    assert "- image 2: c1 (0.87)" in text and "text→image R@1 = 66.7%" in text  # the toy example, ranked by hand
+    assert "```python\ndef results_csv(" in text  # handout 2.4 item 3: the CSV writer, and where it wrote
+    assert "saved: ARTIFACTS_DIR/runs/nb-baseline/eval_test.json (fractions) and ARTIFACTS_DIR/runs/nb-baseline/eval_test.csv" in text
+    assert "figures saved in ARTIFACTS_DIR/runs/nb-baseline/figures_test" in text
     assert len(re.findall(r"-?\d\.\d{3}  image \d+: \w", text)) == 5  # the explorer's query callback, headless
 
 
@@ -251,8 +269,10 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert summary["base"] == {
         "run": "nb-baseline",
         "chosen_by": "the newest finished baseline run, trained by notebook 02; set BASE_RUN to pick another",
-        "overrides": {"epochs": {"base": 2, "here": 1, "not_held_by": {}},  # held by every row: none reused otherwise
-                      "max_steps_per_epoch": {"base": None, "here": 3, "not_held_by": {}}},
+        "overrides": {
+            "epochs": {"base": 2, "here": 1, "not_held_by": {}},  # held by every row: none reused otherwise
+            "max_steps_per_epoch": {"base": None, "here": 3, "not_held_by": {}},
+        },
     }
     for outcome in summary["runs"]:
         trained = json.loads((art / "runs" / outcome["run_name"] / "config.json").read_text())
@@ -305,7 +325,7 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     run = summary["runs"][0]["run_name"]
     ev = json.loads((art / "runs" / run / "eval_test.json").read_text())["metrics"]
     assert f"{100 * ev['i2t_R@1']:.1f}" in text
-    assert "report:" in _text(nb5)
+    assert "report: ARTIFACTS_DIR/report/report.md" in _text(nb5)
 
 
 def test_notebook_04_says_which_rows_an_override_holds_for_and_reads_the_base_run_from_its_weights(nb01):

@@ -42,9 +42,10 @@ def test_each_notebook_prints_the_two_progress_lines_the_readme_shows(tmp_path):
     run_all.run_notebooks({"LIVE_PLOT": False}, tmp_path / "art", ("05_report.ipynb",), log=lines.append)
     assert len(lines) == 2
     assert lines[0] == "[1/1] 05_report.ipynb ..."
-    assert re.fullmatch(r"\[1/1\] 05_report.ipynb done in \d+s -> .*executed/05_report.ipynb", lines[1])
+    assert re.fullmatch(r"\[1/1\] 05_report.ipynb done in \d+:\d\d -> executed/05_report.ipynb", lines[1])  # m:ss, relative
     readme = (ROOT / "docs" / "running.md").read_text()
-    assert "prints two\nprogress lines, `[2/5] 02_train_clip.ipynb ...`" in readme and "done in 95s -> <executed copy>" in readme
+    assert "prints two\nprogress lines, `[2/5] 02_train_clip.ipynb ...`" in readme
+    assert "done in 1:35 -> executed/02_train_clip.ipynb" in readme
 
 
 def test_caption_caching_leaves_no_parts_folder_behind(prepared):

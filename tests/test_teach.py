@@ -41,6 +41,7 @@ def test_toy_recall_example_matches_the_hand_count():
     assert metrics["i2t_R@1"] == pytest.approx(2 / 3) and metrics["t2i_R@1"] == pytest.approx(4 / 6)
     assert metrics["i2t_R@2"] == metrics["t2i_R@2"] == 1.0
     assert text.count("K=1 miss") == 3  # image 2, captions 1 and 4
+    assert "image→text R@1 = 66.7%, R@2 = 100.0%; text→image R@1 = 66.7%" in text  # read in percent, like every table
 
 
 def test_caption_tokens_show_padding_and_mask(tiny_tower):
@@ -57,7 +58,7 @@ def test_the_code_of_every_variant_that_runs_is_shown_and_only_theirs():
 
     shown = teach.variant_code_markdown(["best", "head_ln"])  # best = optim+disc_lr+temp+bank
     headings = [line[len("#### ") :] for line in shown.splitlines() if line.startswith("#### ")]
-    assert headings == ["`head_ln`", "`optim`", "`disc_lr`", "`temp`", "`bank`"]
+    assert headings == ["`optim`", "`disc_lr`", "`temp`", "`bank`", "`head_ln`"]  # VARIANTS' order: the study's one order
     assert "```python\ndef head_ln(" in shown and "```python\ndef logits(self" in shown and "def draw(self, step: int" in shown
     assert "```python\ndef optim_overrides(" in shown and "def clamp_logit_scale(self)" in shown
     assert "def max_hinge_loss(" not in shown and "class CaptionSafeAugment" not in shown  # hardneg and augment did not run

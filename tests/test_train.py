@@ -197,7 +197,7 @@ IDENTITY_CHANGES = {
     "text_model": "some/other-text-model", "variant": "head_ln", "image_weights": "IMAGENET1K_V1", "image_backbone": "resnet18",
     "hidden_dim": 512, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.5, "optimizer": "sgd", "lr_schedule": "cosine",
     "warmup_steps": 50, "grad_clip": 0.1, "temperature": 0.05, "bank_size": 0, "learnable_temperature": True, "seed": 1,
-    "amp": False, "max_steps_per_epoch": 1,
+    "amp": False, "max_steps_per_epoch": 1, "train_sizes": [160],
 }  # fmt: skip
 FREE_CHANGES = {
     "epochs": 3, "num_workers": 0, "live_plot": False, "channels_last": False, "force_retrain": True, "eval_split": "val",

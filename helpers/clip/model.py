@@ -204,11 +204,11 @@ def parameter_summary(
 
 def describe(arch: dict[str, Any]) -> dict[str, Any]:
     """The head's layers (``Linear(2048→1024) → GELU → Linear(1024→512)``) and the trainable and frozen parameter
-    counts of the image tower ``arch`` describes. Built on PyTorch's meta device: no weights, no memory, no download,
-    so the report can describe every run in milliseconds."""
+    counts of the image tower ``arch`` describes (trunk and head: the temperature has its own row in the report). Built on
+    PyTorch's meta device: no weights, no memory, no download, so the report can describe every run in milliseconds."""
     with torch.device("meta"):
         model = build_model(arch, pretrained=False)
-    params = list(model.parameters())
+    params = [p for name, p in model.named_parameters() if name != "logit_scale"]  # the temperature is the loss's, not a layer's
     layers = model.head if isinstance(model.head, nn.Sequential) else [model.head]
     return {
         "head": " → ".join(_layer_text(layer) for layer in layers),

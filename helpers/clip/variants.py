@@ -78,7 +78,7 @@ from torch import nn
 
 from ..core import markdown, resolution
 from ..core.config import ConfigError
-from ..core.flags import BASELINE, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
+from ..core.flags import BASELINE, UnknownVariant, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
 from ..data.dataset import CocoCacheDataset, with_images_from
 from .bank import CaptionBank, bank_positives
 from .loss import Negatives, max_hinge_loss
@@ -280,15 +280,24 @@ register(
 
 # ----------------------------------------------------------------------------- what notebook 04 and the report show
 def flags_of(variants: list[str]) -> list[str]:
-    """The records the ``variants`` use (presets expanded), in registry order."""
-    used = set().union(*(parse_variant(v) for v in variants)) if variants else set()
-    return [name for name in records() if name in used]
+    """The records the ``variants`` use (presets expanded), in the order of ``variants`` (within one variant, its
+    canonical spelling's): the one order of notebook 04 and the report. A name this kernel does not know (a student's
+    modification, read back by notebook 05 from ablation.json) keeps its place."""
+    return list(dict.fromkeys(name for v in variants for name in _parts(v)))
+
+
+def _parts(variant: str) -> list[str]:
+    try:
+        return [name for name in canonical(variant).split("+") if name != BASELINE]
+    except UnknownVariant:  # registered in another kernel: spelled as it was written, each known part expanded
+        return [name for part in variant.split("+") for name in (_parts(part) if "+" in variant else [part])]
 
 
 def changes_markdown(variants: list[str] | None = None) -> str:
     """The records of ``variants`` (every record when None): what each changes and why it might help."""
     known = records()
-    names = list(known) if variants is None else flags_of(variants) + [v for v in variants if v in known and known[v].combines]
+    names = list(known) if variants is None else [n for n in flags_of(variants) if n in known]
+    names += [v for v in variants or [] if v in known and known[v].combines]
     rows = [[f"`{name}`" + ("" if known[name].builtin else " (yours)"), known[name].changes, known[name].why] for name in names]
     return markdown.table(["variant", "what changes", "why it might help"], rows)
 
@@ -300,6 +309,7 @@ def describe(variants: list[str]) -> dict[str, dict[str, str]]:
     return {
         name: {"changes": known[name].changes, "why": known[name].why, "code": code_markdown([name]), "builtin": known[name].builtin}
         for name in flags_of(variants)
+        if name in known
     }
 
 
@@ -308,7 +318,7 @@ def code_markdown(variants: list[str]) -> str:
     and named again at the second. Nothing is copied: it is the source that trains."""
     shown: dict[str, str] = {}
     parts = []
-    for name in flags_of(variants):
+    for name in (n for n in flags_of(variants) if n in records()):
         parts.append(f"#### `{name}`")
         for obj in records()[name].code:
             where = _where(obj)

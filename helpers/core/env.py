@@ -98,8 +98,10 @@ def resolve_paths(cfg: Config, environment: str | None = None, mount: bool = Tru
         wants_drive = cfg.artifacts_dir is None or cfg.artifacts_dir.startswith(str(COLAB_DRIVE_ROOT))
         if mount and wants_drive and not mount_drive():
             if cfg.artifacts_dir is not None:
-                raise ConfigError(f"ARTIFACTS_DIR={cfg.artifacts_dir} is on Google Drive, which is not mounted: allow Drive access "
-                                  "(re-run the first cell) or set ARTIFACTS_DIR to a local folder")
+                raise ConfigError(
+                    f"ARTIFACTS_DIR={cfg.artifacts_dir} is on Google Drive, which is not mounted: allow Drive access "
+                    "(re-run the first cell) or set ARTIFACTS_DIR to a local folder"
+                )
             artifacts = COLAB_LOCAL_ARTIFACTS
             warn_no_drive(artifacts)
         data = Path(cfg.data_dir or "/content/coco")
@@ -125,6 +127,16 @@ def resolve_paths(cfg: Config, environment: str | None = None, mount: bool = Tru
         if not os.access(path, os.W_OK):
             raise ConfigError(f"{key}={path} is not writable: set {key} to a writable folder")
     return Paths(environment=env, artifacts_dir=artifacts, data_dir=data, cache_dir=cache.absolute())
+
+
+def shown(path: str | os.PathLike, base: Paths | str | os.PathLike) -> str:
+    """``path`` as a person reads it in a notebook: relative to ARTIFACTS_DIR (``base``: the Paths, or the folder itself),
+    whose own location is printed once (``runs/<run>/eval_test.json``); a path elsewhere stays whole."""
+    root = base.artifacts_dir if isinstance(base, Paths) else Path(base)
+    try:
+        return Path(path).absolute().relative_to(root.absolute()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _is_on_drive(path: Path) -> bool:
@@ -176,18 +188,13 @@ def _total_ram_bytes() -> int:
         return 0
 
 
-def format_summary(info: dict[str, object]) -> str:
-    """A two-column text table of :func:`hardware_summary`: nested values spelt out, CUDA said for what it is."""
-
-    def value(key: str, v: object) -> str:
-        if isinstance(v, dict):
-            return ", ".join(f"{k} {x}{' GiB' if key.endswith('_gib') else ''}" for k, x in v.items())
-        if key == "cuda" and not info.get("cuda_available"):
-            return f"{v or 'none'} (the CUDA this torch was built for; no GPU visible)"
-        return f"{v}{' GiB' if key.endswith('_gib') and v is not None else ''}"
-
-    width = max(len(k) for k in info)
-    return "\n".join(f"{k:<{width}}  {value(k, v)}" for k, v in info.items())
+def brief(info: dict[str, object]) -> str:
+    """One line of :func:`hardware_summary` for a notebook's first output: the facts that decide the session (the full
+    record goes into every run's metrics.json)."""
+    gpu = f"{info['gpu']} ({info.get('gpu_memory_gib')} GiB)" if info.get("gpu") else "none (CPU only)"
+    disk = info.get("free_disk_gib") or {}
+    free = f" · free disk {min(disk.values())} GiB" if disk else ""
+    return f"GPU {gpu} · torch {info['torch']} · {info['cpu_count']} CPUs · RAM {info['ram_gib']} GiB{free}"
 
 
 def default_num_workers(requested: int | None) -> int:

@@ -173,7 +173,10 @@ def make_tiny_text_tower(out_dir: str | Path, corpus: list[str], projection_dim:
         eos_token_id=eos,  # not 2: the model pools at the first EOS token
         pad_token_id=eos,
     )
-    CLIPTextModelWithProjection(config).save_pretrained(out)
+    from .text_tower import no_loading_bars
+
+    with no_loading_bars():  # transformers' "Writing model shards" bar: noise in the demo's first lines
+        CLIPTextModelWithProjection(config).save_pretrained(out)
     return out
 
 

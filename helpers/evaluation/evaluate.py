@@ -222,6 +222,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         "num_images": len(image_features),
         "num_captions": len(rows),
         "checkpoint": data.checkpoint,
+        "units": UNITS,
         "metrics": metrics,
         "metrics_1k": metrics_1k,
         "folds_1k": (FOLDS_KARPATHY if karpathy_order else FOLDS_SORTED) if metrics_1k else None,
@@ -244,6 +245,9 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record)
 
 
+UNITS = "fractions: each Recall@K in [0, 1], rsum in [0, 6] (eval_<split>.csv and every table: x 100, in percent)"
+
+
 def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
     """(model, protocol, recalls in %) rows: this run, its 1k folds, zero-shot, then published references."""
     n = record["num_images"]
@@ -259,6 +263,8 @@ def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
 
 
 def results_csv(record: dict[str, Any]) -> str:
+    """``eval_<split>.csv``: one row per model (this run, its 1k folds, zero-shot, the published references), Recall@K and
+    rsum in percent (the JSON keeps fractions); a spreadsheet or a report table reads it as it is."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["model", "protocol", *[k.replace("@", "_at_") + "_pct" for k in RECALL_KEYS], "rsum_pct"])
@@ -275,11 +281,12 @@ def results_markdown(record: dict[str, Any]) -> str:
     m = record["metrics"]
     lines += [
         "",
+        f"Recall@K in %; rsum is the sum of the six Recall@K, out of 600. "
         f"Median rank: image→text {m['i2t_median_rank']:.0f}, text→image {m['t2i_median_rank']:.0f}. "
         f"Split protocol: `{record['protocol']}`; {record['num_captions']:,} captions. "
         "Published figures are quoted, not re-measured; they compare only when this run's protocol is `karpathy-5k` "
         "on the test split. In open_clip's and CLIP_benchmark's tables \"image retrieval\" means text→image and "
-        "\"text retrieval\" image→text. `COMPARE_ZERO_SHOT=True` measures zero-shot CLIP ViT-B/32 here, on the same images.",
+        '"text retrieval" image→text. `COMPARE_ZERO_SHOT=True` measures zero-shot CLIP ViT-B/32 here, on the same images.',
     ]
     if record.get("folds_1k"):
         lines.append(f"The 1k figure is the mean over {record['folds_1k']}.")

@@ -101,7 +101,7 @@ class LivePanel:
     def __init__(self, title: str = "", every_s: float = 5.0):
         from IPython.display import display
 
-        self.title, self.every_s, self._last = title, every_s, 0.0
+        self.title, self.every_s, self._last, self.drawn = title, every_s, 0.0, False
         self.handle = display("training starts…", display_id=True)
 
     def update(self, trainer: Any, force: bool = False) -> None:
@@ -112,4 +112,5 @@ class LivePanel:
         self._last = time.monotonic()
         fig = training_curves_figure(trainer.history, trainer.step_log, self.title)
         self.handle.update(fig)
+        self.drawn = True
         plt.close(fig)

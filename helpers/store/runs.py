@@ -125,7 +125,15 @@ class RunDir:
 
 
 NAMED_FIELDS = (  # in the readable part of the name
-    "variant", "image_backbone", "batch_size", "lr", "optimizer", "temperature", "learnable_temperature", "train_images", "seed",
+    "variant",
+    "image_backbone",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "temperature",
+    "learnable_temperature",
+    "train_images",
+    "seed",
 )
 
 
@@ -471,6 +479,7 @@ class TrainResult:
     resumed_from_epoch: int = 0
     skipped: bool = False  # the run had already finished: nothing was trained
     events: list[str] = field(default_factory=list)
+    curves_shown: bool = False  # a live panel drew the final curves in the notebook already (LIVE_PLOT)
 
     @property
     def run(self) -> RunDir:
@@ -500,31 +509,34 @@ def metrics_record(run: RunDir, history: list[dict[str, Any]], events: list[str]
     }  # sealed by the trainer when it writes it (seal)
 
 
-PERCENT_COLUMNS = ("train_i2t_acc", "val_i2t_R@1", "val_t2i_R@1", "val_t2i_R@5", "val_rsum")  # stored as fractions, read in %
+PERCENT_COLUMNS = (  # stored as fractions (JSON), read in %
+    "train_i2t_acc", "val_i2t_R@1", "val_i2t_R@5", "val_i2t_R@10", "val_t2i_R@1", "val_t2i_R@5", "val_t2i_R@10",
+)  # fmt: skip
 
 
 def summary_markdown(result: TrainResult) -> str:
-    """Per-epoch table plus the headline facts of a run."""
+    """Per-epoch table (Recall@1/5/10 both directions, in %; rsum out of 600) plus the headline facts of a run."""
     m = result.metrics
     hw = m["hardware"]
     lines = [
         f"**Run** `{m['run_name']}`: {m['epochs']} epochs on {hw.get('gpu') or 'CPU'} "
-        f"({m['amp_dtype']}, channels_last={m['channels_last']}), {m['total_train_seconds'] / 60:.1f} min of training, "
-        f"{m['img_per_s']:.0f} img/s. Best epoch by {m['selection_metric']}: **{m['best_epoch']}**."
+        f"({m['amp_dtype']}, channels_last={m['channels_last']}), {markdown.duration(m['total_train_seconds'])} of training "
+        f"(m:ss), {m['img_per_s']:.0f} img/s. Best epoch by the val rsum: **{m['best_epoch']}**."
         + (" (Already trained: loaded from the run folder.)" if result.skipped else ""),
+        "",
+        "Recall@K and the in-batch top-1 in %, on the val split; rsum is the sum of the six Recall@K, out of 600.",
         "",
     ]
     header = [
-        "epoch", "train loss", "val loss", "in-batch top-1 i→t (%)", "val R@1 i→t (%)", "val R@1 t→i (%)", "val R@5 t→i (%)",
-        "val rsum (%)", "img/s",
+        "epoch", "train loss", "val loss", "in-batch top-1 I→T", "I→T R@1", "I→T R@5", "I→T R@10", "T→I R@1", "T→I R@5",
+        "T→I R@10", "rsum", "img/s",
     ]  # fmt: skip
     rows = [
         [str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['val_loss']:.4f}", *(f"{100 * r[k]:.1f}" for k in PERCENT_COLUMNS),
-         f"{r['img_per_s']:.0f}"]
+         f"{100 * r['val_rsum']:.1f}", f"{r['img_per_s']:.0f}"]
         for r in result.history
     ]  # fmt: skip
     lines.append(markdown.table(header, rows, numeric=range(len(header))))
     if m["events"]:
         lines += ["", "**Events:** " + "; ".join(m["events"])]
     return "\n".join(lines)
-

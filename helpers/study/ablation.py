@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..clip.variants import describe
+from ..clip.variants import describe, flags_of
 from ..core import markdown
 from ..core.artifacts import ArtifactError
 from ..core.config import Config
@@ -45,12 +45,17 @@ class RunOutcome:
     trained: dict[str, Any] | None = None  # the settings the run trained with (as requested; EPOCHS: the epochs it has)
 
 
-def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True) -> list[RunOutcome]:
-    """Train (or reuse) and evaluate the baseline and every variant for every seed."""
-    ordered = [BASELINE] + [v for v in variants if v != BASELINE]  # canonical since Config construction
+def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True,
+                 order: list[str] | None = None) -> list[RunOutcome]:  # fmt: skip
+    """Train (or reuse) and evaluate the baseline and every variant for every seed.
+
+    ``order``: the order to *train* them in (notebook 04 passes its plan's, cheapest first, so a session cut short has
+    the most results); the outcomes come back in one order whatever it is: the baseline first, then ``variants``."""
+    shown = list(dict.fromkeys([BASELINE] + [v for v in variants if v != BASELINE]))  # canonical since Config construction
+    trained = list(dict.fromkeys([BASELINE, *(v for v in order or shown if v in shown), *shown]))
     outcomes = []
     for seed in seeds:
-        for variant in dict.fromkeys(ordered):
+        for variant in trained:
             run_cfg = cfg.replace(variant=variant, seed=seed, run_name=None)
             name = run_name_for(run_cfg)
             print(f"── {variant} (seed {seed}): run {name}")
@@ -61,7 +66,7 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
             scored = {"path": Path(str(test["checkpoint"]["path"])).name, "sha256": test["checkpoint"]["sha256"]}
             outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"], scored,
                                        trained_with(result.metrics)))  # fmt: skip
-    return outcomes
+    return sorted(outcomes, key=lambda o: (seeds.index(o.seed), shown.index(o.variant)))
 
 
 def trained_with(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -143,18 +148,18 @@ def table_markdown(table: dict[str, dict[str, Any]], base: dict[str, Any] | None
         return text
 
     header = ["variant", "**val rsum** (compares)", "test I→T R@1", "I→T R@5", "I→T R@10", "T→I R@1", "T→I R@5", "T→I R@10",
-              "test rsum", "train min"]  # fmt: skip
+              "test rsum", "training time (m:ss)"]  # fmt: skip
     rows = [
         [f"**{variant}** ★" if variant == chosen else variant, cell(row, "val_rsum"), *(cell(row, k) for k in METRIC_KEYS),
-         f"{row['train_minutes']:.1f}"]
-        for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE)  # baseline first (JSON sorts keys)
+         markdown.duration(60 * row["train_minutes"])]
+        for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE)  # baseline first, then the table's order
     ]  # fmt: skip
     lines = [markdown.table(header, rows, numeric=range(1, len(header)))]
     seeds = sorted({s for r in table.values() for s in r["seeds"]})
     lines += [
         "",
-        "Variants are **compared on the val split** (rsum = sum of Recall@1/5/10 both ways, in %); ★ marks the one val chooses. "
-        "Test-split Recall@K (in %) is reported for every variant and never used to choose. "
+        "Variants are **compared on the val split** (rsum: the sum of the six Recall@K, out of 600); ★ marks the one val "
+        "chooses. Test-split Recall@K (in %) is reported for every variant and never used to choose. "
         f"(±x.x) is the change against the baseline. Seeds: {seeds}.",
     ]
     if multi:
@@ -177,6 +182,16 @@ def questions_markdown() -> str:
     """The comparison the student writes, as a marked quote block of the handout's questions (nothing is answered)."""
     lines = ["> **Your comparison: write it yourself.** Answer from the table and the chart, in your own words:", ">"]
     return "\n".join([*lines, *(f"> - {q}" for q in COMPARISON_QUESTIONS)])
+
+
+def in_order(record: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """``ablation.json``'s table and its modifications' records in the study's order (``order``: the baseline, then
+    VARIANTS), not the alphabetical order a JSON file keeps its keys in. A record without ``order``: the baseline first."""
+    table = record["table"]
+    order = [v for v in record.get("order") or sorted(table, key=lambda v: v != BASELINE) if v in table]
+    described = record.get("variants") or describe(order)  # an ablation.json of an earlier kit: today's records
+    flags = [f for f in flags_of(order) if f in described] + [f for f in described if f not in flags_of(order)]
+    return {v: table[v] for v in order}, {f: described[f] for f in flags}
 
 
 def variants_markdown(described: dict[str, dict[str, Any]]) -> str:
@@ -207,7 +222,7 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
         capsize=3,
     )
     ax_val.set_xticks(range(len(with_val)), with_val, rotation=30, ha="right", fontsize=8)
-    ax_val.set(title="val rsum change (compares)", ylabel="change vs baseline (rsum points, %)")
+    ax_val.set(title="val rsum change (compares)", ylabel="change vs baseline (rsum points, of 600)")
     width = 0.8 / max(1, len(variants))
     x = np.arange(len(RECALL_KEYS))
     for i, variant in enumerate(variants):
@@ -215,11 +230,16 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
         deltas = [row[k + "_delta"] or 0.0 for k in RECALL_KEYS]
         errors = [row[k + "_std"] for k in RECALL_KEYS]
         ax.bar(
-            x + (i - (len(variants) - 1) / 2) * width, deltas, width, yerr=errors if any(errors) else None, label=variant, capsize=3,
+            x + (i - (len(variants) - 1) / 2) * width,
+            deltas,
+            width,
+            yerr=errors if any(errors) else None,
+            label=variant,
+            capsize=3,
             color=colours[i % len(colours)],
         )
     ax.set_xticks(x, [k.replace("i2t_", "I→T ").replace("t2i_", "T→I ") for k in RECALL_KEYS])
-    ax.set(title="test Recall@K change (reported, never used to choose)", ylabel="change vs baseline (Recall points, %)")
+    ax.set(title="test Recall@K change (reported, never used to choose)", ylabel="change vs baseline (Recall@K, percentage points)")
     if variants:
         ax.legend(fontsize=8)
     for a in (ax_val, ax):
@@ -239,6 +259,7 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: Bas
         "config": base.cfg.to_dict(),
         "base": base_record(base, outcomes),
         "variants": describe(list(table)),  # each modification's text and code as it trained (a student's too)
+        "order": list(table),  # the baseline, then VARIANTS' order: every reader shows the rows so (JSON sorts keys)
         "chart": "ablation_recall_delta.png",
     }
     record = seal(record)  # a hand edit of the table is noticed by the report

@@ -19,6 +19,7 @@ from ..core.artifacts import ArtifactError, load_json
 from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params
 from ..core.env import Paths, resolve_paths
 from ..core.flags import BASELINE
+from ..data.text_tower import display_name
 from ..store.runs import RunDir, all_runs, newest_finished, trained_settings
 
 INHERITED = (*(f for f in IDENTITY_FIELDS if f not in ("variant", "seed")), "epochs")  # per run: variant and seed are the study's
@@ -44,7 +45,7 @@ class BaseSettings:
         main = (
             f"{c.image_backbone} ({c.image_weights or 'random init'}), {c.image_size} px, batch {c.batch_size}, {c.optimizer} "
             f"lr {c.lr:g} (weight decay {c.weight_decay:g}, {c.lr_schedule}), temperature {c.temperature:g}"
-            f"{' (learnable)' if c.learnable_temperature else ''}, {c.epochs} epochs, text model `{c.text_model}`"
+            f"{' (learnable)' if c.learnable_temperature else ''}, {c.epochs} epochs, text model `{display_name(c.text_model)}`"
         )
         lines = [f"**Base settings** of every run below: {source}.", "", f"Main settings: {main}.", ""]
         return "\n".join([*lines, overrides_markdown(self.record())])

@@ -193,9 +193,9 @@ def _observations(run: RunArtifacts) -> list[str]:
     best = next(r for r in history if r["epoch"] == m["best_epoch"])
     events = m.get("events") or []
     return [
-        f"- `{name}`: best epoch **{m['best_epoch']}** of {len(history)} by {m['selection_metric']} (val rsum "
-        f"{100 * best['val_rsum']:.1f}); train/val loss at that epoch {best['train_loss']:.3f} / {best['val_loss']:.3f}; "
-        f"{m['img_per_s']:.0f} img/s.",
+        f"- `{name}`: best epoch **{m['best_epoch']}** of {len(history)}, chosen by the val rsum (the sum of the six "
+        f"Recall@K on the val split, out of 600): {100 * best['val_rsum']:.1f}; train/val loss at that epoch "
+        f"{best['train_loss']:.3f} / {best['val_loss']:.3f}; {m['img_per_s']:.0f} img/s.",
         f"  Convergence: {convergence_sentence(history, m['best_epoch'])}",
         f"  Stability: {m.get('skipped_steps', 0)} skipped step(s), {len(events)} event(s)"
         + (": " + "; ".join(events[:5]) if events else " (no divergence, no out-of-memory)."),
@@ -228,6 +228,7 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     splits = b.load(paths.splits_path, "splits")
     manifest = b.load(paths.image_cache_dir / "manifest.json", "manifest")
     ablation = b.load(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
+    runs = in_study_order(runs, main, ablation)
 
     b.add("# CLIP fine-tuning on MS COCO 2014: lab report", "")
     for problem in b.damaged:
@@ -247,6 +248,19 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     b.add(*[f"> {line}" if line else ">" for line in REFLECTION.splitlines()], "")
     path = atomic_write_text(out / "report.md", "\n".join(b.lines) + "\n")
     return Report(path, b.figures, b.missing)
+
+
+def in_study_order(runs: dict[str, RunArtifacts], main: RunArtifacts | None, ablation: dict[str, Any] | None) -> dict[str, RunArtifacts]:
+    """The report's one order of runs, in every section: the main run, the other baselines, then the variants in the
+    study's order (ablation.json's ``order``: VARIANTS'), then any other run by name."""
+    study = [str(v) for v in (ablation or {}).get("order") or []]
+
+    def key(name: str) -> tuple[bool, bool, int, str]:
+        variant = _variant_of(runs[name])
+        position = study.index(variant) if variant in study else len(study)
+        return (main is None or name != main.run.name, variant != "baseline", position, name)
+
+    return {name: runs[name] for name in sorted(runs, key=key)}
 
 
 def preview_markdown(report: Report) -> str:
@@ -350,14 +364,15 @@ def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts], main: Ru
     (metrics.json's config, after a variant's own changes), and only the rows that apply to at least one run."""
     b.add("## 3. Hyperparameters", "")
     described = {n: r for n, r in runs.items() if r.config}
-    order = sorted(described, key=lambda n: (main is None or n != main.run.name, _variant_of(described[n]) != "baseline", n))
+    order = list(described)  # the report's one order (in_study_order): the main run, the baselines, the study's variants
     text_parameters = functools.cache(parameter_count)  # one config read per text model, not per run
     columns = {n: hyperparameters(described[n], text_parameters) for n in order}
     labels = list(dict.fromkeys(label for column in columns.values() for label in column))  # every column: the same order
     rows = [[label, *(columns[n][label] or "—" for n in order)] for label in labels if any(columns[n][label] for n in order)]
     b.table(["setting", *(f"`{n}`" for n in order)], rows, "training runs", "02_train_clip.ipynb")
     if columns:
-        b.add("— : does not apply to that run. Settings are those the trainer used (a variant's own changes included).", "")
+        absent = "— : does not apply to that run. " if any("—" in row for row in rows) else ""  # only where the symbol is
+        b.add(f"{absent}Settings are those the trainer used (a variant's own changes included).", "")
 
 
 def _variant_of(run: RunArtifacts) -> str:
@@ -413,10 +428,10 @@ def hardware_section(b: _Builder, runs: dict[str, RunArtifacts]) -> None:
     finished = {n: r.metrics for n, r in runs.items() if r.metrics}
     rows = [
         [f"`{n}`", m["hardware"].get("gpu") or "CPU", str(m["hardware"].get("torch")), str(m["epochs"]),
-         f"{m['total_train_seconds'] / 60:.1f} min", f"{m['img_per_s']:.0f}", m["amp_dtype"]]
+         markdown.duration(m["total_train_seconds"]), f"{m['img_per_s']:.0f}"]
         for n, m in finished.items()
     ]  # fmt: skip
-    header = ["run", "GPU", "torch", "epochs", "training time", "img/s", "AMP"]
+    header = ["run", "GPU", "torch", "epochs", "training time (m:ss)", "img/s"]  # the precision: section 3
     b.table(header, rows, "training metrics", "02_train_clip.ipynb", numeric=range(3, 6))
 
 
@@ -480,7 +495,7 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
     if not ablation:
         b.missing_note("ablation results", "04_ablation.ipynb")
         return
-    from .ablation import table_markdown
+    from .ablation import in_order, table_markdown
 
     if "seal" in ablation and not is_sealed(ablation):
         problem = (
@@ -500,16 +515,15 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         b.missing.append(problem)
         b.add(f"_Left out of this report: {problem}_", "")
         return
-    b.add(table_markdown(ablation["table"], ablation.get("base")), "")
+    table, described = in_order(ablation)  # the baseline, then VARIANTS' order (the file's keys are alphabetical)
+    b.add(table_markdown(table, ablation.get("base")), "")
     b.figure(
         paths.artifacts_dir / "ablation" / ablation["chart"],
         "ablation_recall_delta.png",
         "Recall@K change against the baseline",
         "04_ablation.ipynb",
     )
-    from ..clip.variants import describe
     from .ablation import questions_markdown, variants_markdown
 
-    described = ablation.get("variants") or describe(list(ablation["table"]))  # an ablation.json of an earlier kit: today's
     b.add("What each variant run here changes, and its code:", "", variants_markdown(described), "")
     b.add(questions_markdown(), "")

@@ -335,10 +335,13 @@ def train(cfg: Config, paths: Paths, progress: bool = True, live_plot: bool | No
     from ..store.curves import LivePanel, in_notebook
 
     live_plot = cfg.live_plot if live_plot is None else live_plot
+    panel = None
     if live_plot and in_notebook() and not {"on_step", "on_epoch"} & trainer_options.keys():
         panel = LivePanel(run_name_for(cfg))
         trainer_options.update(on_step=panel.update, on_epoch=lambda t: panel.update(t, force=True))
-    return Trainer(cfg, paths, progress=progress, **trainer_options).fit()
+    result = Trainer(cfg, paths, progress=progress, **trainer_options).fit()
+    result.curves_shown = panel is not None and panel.drawn  # the notebook shows the saved figure only if no panel did
+    return result
 
 
 def load_modification(path: str) -> None:
