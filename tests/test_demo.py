@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 from conftest import SLOWDOWN
 
@@ -86,6 +87,7 @@ def test_the_default_study_is_single_handout_modifications_in_one_order_everywhe
     fig = ablation.delta_chart(table)  # the chart ablation_recall_delta.png is drawn from: bars in the study's order
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == defaults
     assert [t.get_label() for t in fig.axes[1].containers] == defaults
+    plt.close(fig)
 
     assert _order((art / "ablation" / "ablation.md").read_text(), expected) == expected
     report = (art / "report" / "report.md").read_text()

@@ -48,6 +48,15 @@ def test_committed_notebook_is_clean(name):
             ast.literal_eval(value.split("#")[0].strip())  # raises on anything but a literal
 
 
+def test_a_gpu_is_requested_by_the_notebooks_that_use_one_and_by_no_other():
+    """01 encodes ~464k captions with the text tower (1-2 min on a T4, hours on 2 vCPUs), 02 and 04 train, 03 scores;
+    05 only assembles the report: asking Colab for a T4 there spends a student's GPU quota for nothing."""
+    wants = {name: json.loads((ROOT / name).read_text())["metadata"].get("accelerator") == "GPU" for name in NOTEBOOKS}
+    assert wants == {name: not name.startswith("05") for name in NOTEBOOKS}
+    readme = (ROOT / "README.md").read_text()
+    assert "01-04 ask for it" in readme and "05 only writes the report" in readme
+
+
 def test_ruff_checks_the_notebooks():
     import subprocess
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import matplotlib.pyplot as plt
+
 from helpers.store import runs
 from helpers.store.curves import training_curves_figure
 from helpers.training import train
@@ -32,3 +34,4 @@ def test_recall_is_read_in_percent_everywhere_and_the_step_curve_ends_where_the_
     assert f"in-batch top-1 image→text (1 of {last['batch_size']} in the batch)" in labels
     assert "val R@1 text→image (all val images)" in labels
     assert max(max(line.get_ydata()) for line in acc.lines) > 1  # plotted in percent, not as fractions
+    plt.close(fig)

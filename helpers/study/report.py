@@ -306,10 +306,10 @@ def summary_section(b: _Builder, main: RunArtifacts | None) -> None:
         f"A {trained.get('image_backbone', 'resnet50')} image tower trained into the frozen text space "
         f"of `{display_name(trained.get('text_model', 'CLIP'))}` "
         f"(run `{main.run.name}`) reaches, on the {result['split']} split "
-        f"({result['num_images']:,} images, protocol `{result['protocol']}`): "
+        f"({result['num_images']:,} images, protocol `{result['protocol']}`), in %: "
         f"image→text R@1/5/10 = {100 * ev['i2t_R@1']:.1f} / {100 * ev['i2t_R@5']:.1f} / {100 * ev['i2t_R@10']:.1f}, "
         f"text→image R@1/5/10 = {100 * ev['t2i_R@1']:.1f} / {100 * ev['t2i_R@5']:.1f} / {100 * ev['t2i_R@10']:.1f} "
-        f"(rsum {100 * ev['rsum']:.1f}).",
+        f"(rsum {100 * ev['rsum']:.1f} of 600).",
         "",
     )
 
