@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
     print(f"\nAll {len(notebooks)} notebooks ran in {duration(time.perf_counter() - t0)}. Executed notebooks: "
-          f"{shown(out, artifacts)}")  # fmt: skip
+          f"{shown(out, artifacts)}/")  # fmt: skip
     report = artifacts / "report" / "report.md"
     if report.exists():
         print(f"Report: {shown(report, artifacts)}" + ("  (numbers from SYNTHETIC data)" if args.demo else ""))

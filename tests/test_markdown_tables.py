@@ -109,3 +109,10 @@ def test_tables_of_training_evaluation_ablation_doctor_and_report(recorded, trai
     document += doctor.Diagnosis({**facts, "artifacts_dir": "/tmp/odd|folder"}).markdown()  # a path with a pipe
     document += report.build_report(paths, "shared").path.read_text()
     _check(recorded, document)
+
+
+def test_sizes_read_in_binary_units_never_as_zero():
+    from helpers.core import markdown
+
+    assert markdown.size(2.5e9) == "2.3 GiB" and markdown.size(3_300_000) == "3.1 MiB" and markdown.size(500) == "500 bytes"
+    assert markdown.size(0) == "0 bytes"  # a tiny cache is never "0.00 GB"

@@ -111,7 +111,7 @@ def cache_images(
             )
     n = sum(s["count"] for p in manifest["parts"].values() for s in p["shards"].values())
     size = sum(s["bytes"] for p in manifest["parts"].values() for s in p["shards"].values())
-    print(f"Image cache: {n:,} images, {size / 1e9:.2f} GB, {len(failures(manifest))} skipped ({time.perf_counter() - t0:.1f}s)")
+    print(f"Image cache: {n:,} images, {markdown.size(size)}, {len(failures(manifest))} skipped ({time.perf_counter() - t0:.1f}s)")
     return manifest
 
 
