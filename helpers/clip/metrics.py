@@ -1,7 +1,7 @@
 """Recall@K for image-text retrieval, chunked on the device, at any scale.
 
 Why chunked: all of val2014 is 40,504 images x ~202k captions; the full float32
-similarity matrix would take 33 GB. Here only one chunk of rows is ever materialised
+similarity matrix would take 31 GiB. Here only one chunk of rows is ever materialised
 (``chunk_size`` x the other side), on the GPU when there is one, so memory stays
 bounded and nothing is sorted on the CPU.
 
