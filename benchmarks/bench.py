@@ -181,10 +181,11 @@ def _crc_and_decode_seconds(cache: ic.ImageCache, ids: list[int], rounds: int = 
     return crc, (time.perf_counter() - start) / len(tensors)
 
 
-def _train_steps(device: torch.device, backbone: str, batch: int, steps: int, fast: bool) -> float:
+def _train_steps(device: torch.device, backbone: str, batch: int, steps: int, fast: bool, size: int | None = None) -> float:
     """img/s of full training steps (forward, InfoNCE, backward, AdamW) on random data: the doctor's timing.
 
-    ``fast``: AMP (fp16 + GradScaler on a T4, bf16 on newer GPUs; bf16 autocast on a CPU) and channels_last.
+    ``fast``: AMP (fp16 + GradScaler on a T4, bf16 on newer GPUs; bf16 autocast on a CPU) and channels_last. ``size``: the
+    resolution schedule's training size, resized on the device from 224 px batches (None: 224).
     """
     from helpers.clip.embed import amp_dtype
     from helpers.core import config
@@ -193,7 +194,7 @@ def _train_steps(device: torch.device, backbone: str, batch: int, steps: int, fa
     torch.manual_seed(0)
     cfg = config.from_params(IMAGE_BACKBONE=backbone, IMAGE_WEIGHTS=None, AMP=fast, CHANNELS_LAST=fast)
     dtype = (amp_dtype(device, True) if device.type == "cuda" else torch.bfloat16) if fast else None
-    return time_training(cfg, device, steps=steps, batch=batch, dtype=dtype, warmup=2)["train_img_per_s"]
+    return time_training(cfg, device, steps=steps, batch=batch, dtype=dtype, warmup=2, size=size)["train_img_per_s"]
 
 
 @benchmark
@@ -224,19 +225,15 @@ def bench_train(args: argparse.Namespace) -> None:
 def bench_schedule(args: argparse.Namespace) -> None:
     """The resolution schedule (`lowres`, TRAIN_SIZES): the training step's rate at each of its sizes beside 224 px,
     measured in the same run, and what the 10-epoch `lowres` run costs against ten epochs at 224 px."""
-    from helpers.core import config, resolution
-    from helpers.doctor import time_training
+    from helpers.core import resolution
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.train_batch or (128 if device.type == "cuda" else 8)
     steps = args.train_steps or (20 if device.type == "cuda" else 2)
     image_size, epochs = 224, 10
     sizes = resolution.ramp(epochs, image_size)
-    cfg = config.from_params(IMAGE_BACKBONE=args.backbone, IMAGE_WEIGHTS=None, IMAGE_SIZE=image_size)  # the trainer's AMP
-    rates = {}
-    for size in sorted({*sizes, image_size}):
-        torch.manual_seed(0)
-        rates[size] = time_training(cfg, device, steps=steps, batch=batch, warmup=2, size=size)["train_img_per_s"]
+    fast = device.type == "cuda"  # the trainer's precision: AMP + channels_last on a GPU, fp32 on a CPU
+    rates = {size: _train_steps(device, args.backbone, batch, steps, fast, size) for size in sorted({*sizes, image_size})}
     per_epoch = [1 / rates[resolution.size_at(e, sizes, image_size)] for e in range(epochs)]
     emit(
         benchmark="resolution_schedule",

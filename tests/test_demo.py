@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     art = tmp / "artifacts"
     cmd = [sys.executable, "-m", "helpers.run_all", "--demo", "--artifacts", str(art), "--set", "MAX_STEPS_PER_EPOCH=4"]
-    environ = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "KAGGLE_USERNAME": "student", "KAGGLE_KEY": SECRET,
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "KAGGLE_USERNAME": "student", "KAGGLE_KEY": SECRET,
                "HF_HUB_OFFLINE": "1"}  # fmt: skip
     out = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=1200 * SLOWDOWN)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -289,8 +289,8 @@ def flags_of(variants: list[str]) -> list[str]:
 def _parts(variant: str) -> list[str]:
     try:
         return [name for name in canonical(variant).split("+") if name != BASELINE]
-    except UnknownVariant:  # registered in another kernel: spelled as it was written, each known part expanded
-        return [name for part in variant.split("+") for name in (_parts(part) if "+" in variant else [part])]
+    except UnknownVariant:  # registered in another kernel: its parts as written, each known one expanded
+        return [name for part in variant.split("+") for name in _parts(part)] if "+" in variant else [variant]
 
 
 def changes_markdown(variants: list[str] | None = None) -> str:

@@ -98,10 +98,8 @@ def resolve_paths(cfg: Config, environment: str | None = None, mount: bool = Tru
         wants_drive = cfg.artifacts_dir is None or cfg.artifacts_dir.startswith(str(COLAB_DRIVE_ROOT))
         if mount and wants_drive and not mount_drive():
             if cfg.artifacts_dir is not None:
-                raise ConfigError(
-                    f"ARTIFACTS_DIR={cfg.artifacts_dir} is on Google Drive, which is not mounted: allow Drive access "
-                    "(re-run the first cell) or set ARTIFACTS_DIR to a local folder"
-                )
+                raise ConfigError(f"ARTIFACTS_DIR={cfg.artifacts_dir} is on Google Drive, which is not mounted: allow Drive access "
+                                  "(re-run the first cell) or set ARTIFACTS_DIR to a local folder")  # fmt: skip
             artifacts = COLAB_LOCAL_ARTIFACTS
             warn_no_drive(artifacts)
         data = Path(cfg.data_dir or "/content/coco")

@@ -125,16 +125,8 @@ class RunDir:
 
 
 NAMED_FIELDS = (  # in the readable part of the name
-    "variant",
-    "image_backbone",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "temperature",
-    "learnable_temperature",
-    "train_images",
-    "seed",
-)
+    "variant", "image_backbone", "batch_size", "lr", "optimizer", "temperature", "learnable_temperature", "train_images", "seed",
+)  # fmt: skip
 
 
 def run_name_for(cfg: Config) -> str:

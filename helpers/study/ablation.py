@@ -190,7 +190,8 @@ def in_order(record: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[st
     table = record["table"]
     order = [v for v in record.get("order") or sorted(table, key=lambda v: v != BASELINE) if v in table]
     described = record.get("variants") or describe(order)  # an ablation.json of an earlier kit: today's records
-    flags = [f for f in flags_of(order) if f in described] + [f for f in described if f not in flags_of(order)]
+    used = flags_of(order)
+    flags = [f for f in used if f in described] + [f for f in described if f not in used]
     return {v: table[v] for v in order}, {f: described[f] for f in flags}
 
 
@@ -230,14 +231,9 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
         deltas = [row[k + "_delta"] or 0.0 for k in RECALL_KEYS]
         errors = [row[k + "_std"] for k in RECALL_KEYS]
         ax.bar(
-            x + (i - (len(variants) - 1) / 2) * width,
-            deltas,
-            width,
-            yerr=errors if any(errors) else None,
-            label=variant,
-            capsize=3,
+            x + (i - (len(variants) - 1) / 2) * width, deltas, width, yerr=errors if any(errors) else None, label=variant, capsize=3,
             color=colours[i % len(colours)],
-        )
+        )  # fmt: skip
     ax.set_xticks(x, [k.replace("i2t_", "I→T ").replace("t2i_", "T→I ") for k in RECALL_KEYS])
     ax.set(title="test Recall@K change (reported, never used to choose)", ylabel="change vs baseline (Recall@K, percentage points)")
     if variants:
