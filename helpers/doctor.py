@@ -180,12 +180,7 @@ def seconds_per_call(fn: Any, device: torch.device, repeats: int, warmup: int = 
 
 
 def time_training(
-    cfg: Config,
-    device: torch.device,
-    steps: int = 3,
-    batch: int | None = None,
-    dtype: Any = _AUTO,
-    warmup: int = 1,
+    cfg: Config, device: torch.device, steps: int = 3, batch: int | None = None, dtype: Any = _AUTO, warmup: int = 1,
     size: int | None = None,
 ) -> dict[str, Any]:
     """img/s of real training steps of the configured model and precision (random pixels; no weights downloaded).

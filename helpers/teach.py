@@ -69,11 +69,8 @@ def toy_loss_table(batch: int = 4, dim: int = 512, temperature: float = 0.07, se
                 ["image features", "loss", "read it as"],
                 [
                     ["equal to their own captions", f"{aligned:.4f}", "every positive wins: close to 0"],
-                    [
-                        "random (mean of 100 draws)",
-                        f"{shuffled:.4f}",
-                        f"no information: near log B = {math.log(batch):.4f} (chance); random {dim}-d vectors are nearly orthogonal",
-                    ],
+                    ["random (mean of 100 draws)", f"{shuffled:.4f}",
+                     f"no information: near log B = {math.log(batch):.4f} (chance); random {dim}-d vectors are nearly orthogonal"],
                     ["equal to *another* pair's caption", f"{swapped:.4f}", "confidently wrong: far above chance"],
                 ],
                 numeric=(1,),
