@@ -254,8 +254,11 @@ def bench_schedule(args: argparse.Namespace) -> None:
 def bench_bank(args: argparse.Namespace) -> None:
     """The ``bank`` variant's cost: loss + backward with K bank captions against the plain in-batch loss,
     and that extra time next to a ResNet50 training step (measured at a small batch, scaled per image)."""
-    from helpers.clip.loss import Negatives, clip_loss
+    from helpers.clip.loss import Negatives
+    from helpers.core.lab import LabCode
     from helpers.doctor import seconds_per_call
+
+    clip_loss = LabCode.shipped().clip_loss  # notebook 02's cell
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n_captions = TRAIN_CAPTIONS
@@ -499,6 +502,7 @@ def bench_provenance(args: argparse.Namespace) -> None:
 
     from helpers.clip.model import build_model
     from helpers.core import provenance
+    from helpers.core.lab import LabCode
     from helpers.store import runs
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -520,7 +524,8 @@ def bench_provenance(args: argparse.Namespace) -> None:
         arch = {"image_backbone": "resnet50", "image_weights": None, "hidden_dim": 1024, "embed_dim": 512, "variant": "baseline",
                 "temperature": 0.07, "learnable_temperature": False}  # fmt: skip
         config = {"variant": "baseline", "weight_decay": 0.01}
-        torch.save({"model": build_model(arch, pretrained=False).state_dict(), "arch": arch, "config": config, "epoch": 1}, run.best)
+        weights = build_model(arch, LabCode.shipped(), pretrained=False).state_dict()
+        torch.save({"model": weights, "arch": arch, "config": config, "epoch": 1}, run.best)
         run.config.write_text(json_module.dumps(config))
         best_mb = run.best.stat().st_size / 2**20
         t0 = time.perf_counter()

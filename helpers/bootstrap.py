@@ -1,9 +1,9 @@
 """What the notebooks' first cell does once it has found (or cloned) the repository: the rest of the setup.
 
-Why a module: the first cell of every notebook is a collapsed Colab form, and a student should meet the lab, not
-sixty lines of setup, when they open it. The cell itself only has to find ``helpers/`` beside the notebook, or
-clone the repository on Colab and Kaggle, and mount Drive (a project folder copied to Drive is used as is);
-everything after that lives here, where it is read, tested and changed once instead of in five copies.
+Why a module: the first cell of every notebook is a collapsed Colab form of twelve lines, and a student should meet
+the lab, not a page of setup, when they open it. The cell itself only finds ``helpers/`` beside the notebook (a
+project folder copied to Drive is used as is), or clones the repository on Colab and Kaggle; everything after that
+(mounting Drive, installing the requirements) lives here, read, tested and changed once instead of in five copies.
 
 Standard library only: this runs before ``requirements.txt`` is installed.
 """
@@ -27,9 +27,11 @@ def hosted() -> bool:
 
 
 def setup(project_dir: str | os.PathLike) -> None:
-    """Install ``requirements.txt`` once per hosted session (never replacing the platform's packages), put the project
-    on ``sys.path`` and say where ``helpers`` comes from. Locally the environment is the student's: nothing is installed."""
+    """Mount Drive in Colab, install ``requirements.txt`` once per hosted session (never replacing the platform's
+    packages), put the project on ``sys.path`` and say where ``helpers`` comes from. Locally the environment is the
+    student's: nothing is installed."""
     project_dir = Path(project_dir)
+    mount_drive()
     if hosted() and not (project_dir / INSTALLED_MARK).exists():  # once per session: a second run does nothing slow
         install_requirements(project_dir / "requirements.txt")
         (project_dir / INSTALLED_MARK).touch()
@@ -37,6 +39,20 @@ def setup(project_dir: str | os.PathLike) -> None:
         sys.path.insert(0, str(project_dir))
     # returns nothing: the cell's last line must not echo a value. A clone elsewhere is named; the usual case is one word
     print("helpers beside this notebook" if project_dir.absolute() == Path.cwd().absolute() else f"helpers from {project_dir}")
+
+
+def mount_drive() -> None:
+    """In Colab, mount Google Drive at /content/drive (the artifacts live in MyDrive/clip_coco). Consent declined: the
+    reason goes into ``CLIP_LAB_NO_DRIVE``, and helpers.core.env keeps the artifacts on local disk and says so."""
+    if "COLAB_RELEASE_TAG" not in os.environ or Path("/content/drive/MyDrive").exists() or os.environ.get("CLIP_LAB_NO_DRIVE"):
+        return
+    try:
+        from google.colab import drive  # only in Colab
+
+        drive.mount("/content/drive")
+    except Exception as exc:  # consent declined, or no Drive: keep going on local disk, loudly
+        os.environ["CLIP_LAB_NO_DRIVE"] = f"{type(exc).__name__}: {exc}"
+        print(f"WARNING: Google Drive not mounted ({exc}): artifacts will VANISH when this session ends.", file=sys.stderr)
 
 
 def install_requirements(requirements: Path) -> None:

@@ -189,27 +189,21 @@ def time_training(
     benchmark passes its own to compare precisions.
     """
     from .clip.embed import amp_dtype
-    from .clip.loss import clip_loss
-    from .clip.model import build_model, model_config
+    from .clip.model import model_config
     from .core.flags import Recipe
     from .data.dataset import normalize_images
-    from .training.optim import make_optimizer
-    from .training.step import current_training_step
+    from .training.assemble import assemble
 
     batch = batch or cfg.batch_size
     variant = Recipe.of(cfg.flags)
     cfg = cfg.replace(**variant.overrides(cfg.to_dict()))  # what the trainer trains: e.g. optim's gradient clipping
-    model = build_model(model_config(cfg, 512), pretrained=False).to(device).train()
     channels_last = cfg.channels_last and (device.type == "cuda" or dtype is not _AUTO)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     dtype = amp_dtype(device, cfg.amp) if dtype is _AUTO else dtype
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    optimizer = make_optimizer(model, cfg, variant, cfg.lr)
+    # the run's own model, optimizer, scaler, loss (its extra negatives are not timed) and step: notebook 02's cells
+    parts = assemble(cfg, variant, model_config(cfg, 512), device, cfg.lr, dtype, channels_last, pretrained=False)
+    model, optimizer, scaler, loss_fn, train_step = parts.model.train(), parts.optimizer, parts.scaler, parts.loss_fn, parts.step_fn
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    loss_fn = variant.single("loss") or clip_loss  # the run's own loss (its extra negatives are not timed)
-    train_step = current_training_step()  # the very step the run takes (a student's own, when notebook 02 set one)
     size = size or cfg.image_size  # a resolution schedule's lower size: the trainer resizes on the device, as here
     images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     text = torch.nn.functional.normalize(torch.randn(batch, 512, device=device), dim=-1)

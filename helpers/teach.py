@@ -50,9 +50,9 @@ def _orthonormal(n: int, dim: int, seed: int) -> torch.Tensor:
     return q.t()  # n orthonormal rows
 
 
-def toy_loss_table(batch: int = 4, dim: int = 512, temperature: float = 0.07, seed: int = 0) -> str:
-    """The real ``clip_loss`` on a toy batch: aligned pairs give ~0, random pairs about log B."""
-    from .clip.loss import clip_loss
+def toy_loss_table(clip_loss: Any, batch: int = 4, dim: int = 512, temperature: float = 0.07, seed: int = 0) -> str:
+    """``clip_loss`` (notebook 02's cell, the one that trains) on a toy batch: aligned pairs give ~0, random pairs about
+    log B."""
 
     scale = 1.0 / temperature
     captions = _orthonormal(batch, dim, seed)
@@ -99,15 +99,14 @@ def temperature_table(
     return "\n".join(lines)
 
 
-def toy_recall_example() -> tuple[str, dict[str, float]]:
-    """Three images with two captions each, scored by the real ``retrieval_metrics``; returns (explanation, metrics).
+def toy_recall_example(retrieval_ranks: Any, recall_at_k: Any) -> tuple[str, dict[str, float]]:
+    """Three images with two captions each, scored by notebook 03's ``retrieval_ranks`` and ``recall_at_k`` (the cell that
+    scores every split); returns (explanation, metrics).
 
     The features are chosen by hand so the ranked lists can be checked with a pencil: caption 1
     (of image 0) lies closest to image 2, so image 2 misses at K = 1 and caption 1 finds image 2
     first; caption 4 (of image 2) lies closer to image 1.
     """
-    from .clip.metrics import retrieval_metrics
-
     images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     captions = F.normalize(
         torch.tensor(
@@ -136,10 +135,10 @@ def toy_recall_example() -> tuple[str, dict[str, float]]:
         ranked = ", ".join(f"i{i}{'✓' if i == owner[j] else ''} ({sims[i, j]:.2f})" for i in order)
         rank = order.index(int(owner[j]))
         lines.append(f"- caption {j}: {ranked} → K=1 {'hit' if rank < 1 else 'miss'}, K=2 {'hit' if rank < 2 else 'miss'}")
-    metrics = retrieval_metrics(images, captions, owner, ks=(1, 2))
+    metrics = recall_at_k(*retrieval_ranks(images, captions, owner, 3, torch.device("cpu")), ks=(1, 2))
     lines += [
         "",
-        f"`retrieval_metrics` on the same features: image→text R@1 = {100 * metrics['i2t_R@1']:.1f}%, "
+        f"`recall_at_k` on the same features: image→text R@1 = {100 * metrics['i2t_R@1']:.1f}%, "
         f"R@2 = {100 * metrics['i2t_R@2']:.1f}%; text→image R@1 = {100 * metrics['t2i_R@1']:.1f}%, "
         f"R@2 = {100 * metrics['t2i_R@2']:.1f}% (the share of hits above; it returns fractions, every table shows percent).",
     ]

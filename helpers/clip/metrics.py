@@ -5,6 +5,10 @@ similarity matrix would take 31 GiB. Here only one chunk of rows is ever materia
 (``chunk_size`` x the other side), on the GPU when there is one, so memory stays
 bounded and nothing is sorted on the CPU.
 
+The ranking and Recall@K themselves are the lab's code: notebook 03's cell ``recall-at-k`` defines
+``retrieval_ranks`` and ``recall_at_k`` (helpers/core/lab.py). This module is what surrounds them: the checks on
+the inputs, the chunk size that fits the memory budget, the device, and the 1k protocol's folds.
+
 Definitions (the standard COCO protocol):
 - image->text: an image's rank is the number of *other* captions scoring at least as
   high as its best-scoring own caption; a hit at K when that rank < K (ANY of its
@@ -20,11 +24,10 @@ every query as a hit. Ranks reported are 1-based (rank 1 = top).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..core.artifacts import RECALL_KEYS  # noqa: F401  (the results files' keys, with the metric that fills them)
+from ..core.lab import LabCode
 
 
 class NonFiniteFeatures(ValueError):
@@ -40,59 +43,6 @@ def _rows_per_chunk(chunk_size: int | None, other_side: int, memory_budget: int)
     return max(1, min(8192, memory_budget // (BYTES_PER_SCORE * max(1, other_side))))
 
 
-def _ranks(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    text_to_image: torch.Tensor,
-    chunk_size: int | None,
-    device: torch.device,
-    memory_budget: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based ranks: (per image for image->text, per caption for text->image).
-
-    Two passes over chunks of images, each [chunk, N_txt] block of scores computed by the same
-    product both times: the first reads every caption's score against its own image, the second
-    yields the image->text ranks of its rows and adds to every caption's count of images that
-    score at least as high as its own.
-    """
-    images = image_features.to(device)
-    texts = text_features.to(device)
-    owner = text_to_image.to(device)
-    n_img, n_txt = images.shape[0], texts.shape[0]
-    step = _rows_per_chunk(chunk_size, n_txt, memory_budget)
-    chunks = [torch.arange(start, min(start + step, n_img), device=device) for start in range(0, n_img, step)]
-    own_score = torch.empty(n_txt, device=device)
-    for rows in chunks:
-        sims = (images[rows] @ texts.t()).float()
-        mine = ((owner >= rows[0]) & (owner <= rows[-1])).nonzero().flatten()  # captions whose image is in this chunk
-        own_score[mine] = sims[owner[mine] - rows[0], mine]
-        del sims
-    i2t = torch.empty(n_img, dtype=torch.long)
-    t2i = torch.zeros(n_txt, dtype=torch.long, device=device)
-    for rows in chunks:
-        start = int(rows[0])
-        sims = (images[rows] @ texts.t()).float()  # [chunk, n_txt]
-        positive = owner.unsqueeze(0) == rows.unsqueeze(1)
-        best = sims.masked_fill(~positive, -math.inf).amax(dim=1, keepdim=True)
-        i2t[start : start + len(rows)] = ((sims >= best) & ~positive).sum(dim=1).cpu()
-        t2i += ((sims >= own_score.unsqueeze(0)) & ~positive).sum(dim=0)
-        del sims, positive, best
-    return i2t, t2i.cpu()
-
-
-def _summarise(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
-    """Recall@K from the ranks (0 = first): the share of queries whose best correct answer ranks in the top K; rsum adds
-    R@1/5/10 of both directions. Mean and median rank count from 1."""
-    out: dict[str, float] = {}
-    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
-        for k in ks:
-            out[f"{name}_R@{k}"] = (ranks < k).float().mean().item()
-        out[f"{name}_mean_rank"] = ranks.float().mean().item() + 1
-        out[f"{name}_median_rank"] = ranks.float().median().item() + 1
-    out["rsum"] = sum(out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks)
-    return out
-
-
 @torch.no_grad()
 def retrieval_metrics(
     image_features: torch.Tensor,
@@ -102,8 +52,10 @@ def retrieval_metrics(
     chunk_size: int | None = None,
     device: str | torch.device | None = None,
     memory_budget: int = 1 << 30,
+    lab: LabCode | None = None,
 ) -> dict[str, float]:
-    """Recall@K (fractions in [0, 1]) both ways, mean/median rank and rsum.
+    """Recall@K (fractions in [0, 1]) both ways, mean/median rank and rsum, by ``lab``'s ``retrieval_ranks`` and
+    ``recall_at_k`` (notebook 03's cell as 03's kernel ran it; by default as the notebook holds it).
 
     ``image_features`` [N_img, D] and ``text_features`` [N_txt, D] are L2-normalised;
     ``text_to_image[j]`` is the row of caption j's image. Images may have any number of
@@ -123,8 +75,10 @@ def retrieval_metrics(
     if (counts == 0).any():
         raise ValueError(f"{int((counts == 0).sum())} image(s) have no caption: drop them before computing Recall@K")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    i2t, t2i = _ranks(image_features, text_features, text_to_image, chunk_size, device, memory_budget)
-    return _summarise(i2t, t2i, ks)
+    lab = lab or LabCode.shipped()
+    rows = _rows_per_chunk(chunk_size, text_features.shape[0], memory_budget)
+    i2t, t2i = lab.retrieval_ranks(image_features, text_features, text_to_image, rows, device)
+    return lab.recall_at_k(i2t, t2i, ks)
 
 
 def fold_metrics(

@@ -9,25 +9,25 @@ and the new projection head both train; the head maps the 2048-d pooled features
 through Linear -> GELU -> Linear into the 512-d text space. The temperature is
 either fixed (tau = 0.07) or learned as ``log(1/tau)``, clamped at ln 100 like CLIP.
 
-The architecture is fully described by :func:`model_config`, a plain dict stored in
-every checkpoint; :func:`build_model` rebuilds exactly that architecture, so a
-checkpoint is never loaded into the wrong variant.
+The model itself is the lab's code: ``projection_head`` and ``ClipImageModel`` are defined in notebook 02's cells
+(helpers/core/lab.py). This module is the plumbing around them: the architecture is fully described by
+:func:`model_config`, a plain dict stored in every checkpoint beside the lab cells' text, and :func:`build_model` (the
+one factory of the model, for the trainer, the doctor, the benchmarks and every reader of a run) rebuilds exactly that
+architecture from that code, so a checkpoint is never loaded into the wrong variant or the wrong cells.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import markdown
 from ..core.config import Config
 from ..core.flags import Recipe, canonical
-from .loss import MAX_LOGIT_SCALE
+from ..core.lab import LabCode
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
 
@@ -68,11 +68,6 @@ def check_same_architecture(stored: dict[str, Any], requested: dict[str, Any], w
             f"{where} was trained with a different architecture ({detail}). Use another RUN_NAME for the new "
             "settings, set FORCE_RETRAIN=True to overwrite it, or load it with the settings it was trained with."
         )
-
-
-def baseline_head(in_dim: int, hidden_dim: int, embed_dim: int) -> nn.Sequential:
-    """The lab's projection head: Linear -> GELU -> Linear."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
 
 
 def _trunk(backbone: str, weights: str | None) -> tuple[nn.Module, int]:
@@ -126,41 +121,6 @@ def _weights_enum(backbone: str, weights: str | None) -> Any:
     return available[weights]
 
 
-class ClipImageModel(nn.Module):
-    """ResNet trunk + projection head + logit scale. ``encode_image`` returns unit vectors."""
-
-    def __init__(self, arch: dict[str, Any], pretrained: bool = True):
-        super().__init__()
-        self.arch = dict(arch)
-        variant = Recipe.of(arch["variant"])  # the modifications (notebook 04); the baseline has none
-        self.trunk, in_dim = _trunk(arch["image_backbone"], arch["image_weights"] if pretrained else None)
-        pooling = variant.single("pooling")  # a variant's pooling, instead of global average pooling
-        if pooling is not None:
-            self.trunk.avgpool = _Pooled(pooling(in_dim))
-        head = variant.single("head") or baseline_head  # a variant's head, or the lab's
-        self.head = head(in_dim, arch["hidden_dim"], arch["embed_dim"])
-        init = torch.tensor(math.log(1.0 / arch["temperature"]))
-        self.logit_scale = nn.Parameter(init, requires_grad=bool(arch["learnable_temperature"]))
-
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        features = self.head(self.trunk(images))
-        return F.normalize(features, dim=-1) if normalize else features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encode_image(images)
-
-    def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)``. The trainer clamps the parameter to [0, ln 100] after every optimizer
-        step (:meth:`clamp_logit_scale`), as open_clip does: clamping here instead would zero its
-        gradient above the cap, and a scale stuck above it could never come back down."""
-        return self.logit_scale.exp()
-
-    @torch.no_grad()
-    def clamp_logit_scale(self) -> None:
-        """Keep 1 <= scale <= 100 (0.01 <= tau <= 1), CLIP's range."""
-        self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
-
-
 class _Pooled(nn.Module):
     """A variant's pooling ([B, C, H, W] -> [B, C]) in the place of the trunk's average pooling: ResNet.forward flattens
     after it, so the output keeps a trailing [1, 1]."""
@@ -173,9 +133,22 @@ class _Pooled(nn.Module):
         return self.pool(x)[:, :, None, None]
 
 
-def build_model(arch: dict[str, Any], pretrained: bool = True) -> ClipImageModel:
-    """Rebuild the architecture described by ``arch`` (``pretrained=False`` when weights come from a checkpoint)."""
-    return ClipImageModel(arch, pretrained=pretrained)
+def build_model(arch: dict[str, Any], lab: LabCode, pretrained: bool = True) -> nn.Module:
+    """The image model ``arch`` describes, built with ``lab``'s code (notebook 02's ``ClipImageModel`` and
+    ``projection_head``); ``pretrained=False`` when the weights come from a checkpoint.
+
+    The kit's part: the trunk (torchvision's ResNet, its ImageNet weights downloaded or read from a local file, the
+    classifier removed) and a modification's pooling or head (notebook 04). Built in this order (trunk, pooling, head,
+    temperature), so that a seed gives the same initial weights whatever reads the run."""
+    variant = Recipe.of(arch["variant"])  # the modifications (notebook 04); the baseline has none
+    trunk, in_dim = _trunk(arch["image_backbone"], arch["image_weights"] if pretrained else None)
+    pooling = variant.single("pooling")  # a variant's pooling, instead of global average pooling
+    if pooling is not None:
+        trunk.avgpool = _Pooled(pooling(in_dim))
+    head = (variant.single("head") or lab.projection_head)(in_dim, arch["hidden_dim"], arch["embed_dim"])
+    model = lab.ClipImageModel(trunk, head, arch["temperature"], bool(arch["learnable_temperature"]))
+    model.arch = dict(arch)
+    return model
 
 
 def parameter_summary(
@@ -202,12 +175,12 @@ def parameter_summary(
     return markdown.table(["component", "trainable", "frozen"], cells, numeric=(1, 2))
 
 
-def describe(arch: dict[str, Any]) -> dict[str, Any]:
+def describe(arch: dict[str, Any], lab: LabCode) -> dict[str, Any]:
     """The head's layers (``Linear(2048→1024) → GELU → Linear(1024→512)``) and the trainable and frozen parameter
     counts of the image tower ``arch`` describes (trunk and head: the temperature has its own row in the report). Built on
     PyTorch's meta device: no weights, no memory, no download, so the report can describe every run in milliseconds."""
     with torch.device("meta"):
-        model = build_model(arch, pretrained=False)
+        model = build_model(arch, lab, pretrained=False)
     params = [p for name, p in model.named_parameters() if name != "logit_scale"]  # the temperature is the loss's, not a layer's
     layers = model.head if isinstance(model.head, nn.Sequential) else [model.head]
     return {

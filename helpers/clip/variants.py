@@ -82,7 +82,6 @@ from ..core.flags import BASELINE, UnknownVariant, Variant, canonical, parse_var
 from ..data.dataset import CocoCacheDataset, with_images_from
 from .bank import CaptionBank, bank_positives
 from .loss import Negatives, max_hinge_loss
-from .model import ClipImageModel
 
 TEMP_LR_FACTOR = 100.0  # logit_scale's LR / base LR under ``temp``
 BIGBATCH_SIZE = 256
@@ -242,7 +241,7 @@ register(
     "AdamW moves log(scale) by at most about its LR per step: at LR 1e-4, over a 10-epoch run (~12,900 steps), the scale "
     "could rise from 14 to at most ~52; at 100× LR it can reach CLIP's clamp of 100 within a few hundred steps",
     overrides=temp_overrides, lr_multiplier=temp_lr_multiplier,
-    code=(temp_overrides, temp_lr_multiplier, ClipImageModel.clamp_logit_scale), builtin=True,
+    code=(temp_overrides, temp_lr_multiplier), builtin=True,
 )
 register(
     "bank",

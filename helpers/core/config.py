@@ -18,11 +18,13 @@ import os
 import re
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .flags import canonical, only_with, parse_variant, spelling, student_sources, training_step_code
+from .flags import canonical, only_with, parse_variant, spelling, student_sources
+from .lab import TRAINING, LabCode
 from .provenance import text_tower_id
 from .resolution import schedule_problem
 from .storage import atomic_write_json, read_json
@@ -109,18 +111,22 @@ class Config:
     seeds: list[int] = free(default_factory=lambda: [0])  # several seeds: mean and spread
     # --- derived from the fields above: never given, never saved -------------------------------
     flags: frozenset[str] = field(init=False, repr=False, compare=False, metadata={"kind": "derived"})  # VARIANT, parsed once
+    # the lab's code (the notebooks' cells tagged "lab"): a notebook kernel's own cells (from_notebook), else the notebooks'
+    lab: LabCode = field(init=False, repr=False, compare=False, metadata={"kind": "derived"})
 
     def __post_init__(self) -> None:
         _check_types(self)  # checks change no value ...
         self.flags = _normalise(self)  # ... this step alone does (one spelling per value); the variant parsed once
         _check_values(self)
+        self.lab = LabCode.shipped()  # from_notebook and replace hand over another
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain types, so the dict can live inside a ``weights_only`` checkpoint (no derived field)."""
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["kind"] != "derived"}
 
     def replace(self, **changes: Any) -> Config:
-        return from_params({**self.to_dict(), **changes})
+        """The same settings with ``changes``, and the same lab code."""
+        return with_lab(from_params({**self.to_dict(), **changes}), self.lab)
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, self.to_dict())
@@ -134,8 +140,9 @@ FREE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["ki
 def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     """The identity fields of ``cfg`` (or of a stored config dict) that apply to its variant: what a run folder
     must agree with to be reused. A setting that belongs to one variant (BANK_SIZE to ``bank``) counts only with it;
-    a student's own modification adds the digest of its source (``variant_code``), and a student's training step its
-    own (``step_code``), so a changed line is a new run."""
+    a student's own modification adds the digest of its source (``variant_code``), and a config the digest of the lab
+    cells a run trains with (``lab_code``: the Dataset of 01; the head, the model, the loss and the step of 02), so any
+    change in one of those cells is a new run."""
     values = cfg.to_dict() if isinstance(cfg, Config) else cfg
     flags = cfg.flags if isinstance(cfg, Config) else parse_variant(values.get("variant", "baseline"))
     out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
@@ -146,8 +153,7 @@ def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
         out["variant_code"] = code
     if isinstance(cfg, Config):  # what is asked for now (a stored record keeps what it was)
         out["text_model"] = text_tower_id(cfg.text_model)  # a local text tower by its content, not its path
-        if training_step_code():  # a student's training step (notebook 02), digested like a modification
-            out["step_code"] = training_step_code()["digest"]
+        out["lab_code"] = cfg.lab.digest(TRAINING)  # the lab cells this run trains with, as this kernel ran them
     return out
 
 
@@ -186,12 +192,23 @@ def from_notebook(namespace: dict[str, Any]) -> Config:
     Every all-caps name counts, so a misspelt parameter (or one injected by papermill
     with ``-p``) is reported instead of silently ignored.
     """
-    return from_params(notebook_params(namespace))
+    lab = LabCode.from_kernel(namespace)
+    return with_lab(from_params(notebook_params(namespace, code=lab.binds())), lab)
 
 
-def notebook_params(namespace: dict[str, Any]) -> dict[str, Any]:
-    """A notebook's UPPERCASE globals: its parameter cell, papermill's injected cell, and anything else set in capitals."""
-    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and not callable(v)}
+def with_lab(cfg: Config, lab: LabCode) -> Config:
+    """``cfg`` running ``lab``'s code (a notebook kernel's cells, or a stored run's)."""
+    cfg.lab = lab
+    return cfg
+
+
+def notebook_params(namespace: dict[str, Any], code: Collection[str] = ()) -> dict[str, Any]:
+    """A notebook's UPPERCASE globals: its parameter cell, papermill's injected cell, and anything else set in capitals,
+    but for the names the lab's cells bind (``code``: their constants, ``import ... as F``) and modules."""
+    return {
+        k: v for k, v in namespace.items()
+        if k.isupper() and not k.startswith("_") and k not in code and not callable(v) and not isinstance(v, types.ModuleType)
+    }  # fmt: skip
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:

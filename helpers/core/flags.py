@@ -244,30 +244,6 @@ def student_sources(flags: frozenset[str]) -> dict[str, str]:
     return {n: known[n].source_digest for n in spelling(flags).split("+") if n in known and not known[n].builtin}
 
 
-_STEP: dict[str, Any] = {}  # a student's training step (notebook 02's cell tagged student-step): function, source, digest
-
-
-def set_training_step(step: Callable[..., Any] | None) -> None:
-    """Train with the student's ``step`` instead of the lab's (None: the lab's again); refused when its source cannot
-    be read, since the digest of that source is part of the run identity."""
-    _STEP.clear()
-    if step is None:
-        return
-    if not callable(step):
-        raise TypeError(f"use_training_step expects a function, got {type(step).__name__}")
-    source = source_of(step)
-    _STEP.update(step=step, source=source, digest=hashlib.sha256(source.encode()).hexdigest()[:16])
-
-
-def training_step_override() -> Callable[..., Any] | None:
-    return _STEP.get("step")
-
-
-def training_step_code() -> dict[str, str]:
-    """``{"source": ..., "digest": ...}`` of the student's step, or ``{}`` for the lab's."""
-    return {k: _STEP[k] for k in ("source", "digest")} if _STEP else {}
-
-
 def only_with(field_name: str) -> str | None:
     """The variant a setting belongs to (``bank_size`` -> ``"bank"``), or None for a setting of every run."""
     return next((n for n, r in _registry().items() if field_name in r.settings), None)

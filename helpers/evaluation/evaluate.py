@@ -9,9 +9,7 @@ checkpoint's identity (path, epoch, SHA-256).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..clip.embed import encode_images
 from ..clip.metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
-from ..clip.model import ClipImageModel
 from ..core import markdown
 from ..core.artifacts import load_json
 from ..core.config import Config, TrainingDiverged, divergence_advice
 from ..core.env import Paths
+from ..core.lab import EVALUATION
 from ..core.provenance import captions_digest, check_inputs, check_sources, tower_of
 from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import CocoCacheDataset, load_text_embeds
@@ -94,7 +93,7 @@ class EvalData:
     """Everything needed to score one split."""
 
     run: RunDir
-    model: ClipImageModel
+    model: nn.Module
     checkpoint: dict[str, Any]
     cache: ImageCache
     text: dict[str, Any]
@@ -206,15 +205,15 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     rows = data.dataset.caption_rows
     text_features = data.text["embeddings"][rows].float()
     t2i = data.dataset.caption_image_index
-    metrics = retrieval_metrics(image_features, text_features, t2i, device=device)
-    metrics_1k = fold_metrics(image_features, text_features, t2i, device=device) if len(image_features) >= 5000 else None
+    metrics = retrieval_metrics(image_features, text_features, t2i, device=device, lab=cfg.lab)  # 03's cells, as its kernel ran them
+    metrics_1k = fold_metrics(image_features, text_features, t2i, device=device, lab=cfg.lab) if len(image_features) >= 5000 else None
     karpathy_order = data.split == "test" and data.protocol == "karpathy-5k"
     zero_shot = None
     if cfg.compare_zero_shot:
         from .zero_shot import zero_shot_image_features
 
         zs = zero_shot_image_features(cfg.text_model, data.cache, data.dataset.image_ids, device, progress=progress)
-        zero_shot = retrieval_metrics(zs, text_features, t2i, device=device)
+        zero_shot = retrieval_metrics(zs, text_features, t2i, device=device, lab=cfg.lab)
     record = {
         "run_name": data.run.name,
         "split": data.split,
@@ -232,6 +231,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         "seconds": time.perf_counter() - t0,
         "config": cfg.to_dict(),
         "train_config": load_json(data.run.config, "config") if data.run.config.exists() else None,
+        "lab_code": {"digest": cfg.lab.digest(EVALUATION), "edited": cfg.lab.edited(EVALUATION)},  # the cells that scored it
         "inputs": {
             "run": data.run_inputs,
             "scored_images": data.cache.digest(data.dataset.image_ids),
@@ -240,7 +240,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     }
     record = seal(record)  # a hand edit of the figures is noticed by every reader (runs.load_eval)
     atomic_write_json(data.run.eval_json(data.split), record)
-    atomic_write_bytes(data.run.eval_csv(data.split), results_csv(record).encode())
+    atomic_write_bytes(data.run.eval_csv(data.split), cfg.lab.results_csv(_rows(record)).encode())  # 03's lab cell
     start_figures(data.run, data.split, record)
     return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record)
 
@@ -260,17 +260,6 @@ def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
     for k, ref in enumerate(REFERENCES, 1):
         out.append((f"{ref.model} [published{'*' * k}, not re-measured]", ref.protocol, ref.metrics()))
     return out
-
-
-def results_csv(record: dict[str, Any]) -> str:
-    """``eval_<split>.csv``: one row per model (this run, its 1k folds, zero-shot, the published references), Recall@K and
-    rsum in percent (the JSON keeps fractions); a spreadsheet or a report table reads it as it is."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["model", "protocol", *[k.replace("@", "_at_") + "_pct" for k in RECALL_KEYS], "rsum_pct"])
-    for name, protocol, rec in _rows(record):
-        writer.writerow([name, protocol, *[f"{rec[k]:.2f}" for k in RECALL_KEYS], f"{sum(rec.values()):.2f}"])
-    return buf.getvalue()
 
 
 def results_markdown(record: dict[str, Any]) -> str:

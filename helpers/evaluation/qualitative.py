@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from ..clip.metrics import NonFiniteFeatures
-from ..clip.model import ClipImageModel
 from ..core.figures import wrap_caption
 from ..core.provenance import text_tower_id, tower_of
 from ..data.dataset import TextCacheMismatch
@@ -48,7 +48,7 @@ class RetrievalIndex:
 
     def __init__(
         self,
-        model: ClipImageModel,
+        model: nn.Module,
         image_features: torch.Tensor,
         image_ids: list[int],
         cache: ImageCache,

@@ -29,6 +29,7 @@ from ..core.artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load
 from ..core.config import Config, ConfigError, check_run_name, identity_differences, run_identity
 from ..core.env import Paths
 from ..core.flags import canonical
+from ..core.lab import LabCode
 from ..core.provenance import check_inputs, digest
 from ..core.storage import atomic_copy, atomic_torch_save, atomic_write_json, sha256_file
 
@@ -297,13 +298,14 @@ def trained_settings(run: RunDir) -> dict[str, Any]:
 
 
 def load_trained(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Rebuild the architecture stored in ``best.pt``/``checkpoint.pt`` and load its weights (weights_only)."""
+    """Rebuild the architecture stored in ``best.pt``/``checkpoint.pt`` with the lab code it trained with (notebook 02's
+    cells, as the checkpoint keeps them), and load its weights (weights_only)."""
     from ..clip.model import build_model
 
     path = Path(path)
     kind = "best" if path.name == BEST else "checkpoint"
     state = load_torch(path, kind)
-    model = build_model(state["arch"], pretrained=False)
+    model = build_model(state["arch"], LabCode.from_record(state.get("lab_code")), pretrained=False)
     load_weights(model, state, path, kind)
     return model.to(device).eval(), state
 

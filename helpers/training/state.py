@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..clip.model import ClipImageModel
 from ..core.artifacts import load_weights
 from .checkpoint import rng_state, set_rng_state
 
 
 @dataclass
 class RunState:
-    model: ClipImageModel  # the image tower whose weights are saved
+    model: nn.Module  # the image tower whose weights are saved
     train_model: torch.nn.Module  # the module the step calls: ``model``, or its DDP wrapper under torchrun
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR

@@ -1,7 +1,8 @@
 """The resumable trainer: the driver around the training step, fast on a T4, safe against disconnects, divergence and OOM.
 
-Read the step first (helpers/training/step.py: forward, the CLIP loss, backward, optimizer step): it is what every
-batch runs, and notebook 02 shows it. This module drives it and keeps a run alive:
+Read the step first (notebook 02's lab cell ``training_step``: forward, the CLIP loss, backward, optimizer step): it is
+what every batch runs. This module drives it, with the loss and the model of 02's cells (``cfg.lab``), and keeps a run
+alive:
 
 Speed: fp16 autocast + GradScaler on CUDA (bf16 on GPUs that support it natively),
 channels_last, ``cudnn.benchmark``, uint8 batches normalised on the GPU, pinned memory
@@ -29,15 +30,16 @@ from typing import Any
 import torch
 
 from ..clip.embed import amp_dtype
-from ..clip.loss import CLIP_LOSS_TEXT, Negatives, clip_loss
+from ..clip.loss import CLIP_LOSS_TEXT, Negatives
 from ..clip.metrics import NonFiniteFeatures
-from ..clip.model import ClipImageModel, build_model, check_same_architecture, describe, model_config
-from ..core import env, flags, resolution
+from ..clip.model import check_same_architecture, describe, model_config
+from ..core import env, resolution
 from ..core.artifacts import load_json, load_torch
 from ..core.config import Config, ConfigError, TrainingDiverged, run_identity
 from ..core.env import Paths
 from ..core.faults import kill_point
 from ..core.flags import Recipe
+from ..core.lab import TRAINING
 from ..core.markdown import duration
 from ..core.storage import atomic_write_json
 from ..data.dataset import normalize_images
@@ -60,11 +62,11 @@ from ..store.runs import (
 )  # fmt: skip
 from . import epoch as epochs
 from . import recovery
+from .assemble import assemble, loss_and_step
 from .checkpoint import seed_everything
 from .distributed import gather_with_local_grad, global_loss, init_distributed, wrap_model
-from .optim import head_lr, make_optimizer, make_scheduler
+from .optim import head_lr, make_scheduler
 from .state import RunState
-from .step import current_training_step, training_step  # noqa: F401  (training_step: what the trainer runs by default)
 from .train_data import load_training_data
 from .validation import validate
 
@@ -82,9 +84,9 @@ class Trainer:
         self.overrides = {k: {"requested": getattr(cfg, k), "resolved": v} for k, v in resolved.items()}
         self.cfg = cfg = cfg.replace(**resolved)
         self.dist = init_distributed()
-        self.loss_fn = self.variant.single("loss") or clip_loss  # every loss takes (image, text, scale, negatives)
+        self.lab = cfg.lab  # the lab's cells (notebook 02's model, loss and step), as the notebook's kernel ran them
+        self.loss_fn, self.step_fn = loss_and_step(cfg, self.variant)  # a modification's loss or 02's clip_loss; 02's step
         self.train_loss = global_loss(self.loss_fn, self.dist)  # over every GPU's batch under torchrun
-        self.step_fn = current_training_step()  # the lab's training_step, or the student's (notebook 02)
         if not self.dist.is_main:  # rank 0 alone logs, plots and writes
             progress, on_epoch, on_step, log = False, None, None, lambda message: None
         self.paths, self.progress, self.on_epoch, self.on_step, self.log = paths, progress, on_epoch, on_step, log
@@ -113,14 +115,11 @@ class Trainer:
             gc.collect()
             torch.cuda.empty_cache()
         seed_everything(self.cfg.seed)
-        model: ClipImageModel = build_model(self.arch, pretrained=pretrained).to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model, self.cfg, self.variant, lr)
+        parts = assemble(self.cfg, self.variant, self.arch, self.device, lr, self.amp_dtype, self.channels_last, pretrained)
         total = epochs.steps_per_epoch(len(self.train_set), batch_size, self.cfg.max_steps_per_epoch) * self.cfg.epochs
-        scheduler = make_scheduler(optimizer, total, self.cfg.lr_schedule, self.variant.warmup(self.cfg.warmup_steps, total))
-        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        return RunState(model, wrap_model(model, self.dist, self.device), optimizer, scheduler, scaler, batch_size, lr)
+        scheduler = make_scheduler(parts.optimizer, total, self.cfg.lr_schedule, self.variant.warmup(self.cfg.warmup_steps, total))
+        return RunState(parts.model, wrap_model(parts.model, self.dist, self.device), parts.optimizer, scheduler, parts.scaler,
+                        batch_size, lr)  # fmt: skip
 
     # ----------------------------------------------------------------- the run
     def fit(self) -> TrainResult:
@@ -282,7 +281,7 @@ class Trainer:
     # ----------------------------------------------------------------- end of epoch, end of run
     def _end_of_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         saved = self.state.checkpoint(epoch + 1, arch=self.arch, config=self.cfg.to_dict(), identity=self.identity,
-                                      inputs=self.inputs, run_name=self.run_name)  # fmt: skip
+                                      inputs=self.inputs, run_name=self.run_name, lab_code=self.lab.sources(TRAINING))  # fmt: skip
         self.run.path.mkdir(parents=True, exist_ok=True)  # the folder deleted mid-run: written again, never left half
         if not self.run.config.exists():
             self.cfg.save(self.run.config)
@@ -316,9 +315,9 @@ class Trainer:
             amp_dtype=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32", channels_last=self.channels_last,
             hardware=env.hardware_summary(self.paths), config=self.cfg.to_dict(), variant_overrides=self.overrides,  # requested/resolved
             variant_sources={r.name: r.source for r in self.variant.records if not r.builtin},  # a student's code, as trained
-            step_source=flags.training_step_code().get("source"),  # a student's training step (notebook 02), or None
+            lab_code=self.lab.sources(TRAINING), lab_edited=self.lab.edited(TRAINING),  # the cells it trained with; those changed
             loss=self.variant.loss_text(CLIP_LOSS_TEXT),  # what the report says of the run, read without its records
-            model=describe(self.arch), arch=self.arch, num_train_images=len(self.train_set), num_val_images=len(self.val_set),
+            model=describe(self.arch, self.lab), arch=self.arch, num_train_images=len(self.train_set), num_val_images=len(self.val_set),
             protocol=self.data.splits.protocol, identity=self.identity, inputs=self.inputs, data=self.data.facts(),
             best_sha256=weights_sha256(self.run.best),  # the model this summary describes
         ))  # fmt: skip

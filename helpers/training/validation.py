@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from ..clip.embed import encode_images
-from ..clip.loss import clip_loss
 from ..clip.metrics import retrieval_metrics
 from ..data.dataset import CocoCacheDataset
 
@@ -21,7 +20,7 @@ from ..data.dataset import CocoCacheDataset
 @torch.no_grad()
 def validate(
     model: Any, val_set: CocoCacheDataset, device: torch.device, batch_size: int, amp: bool, num_workers: int,
-    loss_fn: Callable[..., torch.Tensor] = clip_loss,
+    loss_fn: Callable[..., torch.Tensor],
 ) -> dict[str, Any]:
     """``val_loss`` (the run's own loss: one fixed caption per image, batches of ``batch_size``, no extra negatives)
     and val Recall@K over all captions."""

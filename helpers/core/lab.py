@@ -1,0 +1,203 @@
+"""The lab's own code: the notebooks' cells tagged ``lab``, the one source of what the handout asks the student to write.
+
+Why: the lab is read and changed in the notebooks (the caption encoding and the Dataset in 01; the projection head, the
+image model, the InfoNCE loss and the training step in 02; Recall@K and the results CSV in 03). Those cells are the
+code that runs everywhere: in their notebook, in ``python -m helpers.train`` (also under ``torchrun``), in 03 and 05
+reading a finished run, and in the tests. Nothing keeps a second copy by hand: outside a notebook's kernel the cells
+are read from the ``.ipynb`` file and executed (as d2l.ai runs its ``#@save`` cells, without the generated module
+that could fall out of date).
+
+A :class:`LabCode` is the text of those cells, and what executing them defines. A notebook's kernel hands over its
+own cells (:meth:`LabCode.from_kernel`: a student's edit included, even one never saved to disk), the digest of the
+cells a run trains with is part of the run's identity (any change in a cell, a constant or a comment, is a new run),
+and a run keeps their text in its checkpoint, so 03 and 05 rebuild the model the run trained (:meth:`from_record`).
+
+The cells import only from the standard library, torch, torchvision and transformers (a test checks it): they reach
+no part of ``helpers/``, so this module, in the core, executes them without reaching above the core.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import linecache
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+LAB_TAG = "lab"  # the cells of the lab's own code (a notebook's cell metadata "tags")
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # where the notebooks sit, beside helpers/
+NOTEBOOKS = {"01": "01_dataset_prep.ipynb", "02": "02_train_clip.ipynb", "03": "03_evaluate_clip.ipynb"}
+TRAINING = ("01", "02")  # the cells a training run executes (the Dataset; the head, model, loss, step): its identity
+EVALUATION = ("03",)  # the cells 03 scores a run with
+
+
+class LabCodeError(RuntimeError):
+    """A lab cell is missing, cannot run, or does not define what the kit calls."""
+
+
+@dataclass(frozen=True)
+class LabCell:
+    """One cell tagged ``lab``: its notebook ("02"), its cell id and its source, with the names it defines."""
+
+    notebook: str
+    cell_id: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.notebook}:{self.cell_id}"
+
+    @property
+    def where(self) -> str:
+        """How a student finds the cell: ``the lab cell `clip-loss` of 02_train_clip.ipynb``."""
+        return f"the lab cell `{self.cell_id}` of {NOTEBOOKS.get(self.notebook, self.notebook)}"
+
+    def defines(self) -> list[str]:
+        """The functions and classes the cell defines at its top level (what the kit may call)."""
+        try:
+            tree = ast.parse(self.source)
+        except SyntaxError:
+            return []
+        return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+
+    def binds(self) -> set[str]:
+        """Every name the cell binds at its top level (functions, classes, constants, imports): none is a setting."""
+        try:
+            tree = ast.parse(self.source)
+        except SyntaxError:
+            return set()
+        names: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        return names
+
+
+class LabCode:
+    """The lab cells' text, executed once per object into one namespace; attributes are what the cells define."""
+
+    def __init__(self, cells: Iterable[LabCell]):
+        self.cells: tuple[LabCell, ...] = tuple(cells)
+        self._namespace: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- where the text comes from
+    @classmethod
+    def shipped(cls, project_dir: str | os.PathLike | None = None) -> LabCode:
+        """The cells as the notebooks on disk hold them (``python -m helpers.train``, 03 in a fresh kernel, the tests)."""
+        return cls(_cells_on_disk(str(Path(project_dir or PROJECT_DIR).resolve())))
+
+    @classmethod
+    def from_kernel(cls, namespace: dict[str, Any], project_dir: str | os.PathLike | None = None) -> LabCode:
+        """The cells as this notebook's kernel ran them: a cell the kernel ran (it defines the cell's functions or classes
+        from a cell of its own) is taken as run, edits included; the others as the notebooks on disk hold them."""
+        out = []
+        for cell in cls.shipped(project_dir).cells:
+            ran = next((text for name in cell.defines() if (text := _kernel_cell_text(namespace.get(name))) is not None), None)
+            out.append(cell if ran is None else LabCell(cell.notebook, cell.cell_id, ran))
+        return cls(out)
+
+    @classmethod
+    def from_record(cls, record: dict[str, str] | None, fallback: LabCode | None = None) -> LabCode:
+        """The cells a run stored (``{"02:clip-loss": source, ...}``); the notebooks' for the cells it did not store."""
+        base = fallback or cls.shipped()
+        record = record or {}
+        return cls(LabCell(c.notebook, c.cell_id, record.get(c.key, c.source)) for c in base.cells)
+
+    # ----------------------------------------------------------------- what a run records
+    def sources(self, notebooks: Iterable[str] = TRAINING) -> dict[str, str]:
+        """``{"02:clip-loss": source, ...}`` of the cells of ``notebooks``: plain strings, for a checkpoint or JSON."""
+        wanted = set(notebooks)
+        return {c.key: c.source for c in self.cells if c.notebook in wanted}
+
+    def digest(self, notebooks: Iterable[str] = TRAINING) -> str:
+        """16 hex of the sha256 of those cells' text: part of a run's identity (and of 03's results)."""
+        return hashlib.sha256(json.dumps(self.sources(notebooks), sort_keys=True).encode()).hexdigest()[:16]
+
+    def edited(self, notebooks: Iterable[str] = TRAINING, project_dir: str | os.PathLike | None = None) -> dict[str, str]:
+        """The cells whose text differs from the notebooks on disk: what the report shows as the student's code."""
+        shipped = LabCode.shipped(project_dir).sources(notebooks)
+        return {k: v for k, v in self.sources(notebooks).items() if shipped.get(k) != v}
+
+    def binds(self) -> set[str]:
+        """The names the lab cells bind: a notebook's UPPERCASE constants among them are code, not settings."""
+        return set().union(*(c.binds() for c in self.cells))
+
+    def cell(self, key: str) -> LabCell:
+        return next(c for c in self.cells if c.key == key)
+
+    # ----------------------------------------------------------------- what the cells define
+    @property
+    def namespace(self) -> dict[str, Any]:
+        """Every cell executed in notebook order into one namespace (as in a kernel), once per object."""
+        if self._namespace is None:
+            namespace: dict[str, Any] = {"__name__": "clip_lab", "__builtins__": __builtins__}
+            for cell in self.cells:
+                filename = f"<lab cell {cell.key} ({NOTEBOOKS.get(cell.notebook, cell.notebook)})>"
+                linecache.cache[filename] = (len(cell.source), None, cell.source.splitlines(True), filename)  # tracebacks
+                try:
+                    exec(compile(cell.source, filename, "exec"), namespace)
+                except Exception as exc:
+                    raise LabCodeError(f"{cell.where} does not run ({type(exc).__name__}: {exc}): fix the cell and run it again") from exc
+            self._namespace = namespace
+        return self._namespace
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        namespace = self.namespace
+        if name not in namespace:
+            raise LabCodeError(
+                f"The kit calls `{name}`, which no lab cell defines ({', '.join(c.cell_id for c in self.cells)}): "
+                "a lab cell may change its code but keeps its name and arguments."
+            )
+        return namespace[name]
+
+    def __repr__(self) -> str:
+        return f"LabCode({len(self.cells)} cells, training {self.digest()})"
+
+
+@cache
+def _cells_on_disk(project_dir: str) -> tuple[LabCell, ...]:
+    """The tagged cells of the notebooks in ``project_dir`` (read once per process: a file's text, no state of ours)."""
+    cells = []
+    for number, name in NOTEBOOKS.items():
+        path = Path(project_dir) / name
+        try:
+            notebook = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LabCodeError(
+                f"{path} is missing: the lab's code lives in the notebooks' cells tagged {LAB_TAG!r}. Run from a clone of the "
+                "repository (the notebooks beside helpers/)."
+            ) from None
+        for cell in notebook["cells"]:
+            if cell["cell_type"] == "code" and LAB_TAG in cell.get("metadata", {}).get("tags", []):
+                source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+                cells.append(LabCell(number, cell.get("id") or f"cell-{len(cells)}", source))
+    return tuple(cells)
+
+
+def _kernel_cell_text(obj: Any) -> str | None:
+    """The whole text of the notebook cell that defined ``obj`` in this kernel (IPython keeps each executed cell in
+    ``linecache``), or None for an object not defined by a cell (absent, built in, or executed by :class:`LabCode`)."""
+    if obj is None:
+        return None
+    code = getattr(getattr(obj, "__func__", obj), "__code__", None)
+    if code is None and isinstance(obj, type):
+        code = next((getattr(getattr(m, "__func__", m), "__code__", None) for m in vars(obj).values()
+                     if getattr(getattr(m, "__func__", m), "__code__", None) is not None), None)  # fmt: skip
+    if code is None or code.co_filename.startswith("<lab cell "):
+        return None  # not a cell's, or LabCode's own execution of the notebooks' text
+    if Path(code.co_filename).is_file() and "ipykernel" not in code.co_filename:
+        return None  # defined in a module on disk, not by a cell of this kernel
+    lines = linecache.getlines(code.co_filename)
+    return "".join(lines) if lines else None
