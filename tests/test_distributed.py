@@ -10,10 +10,13 @@ import torch
 import torch.multiprocessing as mp
 from conftest import ROOT, SLOWDOWN
 
-from helpers.clip import loss, model
+from helpers.clip import model
 from helpers.core import config
+from helpers.core.lab import LabCode
 from helpers.core.storage import read_json, torch_load
 from helpers.training import distributed
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 ARCH = model.model_config(
     config.from_params(IMAGE_BACKBONE="resnet18", IMAGE_WEIGHTS=None, HIDDEN_DIM=32, LEARNABLE_TEMPERATURE=True), embed_dim=16
@@ -36,7 +39,7 @@ def _batch():
 
 def _model():
     torch.manual_seed(0)
-    m = model.build_model(ARCH, pretrained=False)
+    m = model.build_model(ARCH, LAB, pretrained=False)
     return m.eval()  # BatchNorm on running statistics: identical on every rank
 
 
@@ -47,7 +50,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     ddp = distributed.wrap_model(m, ctx, torch.device("cpu"))
     images, text = _batch()
     shard = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
-    value = distributed.global_loss(loss.clip_loss, ctx)(ddp(images[shard]), text[shard], ddp.scale(), None)
+    value = distributed.global_loss(LAB.clip_loss, ctx)(ddp(images[shard]), text[shard], ddp.scale(), None)
     value.backward()  # the plain backward of the training step: the gradient factors sit inside global_loss
     torch.save({"loss": value.item(), "grads": {n: p.grad.clone() for n, p in m.named_parameters()}}, f"{out_dir}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -57,7 +60,7 @@ def test_two_process_step_equals_single_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     m = _model()
     images, text = _batch()
-    reference = loss.clip_loss(m(images), text, m.scale())
+    reference = LAB.clip_loss(m(images), text, m.scale())
     reference.backward()
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
@@ -70,7 +73,7 @@ def test_two_process_step_equals_single_process(tmp_path):
 def test_gather_keeps_gradient_only_for_the_local_shard():
     ctx = distributed.DistContext()  # one process: identity
     x = torch.randn(3, 4, requires_grad=True)
-    assert distributed.gather_with_local_grad(x, ctx) is x and distributed.global_loss(loss.clip_loss, ctx) is loss.clip_loss
+    assert distributed.gather_with_local_grad(x, ctx) is x and distributed.global_loss(LAB.clip_loss, ctx) is LAB.clip_loss
 
 
 def test_torchrun_trains_and_resumes(workspace, tmp_path):

@@ -6,6 +6,9 @@ import torch.nn.functional as F
 
 from helpers.clip import loss, model
 from helpers.core import config
+from helpers.core.lab import LabCode
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 def _unit(n, d, seed):
@@ -28,17 +31,17 @@ def _reference_loss(img, txt, scale):
 @pytest.mark.parametrize("scale", [1.0, 1 / 0.07, 100.0])
 def test_clip_loss_matches_reference(scale):
     img, txt = _unit(9, 16, 0), _unit(9, 16, 1)
-    assert abs(loss.clip_loss(img, txt, scale).item() - _reference_loss(img, txt, scale)) < 1e-4
+    assert abs(LAB.clip_loss(img, txt, scale).item() - _reference_loss(img, txt, scale)) < 1e-4
 
 
 def test_clip_loss_is_symmetric_and_temperature_sharpens():
     img, txt = _unit(16, 32, 2), _unit(16, 32, 3)
-    assert torch.isclose(loss.clip_loss(img, txt, 14.0), loss.clip_loss(txt, img, 14.0), atol=1e-6)
+    assert torch.isclose(LAB.clip_loss(img, txt, 14.0), LAB.clip_loss(txt, img, 14.0), atol=1e-6)
     # perfect alignment: a lower temperature (higher scale) drives the loss towards 0
-    aligned = [loss.clip_loss(img, img, s).item() for s in (1.0, 10.0, 100.0)]
+    aligned = [LAB.clip_loss(img, img, s).item() for s in (1.0, 10.0, 100.0)]
     assert aligned[0] > aligned[1] > aligned[2] and aligned[2] < 1e-3
     # random pairs at scale 1 sit near chance, log(N)
-    assert abs(loss.clip_loss(img, txt, 1.0).item() - math.log(16)) < 0.2
+    assert abs(LAB.clip_loss(img, txt, 1.0).item() - math.log(16)) < 0.2
 
 
 def test_in_batch_accuracy():
@@ -50,7 +53,7 @@ def test_in_batch_accuracy():
 @pytest.fixture(scope="module")
 def tiny_model():
     cfg = config.from_params(IMAGE_BACKBONE="resnet18", IMAGE_WEIGHTS=None, HIDDEN_DIM=32, LEARNABLE_TEMPERATURE=True)
-    return model.build_model(model.model_config(cfg, embed_dim=24)), cfg
+    return model.build_model(model.model_config(cfg, embed_dim=24), LAB), cfg
 
 
 def test_model_shapes_norm_and_gradients(tiny_model):
@@ -62,7 +65,7 @@ def test_model_shapes_norm_and_gradients(tiny_model):
     assert isinstance(m.head[1], torch.nn.GELU) and m.head[0].in_features == 512
     assert abs(m.scale().item() - 1 / 0.07) < 1e-3
     text = _unit(4, 24, 5)
-    loss.clip_loss(out, text, m.scale()).backward()
+    LAB.clip_loss(out, text, m.scale()).backward()
     assert m.head[0].weight.grad is not None and m.trunk.conv1.weight.grad is not None
     assert m.logit_scale.grad is not None
 
@@ -72,11 +75,12 @@ def test_frozen_text_tower_gets_no_gradients(tiny_tower):
 
     tower = load_text_tower(str(tiny_tower), "cpu")
     assert not any(p.requires_grad for p in tower.model.parameters())
-    m = model.build_model(model.model_config(config.from_params(IMAGE_BACKBONE="resnet18", IMAGE_WEIGHTS=None, HIDDEN_DIM=16), tower.dim))
+    cfg = config.from_params(IMAGE_BACKBONE="resnet18", IMAGE_WEIGHTS=None, HIDDEN_DIM=16)
+    m = model.build_model(model.model_config(cfg, tower.dim), LAB)
     img = m.encode_image(torch.randn(2, 3, 32, 32))
     batch = tower.tokenizer(["a red circle", "a blue square"], padding=True, return_tensors="pt")
     text = F.normalize(tower.model(**batch).text_embeds, dim=-1)
-    loss.clip_loss(img, text, m.scale()).backward()
+    LAB.clip_loss(img, text, m.scale()).backward()
     assert all(p.grad is None for p in tower.model.parameters())
     assert not m.logit_scale.requires_grad  # fixed temperature by default
 
@@ -104,7 +108,7 @@ def test_rebuild_from_config_dict_and_mismatch(tiny_model):
     m, cfg = tiny_model
     arch = model.model_config(cfg, 24)
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in arch.values())
-    clone = model.build_model(arch, pretrained=False)
+    clone = model.build_model(arch, LAB, pretrained=False)
     clone.load_state_dict(m.state_dict())
     x = torch.randn(2, 3, 32, 32)
     m.eval(), clone.eval()
@@ -113,7 +117,7 @@ def test_rebuild_from_config_dict_and_mismatch(tiny_model):
     with pytest.raises(model.CheckpointMismatch, match="HIDDEN_DIM: checkpoint 32 vs requested 64.*RUN_NAME"):
         model.check_same_architecture(arch, other, "runs/x/checkpoint.pt")
     with pytest.raises(ValueError, match="IMAGE_WEIGHTS='IMAGENET1K_V9'.*IMAGENET1K_V1"):
-        model.build_model({**arch, "image_weights": "IMAGENET1K_V9"})
+        model.build_model({**arch, "image_weights": "IMAGENET1K_V9"}, LAB)
 
 
 def test_parameter_summary(tiny_model):

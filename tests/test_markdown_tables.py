@@ -12,6 +12,9 @@ import pytest
 from markdown_it import MarkdownIt
 
 from helpers.core import markdown
+from helpers.core.lab import LabCode
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 GFM = MarkdownIt("commonmark").enable("table")
 
@@ -84,7 +87,7 @@ def test_tables_of_notebook_01_and_the_teaching_cells(recorded, prepared, tiny_t
     assert "<\\|startoftext\\|>" in tokens or "<\\|endoftext\\|>" in tokens  # the special tokens hold pipes: escaped
     document = tokens
     document += prepare.summary_markdown(prepared["splits"], prepared["manifest"], {"train": {"captions": 600, "token_reduction": 3.9}})
-    document += teach.toy_loss_table() + teach.temperature_table()
+    document += teach.toy_loss_table(LAB.clip_loss) + teach.temperature_table()
     _check(recorded, document)
 
 
@@ -98,7 +101,7 @@ def test_tables_of_training_evaluation_ablation_doctor_and_report(recorded, trai
 
     cfg, paths, result = trained
     document = runs.summary_markdown(result)
-    model = build_model({**result.metrics["arch"]}, pretrained=False)
+    model = build_model({**result.metrics["arch"]}, LAB, pretrained=False)
     document += parameter_summary(model)
     record = evaluate.evaluate(cfg.replace(eval_split="val"), paths, device="cpu", progress=False).record
     document += evaluate.results_markdown(record)

@@ -149,11 +149,9 @@ def test_notebook_02_trains_and_then_skips(nb01):
     assert "| predicted: this run (EPOCHS=2, 120 images) |" in text and "| training step at 64 px (32 images, fp32) |" in text
     assert text.index("projection head") < text.index("| predicted: this run")  # the doctor after the model is introduced
     assert "```python\nclass LossGuard:" in text and "```python\ndef after_divergence(" in text  # handout 2.3 item 6
-    assert "```python\ndef baseline_head(" in text and "class ClipImageModel(" in text and "```python\ndef clip_loss(" in text
-    assert "```python\ndef _trunk(" in text and "net.fc = nn.Identity()" in text  # the handout's 2.2 item 1
-    assert "```python\ndef clip_logits(" in text and "```python\ndef load_text_tower(" in text and "requires_grad_(False)" in text
-    assert "```python\ndef training_step(" in text and "scaler.scale(loss).backward()" in text  # the step, from step.py
-    assert "```python\ndef train_one_epoch(self, epoch: int)" in text and "self.step_fn(" in text  # the driver's loop
+    assert "```python\ndef load_text_tower(" in text and "requires_grad_(False)" in text  # plumbing, shown; the lab's code is in cells
+    for lesson in ("def projection_head(", "class ClipImageModel(", "def clip_loss(", "def training_step("):
+        assert lesson not in text  # defined in a lab cell that runs (tests/test_lab_code.py), never rendered as a copy
     shown = "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
     for machinery in ("kill_point", "backward_scale", "fix_replicated_grads", "global_clip_loss", "gather_with_local_grad", "self.dist"):
         assert machinery not in shown, machinery  # test and DDP machinery sit behind one named call, never in the lesson
@@ -168,47 +166,36 @@ def test_notebook_02_trains_and_then_skips(nb01):
     assert "already finished" in _text(again)
 
 
-def test_notebook_02_trains_with_a_students_own_step(nb01):
-    """The cell tagged student-step holds the student's step: the run uses it, and it is part of the run's identity."""
-    from helpers.core import config
-    from helpers.store import runs
-
+def test_an_edit_to_02s_loss_cell_is_a_new_run_that_trains_with_it(nb01):
+    """The loss cell doubled: 02 logs twice the loss of the lab's run, under a new name; the lab's run is kept."""
     _, params, out = nb01
     nb = nbformat.read(ROOT / "02_train_clip.ipynb", as_version=4)
-    cell = next(c for c in nb.cells if "student-step" in c.metadata.get("tags", []))
-    cell.source = "\n".join([
-        "from helpers.training.step import training_step, use_training_step",
-        "",
-        "STEPS_SEEN = []",
-        "",
-        "",
-        "def my_step(model, images, text, loss_fn, optimizer, scaler, **options):",
-        '    """The lab\'s step, counted, with the gradient always clipped at 0.5."""',
-        "    STEPS_SEEN.append(images.shape[0])",
-        '    return training_step(model, images, text, loss_fn, optimizer, scaler, **{**options, "grad_clip": 0.5})',
-        "",
-        "",
-        "use_training_step(my_step)",
-    ])  # fmt: skip
-    nb.cells.append(nbformat.v4.new_code_cell('print(f"steps by my_step: {len(STEPS_SEEN)}")'))  # one write: one stream chunk
-    nbformat.write(nb, out / "02_my_step.ipynb")
-    (out / "nb02s").mkdir()
-    settings = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], **{**TINY_TRAINING, "EPOCHS": 1})
-
-    def runs_with_a_students_step():
-        metrics = Path(params["ARTIFACTS_DIR"], "runs").glob("*/metrics.json")
-        return [m.parent for m in metrics if json.loads(m.read_text()).get("step_source")]
-
+    cell = next(c for c in nb.cells if c.get("id") == "clip-loss")
+    assert "lab" in cell.metadata.get("tags", [])
+    cell.source = cell.source.replace("return 0.5 * (", "return 2 * 0.5 * (")  # the student's edit: the loss doubled
+    assert "return 2 * 0.5 * (" in cell.source
+    nbformat.write(nb, out / "02_doubled.ipynb")
+    settings = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], **{**TINY_TRAINING, "EPOCHS": 1},
+                    MAX_STEPS_PER_EPOCH=3, LIVE_PLOT=False)  # fmt: skip
+    runs_dir = Path(params["ARTIFACTS_DIR"], "runs")
+    before = set(runs_dir.glob("*"))
     try:
-        ran = run_notebook("02_train_clip.ipynb", out / "nb02s", source=out / "02_my_step.ipynb", LIVE_PLOT=False,
-                           MAX_STEPS_PER_EPOCH=3, **settings)  # fmt: skip
-        assert "steps by my_step: 3" in _text(ran)
-        trained = runs_with_a_students_step()
-        assert len(trained) == 1 and "def my_step(" in json.loads((trained[0] / "metrics.json").read_text())["step_source"]
-        lab_step = runs.run_name_for(config.from_params({**settings, "MAX_STEPS_PER_EPOCH": 3}))  # the same settings, the lab's step
-        assert trained[0].name != lab_step and trained[0].name.rsplit("-", 1)[0] == lab_step.rsplit("-", 1)[0]
+        (out / "nb02-lab").mkdir()
+        run_notebook("02_train_clip.ipynb", out / "nb02-lab", **settings)
+        (out / "nb02-doubled").mkdir()
+        run_notebook("02_train_clip.ipynb", out / "nb02-doubled", source=out / "02_doubled.ipynb", **settings)
+        new = sorted(set(runs_dir.glob("*")) - before)
+        assert len(new) == 2, new  # two runs: the edit did not reuse the lab's
+        metrics = {r: json.loads((r / "metrics.json").read_text()) for r in new}
+        doubled = next(r for r, m in metrics.items() if m.get("lab_edited"))
+        lab = next(r for r in new if r != doubled)
+        assert list(metrics[doubled]["lab_edited"]) == ["02:clip-loss"]
+        assert "return 2 * 0.5 * (" in metrics[doubled]["lab_code"]["02:clip-loss"]
+        assert not metrics[lab]["lab_edited"]
+        first = [json.loads((r / "history.json").read_text())["steps"][0]["loss"] for r in (lab, doubled)]
+        assert first[1] == pytest.approx(2 * first[0], rel=1e-4)  # the same first batch and weights: twice the loss
     finally:  # the newest baseline run otherwise: 04 would take its settings in the next test, whether this one passed or not
-        for run in runs_with_a_students_step():
+        for run in set(runs_dir.glob("*")) - before:
             shutil.rmtree(run)
 
 
@@ -244,13 +231,31 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
         assert (run / "figures_test" / f"{name}.png").exists(), name
     text = _text(nb)
     assert "published" in text and "not re-measured" in text and "I→T R@1" in text
-    assert "`helpers.clip.metrics.retrieval_metrics`" in text and "def retrieval_metrics(" in text and "def _ranks(" in text
-    assert "def _summarise(" in text  # ranks -> Recall@K: the last piece of the metric
+    assert "def retrieval_ranks(" not in text and "def results_csv(" not in text  # lab cells that run, not rendered copies
     assert "- image 2: c1 (0.87)" in text and "text→image R@1 = 66.7%" in text  # the toy example, ranked by hand
-    assert "```python\ndef results_csv(" in text  # handout 2.4 item 3: the CSV writer, and where it wrote
     assert "saved: ARTIFACTS_DIR/runs/nb-baseline/eval_test.json (fractions) and ARTIFACTS_DIR/runs/nb-baseline/eval_test.csv" in text
     assert "figures saved in ARTIFACTS_DIR/runs/nb-baseline/figures_test" in text
     assert len(re.findall(r"-?\d\.\d{3}  image \d+: \w", text)) == 5  # the explorer's query callback, headless
+    scored = json.loads((run / "eval_test.json").read_text())
+    assert scored["lab_code"]["edited"] == {} and scored["metrics"]["i2t_R@1"] < 1.0
+
+    # the student edits 03's Recall@K cell: 03's table follows, and the results file names the edited cell
+    nb = nbformat.read(ROOT / "03_evaluate_clip.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.get("id") == "recall-at-k")
+    cell.source = cell.source.replace('out[f"{name}_R@{k}"] = (ranks < k).float().mean().item()', 'out[f"{name}_R@{k}"] = 1.0')
+    assert 'out[f"{name}_R@{k}"] = 1.0' in cell.source
+    nbformat.write(nb, out / "03_edited.ipynb")
+    (out / "nb03-edited").mkdir()
+    try:
+        edited = run_notebook("03_evaluate_clip.ipynb", out / "nb03-edited", source=out / "03_edited.ipynb", EVAL_SPLIT="val",
+                              ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline",
+                              NUM_WORKERS=0)  # fmt: skip
+        assert re.search(r"\| this run \(nb-baseline\) \| val: \d+ images \|( 100\.0 \|){6} 600\.0 \|", _text(edited))
+        record = json.loads((run / "eval_val.json").read_text())
+        assert list(record["lab_code"]["edited"]) == ["03:recall-at-k"] and record["lab_code"]["digest"] != scored["lab_code"]["digest"]
+    finally:
+        (run / "eval_val.json").unlink(missing_ok=True)
+        (run / "eval_val.csv").unlink(missing_ok=True)
 
 
 def _baseline_of_02(params, out):

@@ -11,7 +11,10 @@ from helpers.clip import bank as caption_bank
 from helpers.clip import loss, variants
 from helpers.clip.loss import MAX_LOGIT_SCALE
 from helpers.core.flags import Recipe
+from helpers.core.lab import LabCode
 from helpers.training import epoch, train
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 def _unit(*shape, seed=0):
@@ -36,19 +39,19 @@ def test_bank_loss_equals_the_reference_and_skips_own_captions():
     img, txt, bank = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(6, 8, seed=3)
     own = torch.zeros(4, 6, dtype=torch.bool)
     own[0, 2] = own[3, 5] = True  # bank captions 2 and 5 describe images 0 and 3
-    got = loss.clip_loss(img, txt, 10.0, loss.Negatives(bank, own))
+    got = LAB.clip_loss(img, txt, 10.0, loss.Negatives(bank, own))
     assert got.item() == pytest.approx(_reference_bank_loss(img, txt, 10.0, bank, own).item(), abs=1e-5)
     # an own caption never acts as a negative: moving it right onto its anchor changes nothing for that anchor
     anchor, caption, own0 = img[:1], txt[:1], own[:1]
-    before = loss.clip_loss(anchor, caption, 10.0, loss.Negatives(bank, own0))
+    before = LAB.clip_loss(anchor, caption, 10.0, loss.Negatives(bank, own0))
     moved = bank.clone()
     moved[2] = img[0]
-    assert loss.clip_loss(anchor, caption, 10.0, loss.Negatives(moved, own0)).item() == pytest.approx(before.item(), abs=1e-6)
+    assert LAB.clip_loss(anchor, caption, 10.0, loss.Negatives(moved, own0)).item() == pytest.approx(before.item(), abs=1e-6)
     # ...while the same move of an unmasked caption makes the anchor's task harder
-    assert loss.clip_loss(anchor, caption, 10.0, loss.Negatives(moved, torch.zeros_like(own0))).item() > before.item() + 1e-3
+    assert LAB.clip_loss(anchor, caption, 10.0, loss.Negatives(moved, torch.zeros_like(own0))).item() > before.item() + 1e-3
     # an empty bank is the lab's loss
-    none = loss.clip_loss(img, txt, 10.0, loss.Negatives(bank[:0], own[:, :0]))
-    assert none.item() == pytest.approx(loss.clip_loss(img, txt, 10.0).item(), abs=1e-6)
+    none = LAB.clip_loss(img, txt, 10.0, loss.Negatives(bank[:0], own[:, :0]))
+    assert none.item() == pytest.approx(LAB.clip_loss(img, txt, 10.0).item(), abs=1e-6)
 
 
 def test_max_hinge_loss_takes_the_hardest_negative_only():
@@ -124,8 +127,9 @@ def test_temp_lets_the_scale_rise_past_its_start_and_never_past_100(workspace, m
     assert 1 / result.history[-1]["temperature"] > 1.5 * math.exp(start)
 
     # pushed hard upwards, the parameter stops at ln 100 after every step (and can come down again)
-    real = train.clip_loss
-    monkeypatch.setattr(train, "clip_loss", lambda f, t, s, n=None: real(f, t, s, n) - 50.0 * s)
+    real, real_loss_and_step = LAB.clip_loss, train.loss_and_step
+    pushed = lambda f, t, s, n=None: real(f, t, s, n) - 50.0 * s  # noqa: E731
+    monkeypatch.setattr(train, "loss_and_step", lambda c, v: (pushed, real_loss_and_step(c, v)[1]))
     seen.clear()
     cfg = cfg.replace(temperature=0.0125, run_name="temp-capped", epochs=1)
     train.Trainer(cfg, paths, progress=False, log=lambda m: None, on_step=on_step).fit()

@@ -19,6 +19,7 @@ from helpers.clip.metrics import NonFiniteFeatures, retrieval_metrics
 from helpers.core import config, env
 from helpers.core.artifacts import ArtifactError
 from helpers.core.config import ConfigError
+from helpers.core.lab import LabCode
 from helpers.core.provenance import ProvenanceMismatch
 from helpers.core.storage import atomic_torch_save, read_json, torch_load
 from helpers.data import prepare
@@ -28,6 +29,8 @@ from helpers.store import runs
 from helpers.study import report
 from helpers.training import train
 from helpers.training.recovery import TrainingDiverged
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 def quiet(cfg, paths, **kw):
@@ -523,8 +526,8 @@ def test_pretrained_weights_offline_say_what_to_do_and_a_local_file_works(tmp_pa
     arch = model.model_config(config.from_params(IMAGE_BACKBONE="resnet18", IMAGE_WEIGHTS="IMAGENET1K_V1", HIDDEN_DIM=32), 16)
     with pytest.raises(ConnectionError, match=r"IMAGE_WEIGHTS='IMAGENET1K_V1'.*no internet.*Settings -> Internet on.*"
                                               r"torch-home.*checkpoints.*resnet18.*IMAGE_WEIGHTS=None"):  # fmt: skip
-        model.build_model(arch)
+        model.build_model(arch, LAB)
     saved = torchvision.models.resnet18(weights=None).state_dict()
     torch.save(saved, tmp_path / "resnet18-local.pth")
-    local = model.build_model({**arch, "image_weights": str(tmp_path / "resnet18-local.pth")})
+    local = model.build_model({**arch, "image_weights": str(tmp_path / "resnet18-local.pth")}, LAB)
     assert torch.equal(local.trunk.conv1.weight, saved["conv1.weight"])  # the file's weights, no download

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 from test_train import _kill_then_resume_matches
 
-from helpers.clip import model as model_mod
 from helpers.core import config, resolution
+from helpers.core.lab import LabCode
 from helpers.core.storage import read_json
 from helpers.evaluation import evaluate
 from helpers.store import runs
 from helpers.training import train
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 def test_ramp_sizes_and_their_description():
@@ -43,13 +45,13 @@ def test_the_schedule_is_part_of_the_identity_and_no_schedule_keeps_old_names():
 def test_each_epoch_trains_at_its_size_and_validation_and_evaluation_at_the_cached_size(workspace, monkeypatch):
     cfg, paths = workspace
     seen: list[tuple[bool, int]] = []  # (training mode, image side) of every image the tower encodes
-    encode = model_mod.ClipImageModel.encode_image  # forward() (training) and validation/evaluation both go through it
+    encode = LAB.ClipImageModel.encode_image  # forward() (training) and validation/evaluation both go through it
 
     def recording(self, images, *args, **kwargs):
         seen.append((self.training, images.shape[-1]))
         return encode(self, images, *args, **kwargs)
 
-    monkeypatch.setattr(model_mod.ClipImageModel, "encode_image", recording)
+    monkeypatch.setattr(LAB.ClipImageModel, "encode_image", recording)
     run_cfg = cfg.replace(epochs=3, train_sizes=[32, 48], run_name="schedule", max_steps_per_epoch=2)
     result = train.train(run_cfg, paths, progress=False, log=lambda m: None)
     assert [r["train_size"] for r in result.history] == [32, 48, 64]  # epoch 3: after the schedule, the cached size

@@ -15,10 +15,13 @@ from conftest import ROOT
 
 from helpers.core import config, env
 from helpers.core.config import ConfigError
+from helpers.core.lab import LabCode
 from helpers.core.storage import read_json, torch_load
 from helpers.data.dataset import TextCacheMismatch
 from helpers.store import runs
 from helpers.training import optim, train, train_data
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 def quiet(cfg, paths, **kw):
@@ -151,7 +154,8 @@ def test_wrong_text_model_and_image_size_are_refused(workspace):
 
 def test_non_finite_losses_are_skipped_then_rolled_back_then_stopped(workspace, monkeypatch):
     cfg, paths = workspace
-    real = train.clip_loss
+    real_loss_and_step = train.loss_and_step
+    real = LAB.clip_loss
     calls = {"n": 0}
 
     def sometimes_nan(*args):
@@ -159,25 +163,26 @@ def test_non_finite_losses_are_skipped_then_rolled_back_then_stopped(workspace, 
         out = real(*args)
         return out * float("nan") if calls["n"] == 2 else out
 
-    monkeypatch.setattr(train, "clip_loss", sometimes_nan)
+    monkeypatch.setattr(train, "loss_and_step", lambda c, v: (sometimes_nan, real_loss_and_step(c, v)[1]))
     result = quiet(cfg.replace(epochs=1, run_name="nan-once"), paths)
     assert result.history[0]["skipped_steps"] == 1 and any("non-finite" in e for e in result.metrics["events"])
 
-    monkeypatch.setattr(train, "clip_loss", lambda *a: real(*a) * float("nan"))
+    monkeypatch.setattr(train, "loss_and_step", lambda c, v: (lambda *a: real(*a) * float("nan"), real_loss_and_step(c, v)[1]))
     with pytest.raises(train.TrainingDiverged, match="Lower LR.*WARMUP_STEPS.*GRAD_CLIP"):
         quiet(cfg.replace(epochs=1, run_name="nan-always"), paths)
 
 
 def test_out_of_memory_halves_the_batch(workspace, monkeypatch):
     cfg, paths = workspace
-    real = train.training_step  # the lab's step, which the trainer takes when it is built
+    real = LAB.training_step  # the lab's step (notebook 02's cell), which the trainer takes when it is built
+    real_loss_and_step = train.loss_and_step
 
     def oom_at_32(model, images, *rest, **options):
         if images.shape[0] == 32:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, images, *rest, **options)
 
-    monkeypatch.setattr(train, "current_training_step", lambda: oom_at_32)
+    monkeypatch.setattr(train, "loss_and_step", lambda c, v: (real_loss_and_step(c, v)[0], oom_at_32))
     result = quiet(cfg.replace(epochs=1, run_name="oom", max_steps_per_epoch=3), paths)
     assert result.history[0]["batch_size"] == 16
     assert any("out of memory at batch size 32; halving to 16" in e for e in result.metrics["events"])

@@ -6,10 +6,13 @@ import torch
 from helpers.clip import model, variants
 from helpers.core import config, env
 from helpers.core.config import ConfigError
+from helpers.core.lab import LabCode
 from helpers.data import prepare
 from helpers.data.synthetic import make_synthetic_coco
 from helpers.store import runs
 from helpers.training import train
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 def quiet(cfg, paths):
@@ -34,7 +37,7 @@ def test_variant_code_is_what_it_claims(workspace):
     cfg, _ = workspace
 
     def build(v):
-        return model.build_model(model.model_config(cfg.replace(variant=v), 64), pretrained=False)
+        return model.build_model(model.model_config(cfg.replace(variant=v), 64), LAB, pretrained=False)
 
     assert isinstance(build("head_ln").head[1], torch.nn.LayerNorm) and isinstance(build("head_ln").head[3], torch.nn.Dropout)
     assert isinstance(build("head_bn").head[1], torch.nn.BatchNorm1d)

@@ -94,7 +94,7 @@ class LabCode:
     @classmethod
     def shipped(cls, project_dir: str | os.PathLike | None = None) -> LabCode:
         """The cells as the notebooks on disk hold them (``python -m helpers.train``, 03 in a fresh kernel, the tests)."""
-        return cls(_cells_on_disk(str(Path(project_dir or PROJECT_DIR).resolve())))
+        return _shipped(str(Path(project_dir or PROJECT_DIR).resolve()))
 
     @classmethod
     def from_kernel(cls, namespace: dict[str, Any], project_dir: str | os.PathLike | None = None) -> LabCode:
@@ -164,6 +164,12 @@ class LabCode:
 
     def __repr__(self) -> str:
         return f"LabCode({len(self.cells)} cells, training {self.digest()})"
+
+
+@cache
+def _shipped(project_dir: str) -> LabCode:
+    """One object per project folder, so the notebooks' cells are executed once per process, whoever asks."""
+    return LabCode(_cells_on_disk(project_dir))
 
 
 @cache

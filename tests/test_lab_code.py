@@ -1,0 +1,124 @@
+"""The lab's own code lives in the notebooks' cells tagged ``lab``, and that text is what runs everywhere.
+
+Checked here: each definition the handout asks for is in a lab cell of its notebook (and never rendered as a copy);
+the cells reach no part of helpers/; a kernel's edited cell is taken as run; the run identity follows any edit; a
+notebook's constants are code, not settings; and ``python -m helpers.train`` executes the notebook's cell, not a copy
+(a project whose 02 holds a doubled loss trains with twice the loss)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import linecache
+import os
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from conftest import ROOT, SLOWDOWN
+
+from helpers.core import config
+from helpers.core.config import run_identity
+from helpers.core.lab import LAB_TAG, LabCell, LabCode
+
+HANDOUT = {  # notebook -> what its sections ask the student to write (issue 33, point 1)
+    "02_train_clip.ipynb": ("projection_head", "ClipImageModel", "clip_loss", "training_step"),
+    "03_evaluate_clip.ipynb": ("retrieval_ranks", "recall_at_k", "results_csv"),
+}
+ALLOWED_IMPORTS = {"torch", "torchvision", "transformers", *sys.stdlib_module_names}
+
+
+def _lab_cells(name: str) -> list[nbformat.NotebookNode]:
+    return [c for c in nbformat.read(ROOT / name, as_version=4).cells if c.cell_type == "code" and LAB_TAG in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("name", sorted(HANDOUT))
+def test_each_handout_definition_is_a_lab_cell_of_its_notebook_and_never_a_rendered_copy(name):
+    defined = {n.name for c in _lab_cells(name) for n in ast.parse(c.source).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert set(HANDOUT[name]) <= defined, set(HANDOUT[name]) - defined
+    for notebook in ROOT.glob("0*.ipynb"):
+        for cell in nbformat.read(notebook, as_version=4).cells:
+            if cell.cell_type == "code" and "show_source" in cell.source:
+                assert not any(f"{n})" in cell.source or f"{n}." in cell.source for n in HANDOUT[name]), (notebook.name, cell.source)
+
+
+def test_lab_cells_import_only_the_standard_library_torch_torchvision_and_transformers():
+    for name in ("01_dataset_prep.ipynb", "02_train_clip.ipynb", "03_evaluate_clip.ipynb"):
+        for cell in _lab_cells(name):
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                    assert all(m.split(".")[0] in ALLOWED_IMPORTS for m in modules), (name, cell.id, modules)
+
+
+def test_the_shipped_code_is_the_notebooks_text_and_runs():
+    lab = LabCode.shipped()
+    on_disk = {f"02:{c.id}": c.source for c in _lab_cells("02_train_clip.ipynb")}
+    assert {k: v for k, v in lab.sources().items() if k.startswith("02:")} == on_disk
+    assert lab.clip_loss.__code__.co_filename.startswith("<lab cell 02:clip-loss")  # executed from the notebook's text
+    with pytest.raises(Exception, match="no lab cell defines"):
+        _ = lab.not_a_lab_function
+
+
+def _as_a_kernel_ran(source: str, filename: str) -> dict:
+    """What IPython does with a cell: its text in linecache under a file name of its own, executed in the namespace."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict = {}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace
+
+
+def test_a_kernels_edited_cell_is_taken_as_run_and_names_a_new_run():
+    shipped = LabCode.shipped()
+    cell = shipped.cell("02:clip-loss")
+    edited = cell.source.replace("return 0.5 * (", "return 2 * 0.5 * (") + "\nLOSS_FACTOR = 2  # a constant of the student's\n"
+    namespace = _as_a_kernel_ran(shipped.cell("02:projection-head").source, "/tmp/ipykernel_1/111.py")
+    namespace.update(_as_a_kernel_ran(edited, "/tmp/ipykernel_1/222.py"), EPOCHS=3)  # the model cell: not run in this kernel
+    lab = LabCode.from_kernel(namespace)
+    assert lab.cell("02:clip-loss").source == edited and lab.edited() == {"02:clip-loss": edited}
+    assert lab.cell("02:training-step").source == shipped.cell("02:training-step").source  # not run here: the notebook's
+    cfg = config.from_notebook(namespace)  # LOSS_FACTOR and the cells' F, MAX_LOGIT_SCALE are code, not unknown settings
+    assert cfg.epochs == 3 and cfg.lab.edited() == {"02:clip-loss": edited}
+    assert run_identity(cfg)["lab_code"] != run_identity(config.from_params(EPOCHS=3))["lab_code"]
+    import torch
+
+    img = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    assert cfg.lab.clip_loss(img, img, 10.0).item() == pytest.approx(2 * shipped.clip_loss(img, img, 10.0).item(), rel=1e-6)
+
+
+def test_a_comment_is_a_new_identity_and_a_stored_record_rebuilds_its_own_cells():
+    shipped = LabCode.shipped()
+    commented = LabCode(LabCell(c.notebook, c.cell_id, c.source + "\n# my note") if c.key == "02:training-step" else c
+                        for c in shipped.cells)  # fmt: skip
+    assert commented.digest() != shipped.digest() and commented.digest(("03",)) == shipped.digest(("03",))
+    again = LabCode.from_record(commented.sources())
+    assert again.digest() == commented.digest() and again.cell("03:recall-at-k").source == shipped.cell("03:recall-at-k").source
+
+
+def test_python_m_helpers_train_runs_the_notebooks_cell_not_a_copy(tmp_path, workspace):
+    """A copy of the project whose 02 notebook doubles the loss: ``python -m helpers.train`` there logs twice the loss of
+    the same settings here, and its run records the edited cell."""
+    cfg, paths = workspace
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "helpers", project / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    for notebook in ROOT.glob("0*.ipynb"):
+        shutil.copy(notebook, project / notebook.name)
+    nb = nbformat.read(project / "02_train_clip.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.get("id") == "clip-loss")
+    cell.source = cell.source.replace("return 0.5 * (", "return 2 * 0.5 * (")
+    nbformat.write(nb, project / "02_train_clip.ipynb")
+
+    first_losses = {}
+    for where, root in (("here", ROOT), ("copy", project)):
+        run_cfg = cfg.replace(epochs=1, max_steps_per_epoch=2, run_name=f"lab-{where}")
+        cmd = [sys.executable, "-m", "helpers.train", "--config", str(run_cfg.save(tmp_path / f"{where}.json")), "--no-progress"]
+        out = subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                             timeout=600 * SLOWDOWN)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        run = paths.runs_dir / f"lab-{where}"
+        first_losses[where] = json.loads((run / "history.json").read_text())["steps"][0]["loss"]
+        trained_with = json.loads((run / "metrics.json").read_text())["lab_code"]["02:clip-loss"]  # the cell's text, as it ran
+        assert ("return 2 * 0.5 * (" in trained_with) == (where == "copy")
+    assert first_losses["copy"] == pytest.approx(2 * first_losses["here"], rel=1e-4)
