@@ -28,8 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from helpers.clip.variants import CaptionSafeAugment  # noqa: E402
+from helpers.core.lab import LabCode  # noqa: E402
 from helpers.data import image_cache as ic  # noqa: E402
-from helpers.data.dataset import CLIP_MEAN, CLIP_STD, CocoCacheDataset, make_loader  # noqa: E402
+from helpers.data.dataset import CLIP_MEAN, CLIP_STD, make_loader  # noqa: E402
+
+CocoCacheDataset = LabCode.shipped().CocoCacheDataset  # notebook 01's cell
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {}
 TRAIN_CAPTIONS = 414_113  # train2014's captions: the whole caption bank (BANK_SIZE=0)
@@ -135,16 +138,16 @@ def bench_loader(args: argparse.Namespace) -> None:
             "image_ids": torch.tensor(ids),
             "captions": [f"caption {i}" for i in ids],
         }
-        fast = CocoCacheDataset(cache, text, ids, mode="train", normalize=False)  # uint8; normalised on the GPU
+        fast = CocoCacheDataset(cache, text, ids, mode="train")  # uint8; normalised on the GPU
         naive = NaiveJpegDataset(folder, files, text["embeddings"].float())
         kw = dict(batch_size=64, shuffle=True, num_workers=workers, drop_last=False)
         fast_rate = _throughput(make_loader(fast, **kw), epochs=args.epochs)
-        augmented = CocoCacheDataset(cache, text, ids, mode="train", normalize=False, transform=CaptionSafeAugment())
+        augmented = CocoCacheDataset(cache, text, ids, mode="train", transform=CaptionSafeAugment())
         augment_rate = _throughput(make_loader(augmented, **kw), epochs=args.epochs)  # the ``augment`` variant's loader
         naive_rate = _throughput(make_loader(naive, **kw), epochs=1)
         unchecked_cache = ic.ImageCache(Path(tmp) / "cache")
         unchecked_cache.verify_crc = False  # the loader as it was before every read checked the image's CRC32
-        unchecked = CocoCacheDataset(unchecked_cache, text, ids, mode="train", normalize=False)
+        unchecked = CocoCacheDataset(unchecked_cache, text, ids, mode="train")
         unchecked_rate = _throughput(make_loader(unchecked, **kw), epochs=args.epochs)
         crc_s, decode_s = _crc_and_decode_seconds(cache, ids)
         emit(
@@ -357,7 +360,9 @@ def bench_captions(args: argparse.Namespace) -> None:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     from helpers.data.synthetic import make_tiny_text_tower
-    from helpers.data.text_tower import EncodeStats, TextTower, encode_text
+    from helpers.data.text_tower import EncodeStats, TextTower
+
+    encode_text = LabCode.shipped().encode_text  # notebook 01's cell
 
     captions = coco_like_captions(args.captions)
     with tempfile.TemporaryDirectory() as tmp:

@@ -220,7 +220,7 @@ def time_training(
 def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
     """img/s of the training loader reading the real cache (None when there is no cache yet)."""
     from .core.artifacts import ArtifactError
-    from .data.dataset import CocoCacheDataset, load_text_embeds, make_loader
+    from .data.dataset import data_code, load_text_embeds, make_loader
     from .data.image_cache import ImageCache
 
     try:
@@ -231,7 +231,7 @@ def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
     ids = [i for i in cache.image_ids if i in set(text["image_ids"].tolist())][: cfg.batch_size * (batches + 1)]
     if len(ids) < 2 * cfg.batch_size:
         return None
-    dataset = CocoCacheDataset(cache, text, ids, "train", cfg.seed, normalize=False)
+    dataset = data_code(text).CocoCacheDataset(cache, text, ids, "train", cfg.seed)  # notebook 01's, as 01 ran it
     loader = make_loader(dataset, cfg.batch_size, True, num_workers=cfg.num_workers)
     it = iter(loader)
     next(it)  # workers start

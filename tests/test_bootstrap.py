@@ -151,7 +151,7 @@ def test_the_bootstrap_is_a_collapsed_form_whose_logic_lives_in_a_module():
         assert cell.metadata.get("jupyter", {}).get("source_hidden") is True  # JupyterLab: the input collapsed
     assert "from helpers import bootstrap" in BOOTSTRAP and "bootstrap.setup(project_dir)" in BOOTSTRAP
     assert "pip" not in BOOTSTRAP  # installing (and refusing to replace the platform's torch) is helpers/bootstrap.py's
-    assert len(BOOTSTRAP.splitlines()) <= 45
+    assert len(BOOTSTRAP.splitlines()) <= 12  # the rest is helpers/bootstrap.py's
 
 
 def test_the_bootstrap_module_needs_only_the_standard_library():
@@ -161,7 +161,7 @@ def test_the_bootstrap_module_needs_only_the_standard_library():
     tree = ast.parse((ROOT / "helpers" / "bootstrap.py").read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+    assert imported - {"google"} <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)  # google.colab: Colab's own
 
 
 def test_the_bootstrap_defines_no_uppercase_globals():

@@ -2,9 +2,12 @@ import pytest
 import torch
 
 from helpers.core.artifacts import ArtifactError
+from helpers.core.lab import LabCode
 from helpers.core.storage import atomic_torch_save
 from helpers.data import dataset as ds
 from helpers.data.image_cache import ImageCache
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def test_text_cache_format(prepared):
 
 def test_train_item_and_epoch_captions(parts):
     cache, text, splits = parts
-    d = ds.CocoCacheDataset(cache, text, splits.train, mode="train", seed=1)
+    d = LAB.CocoCacheDataset(cache, text, splits.train, mode="train", seed=1, normalize=ds.normalize_images)
     image, emb, _, caption = d[3]
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32 and emb.shape == (64,)
     assert caption in [text["captions"][r] for r in d.rows[3]]
@@ -36,7 +39,7 @@ def test_train_item_and_epoch_captions(parts):
     d.set_epoch(1)
     row1 = [d.caption_row(i) for i in range(len(d))]
     assert row0 != row1  # a new caption draw per epoch
-    d2 = ds.CocoCacheDataset(cache, text, splits.train, mode="train", seed=1)
+    d2 = LAB.CocoCacheDataset(cache, text, splits.train, mode="train", seed=1, normalize=ds.normalize_images)
     d2.set_epoch(1)
     assert row1 == [d2.caption_row(i) for i in range(len(d2))]  # ...and reproducible
 
@@ -45,9 +48,9 @@ def test_eval_and_caption_modes(prepared):
     paths, splits = prepared["paths"], prepared["splits"]
     cache = ImageCache(paths.cache_dir)
     text = ds.load_text_embeds(paths.text_embeds_path("val"))
-    ev = ds.CocoCacheDataset(cache, text, splits.test, mode="eval")
+    ev = LAB.CocoCacheDataset(cache, text, splits.test, mode="eval", normalize=ds.normalize_images)
     assert len(ev) == len(splits.test) and ev[0][3] == ev[0][3]
-    caps = ds.CocoCacheDataset(cache, text, splits.test, mode="captions", normalize=False)
+    caps = LAB.CocoCacheDataset(cache, text, splits.test, mode="captions")
     assert len(caps) == 5 * len(splits.test)
     image, _, image_id, caption = caps[7]
     assert image.dtype == torch.uint8 and image_id == ev.image_ids[int(caps.caption_image_index[7])]
@@ -65,7 +68,7 @@ def test_normalize_images_matches_formula():
 
 def test_loader_order_depends_only_on_seed_and_epoch(parts):
     cache, text, splits = parts
-    d = ds.CocoCacheDataset(cache, text, splits.train, mode="train", normalize=False)
+    d = LAB.CocoCacheDataset(cache, text, splits.train, mode="train")
 
     def order(epoch):
         return torch.cat([b[2] for b in ds.make_loader(d, 16, True, seed=5, epoch=epoch, num_workers=0)]).tolist()
@@ -87,7 +90,7 @@ def test_text_cache_from_another_model_is_refused(prepared, tmp_path):
 def test_images_missing_from_cache_are_counted(parts):
     cache, text, splits = parts
     with pytest.warns(UserWarning, match="Skipping 2 image"):
-        d = ds.CocoCacheDataset(cache, text, splits.train + [999_999_001, 999_999_002], mode="eval")
+        d = LAB.CocoCacheDataset(cache, text, splits.train + [999_999_001, 999_999_002], mode="eval")
     assert len(d) == len(splits.train)
 
 

@@ -129,7 +129,10 @@ def test_recall_at_val2014_scale_stays_within_the_chunk_budget():
 
 
 def test_fp16_caption_encoding_equals_fp32(tiny_tower):
-    from helpers.data.text_tower import encode_text, load_text_tower
+    from helpers.core.lab import LabCode
+    from helpers.data.text_tower import load_text_tower
+
+    encode_text = LabCode.shipped().encode_text  # notebook 01's cell
 
     captions = ["a red circle on the left", "two blue squares", "a green triangle above a yellow circle"] * 20
     on_gpu = encode_text(captions, load_text_tower(str(tiny_tower), "cuda"))  # fp16 autocast

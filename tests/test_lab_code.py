@@ -24,10 +24,11 @@ from helpers.core.config import run_identity
 from helpers.core.lab import LAB_TAG, LabCell, LabCode
 
 HANDOUT = {  # notebook -> what its sections ask the student to write (issue 33, point 1)
+    "01_dataset_prep.ipynb": ("encode_text", "CocoCacheDataset"),
     "02_train_clip.ipynb": ("projection_head", "ClipImageModel", "clip_loss", "training_step"),
     "03_evaluate_clip.ipynb": ("retrieval_ranks", "recall_at_k", "results_csv"),
 }
-ALLOWED_IMPORTS = {"torch", "torchvision", "transformers", *sys.stdlib_module_names}
+ALLOWED_IMPORTS = {"torch", "torchvision", "transformers", "tqdm", *sys.stdlib_module_names}
 
 
 def _lab_cells(name: str) -> list[nbformat.NotebookNode]:

@@ -1,8 +1,11 @@
 import pytest
 import torch
 
+from helpers.core.lab import LabCode
 from helpers.data import text_tower as tt
 from helpers.data.coco import load_captions
+
+LAB = LabCode.shipped()  # the lab's cells, as the notebooks hold them
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +23,7 @@ def test_cached_embedding_equals_padding_to_77(tower, synthetic_coco):
     texts = load_captions(synthetic_coco, "val2014").captions[:64]
     texts += ["a", "un vélo rouge à côté du café ☕", " ".join(["long"] * 300)]
     stats = tt.EncodeStats()
-    fast = tt.encode_text(texts, tower, batch_size=16, stats=stats)
+    fast = LAB.encode_text(texts, tower, batch_size=16, stats=stats)
     ref = _padded_to_77(tower, texts)
     assert fast.shape == (len(texts), tower.dim)
     assert (fast - ref).abs().max() < 1e-5
@@ -31,17 +34,17 @@ def test_cached_embedding_equals_padding_to_77(tower, synthetic_coco):
 
 def test_order_is_preserved_and_batches_do_not_matter(tower):
     texts = ["a red circle on the left", "blue", "there is a green square on the middle and a yellow triangle"]
-    one = tt.encode_text(texts, tower, batch_size=1)
-    many = tt.encode_text(texts, tower, batch_size=3)
-    single = tt.encode_text([texts[2]], tower)
+    one = LAB.encode_text(texts, tower, batch_size=1)
+    many = LAB.encode_text(texts, tower, batch_size=3)
+    single = LAB.encode_text([texts[2]], tower)
     assert torch.allclose(one, many, atol=1e-5) and torch.allclose(many[2], single[0], atol=1e-5)
     assert not torch.allclose(many[0], many[1])  # the EOS pooling sees the words, not one constant
 
 
 def test_unnormalised_and_empty(tower):
-    raw = tt.encode_text(["a blue square"], tower, normalize=False)
+    raw = LAB.encode_text(["a blue square"], tower, normalize=False)
     assert abs(raw.norm().item() - 1.0) > 1e-3
-    assert tt.encode_text([], tower).shape == (0, tower.dim)
+    assert LAB.encode_text([], tower).shape == (0, tower.dim)
 
 
 def test_bad_text_model_names_the_fix(tmp_path):

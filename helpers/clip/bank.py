@@ -9,8 +9,8 @@ decides which bank entries are *not* negatives for an anchor.
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Dataset  # the lab's CocoCacheDataset (notebook 01's cell)
 
-from ..data.dataset import CocoCacheDataset
 from .loss import Negatives
 
 SAME_CAPTION_COSINE = 0.999  # text embeddings this close encode the same words (COCO repeats many captions verbatim)
@@ -33,7 +33,7 @@ class CaptionBank:
     draws the same banks. ``size=0`` uses every caption every step.
     """
 
-    def __init__(self, train_set: CocoCacheDataset, size: int, seed: int, rank: int = 0):
+    def __init__(self, train_set: Dataset, size: int, seed: int, rank: int = 0):
         rows = torch.tensor(train_set.caption_rows)
         self.embeddings = train_set.embeddings[rows].half()
         self.image_ids = torch.tensor(train_set.image_ids)[train_set.caption_image_index]

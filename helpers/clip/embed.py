@@ -7,8 +7,9 @@ Validation during training and the final evaluation must embed images the same w
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Dataset  # the lab's CocoCacheDataset (notebook 01's cell)
 
-from ..data.dataset import CocoCacheDataset, make_loader, normalize_images
+from ..data.dataset import make_loader, normalize_images
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
@@ -22,7 +23,7 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 @torch.no_grad()
 def encode_images(
     model: torch.nn.Module,
-    dataset: CocoCacheDataset,
+    dataset: Dataset,
     device: torch.device,
     batch_size: int = 128,
     amp: bool = True,

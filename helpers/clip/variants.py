@@ -79,7 +79,7 @@ from torch import nn
 from ..core import markdown, resolution
 from ..core.config import ConfigError
 from ..core.flags import BASELINE, UnknownVariant, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
-from ..data.dataset import CocoCacheDataset, with_images_from
+from ..data.dataset import with_images_from
 from .bank import CaptionBank, bank_positives
 from .loss import Negatives, max_hinge_loss
 
@@ -199,7 +199,7 @@ def restval_images(splits: Any, cache: Any) -> list[int]:
     return restval
 
 
-def caption_bank(train_set: CocoCacheDataset, settings: dict[str, Any], rank: int) -> CaptionBank:
+def caption_bank(train_set: Any, settings: dict[str, Any], rank: int) -> CaptionBank:
     """BANK_SIZE cached training captions per step (0: all of them); each process draws its own."""
     return CaptionBank(train_set, settings["bank_size"], settings["seed"], rank)
 

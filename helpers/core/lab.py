@@ -32,8 +32,10 @@ from typing import Any
 LAB_TAG = "lab"  # the cells of the lab's own code (a notebook's cell metadata "tags")
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # where the notebooks sit, beside helpers/
 NOTEBOOKS = {"01": "01_dataset_prep.ipynb", "02": "02_train_clip.ipynb", "03": "03_evaluate_clip.ipynb"}
+DATA = ("01",)  # the cells that make and read the data (the caption encoding, the Dataset): the caption caches record them
 TRAINING = ("01", "02")  # the cells a training run executes (the Dataset; the head, model, loss, step): its identity
 EVALUATION = ("03",)  # the cells 03 scores a run with
+ENCODING = "01:caption-encoding"  # the cell whose edit changes the cached embeddings (the others only read them)
 
 
 class LabCodeError(RuntimeError):
@@ -111,6 +113,8 @@ class LabCode:
         """The cells a run stored (``{"02:clip-loss": source, ...}``); the notebooks' for the cells it did not store."""
         base = fallback or cls.shipped()
         record = record or {}
+        if all(base.sources(NOTEBOOKS).get(k) == v for k, v in record.items()):
+            return base  # the same text: the same object, executed once
         return cls(LabCell(c.notebook, c.cell_id, record.get(c.key, c.source)) for c in base.cells)
 
     # ----------------------------------------------------------------- what a run records

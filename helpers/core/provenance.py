@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .artifacts import ArtifactError
+from .lab import ENCODING
 
 
 class ProvenanceMismatch(ArtifactError):
@@ -112,7 +113,8 @@ def splits_digest(record: dict[str, Any]) -> str:
 def captions_digest(text: dict[str, Any], image_ids: list[int] | set[int]) -> str:
     """The text model, caption ids and caption texts of the captions of ``image_ids`` in a caption cache.
 
-    Equal digests mean the same captions encoded by the same tower: the same text space for those images.
+    Equal digests mean the same captions encoded by the same tower and the same caption-encoding cell (notebook 01's, as
+    the cache records it; a cache of an older kit recorded none): the same text space for those images.
     """
     wanted = torch.tensor(sorted(image_ids), dtype=torch.int64)
     rows = torch.isin(text["image_ids"], wanted).nonzero().flatten()
@@ -120,6 +122,9 @@ def captions_digest(text: dict[str, Any], image_ids: list[int] | set[int]) -> st
     h = hashlib.sha256(tower_of(text).encode())  # the tower by its content
     h.update(text["caption_ids"][order].numpy().tobytes())
     h.update("\n".join(text["captions"][r] for r in order.tolist()).encode())
+    encoding = (text.get("lab_code") or {}).get(ENCODING)
+    if encoding is not None:
+        h.update(encoding.encode())
     return h.hexdigest()[:16]
 
 

@@ -1,4 +1,7 @@
-"""Datasets over the prepared caches, and loaders tuned for 2 CPU cores.
+"""Loading the prepared caches, GPU normalisation and loaders tuned for 2 CPU cores, around the lab's Dataset.
+
+The Dataset itself is the lab's code (notebook 01's cell ``dataset``: ``CocoCacheDataset``), recorded in the caption
+caches with the caption encoding (:func:`data_code`): notebooks 02 and 03 read the data with the cell that 01 ran.
 
 Why this shape: the image cache holds 224 px JPEGs, so a worker only has to decode a
 small JPEG (libjpeg-turbo through torchvision); the result stays uint8 until it is on
@@ -15,9 +18,6 @@ Modes:
 
 from __future__ import annotations
 
-import random
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.artifacts import load_torch
 from ..core.env import default_num_workers
+from ..core.lab import LabCode
 from ..core.provenance import text_tower_id, tower_of
-from .image_cache import ImageCache
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -36,6 +36,12 @@ TEXT_CACHE_KEYS = ("embeddings", "caption_ids", "image_ids", "captions", "model"
 
 class TextCacheMismatch(RuntimeError):
     """The caption cache was built with another TEXT_MODEL (or is not a caption cache)."""
+
+
+def data_code(text: dict[str, Any], fallback: LabCode | None = None) -> LabCode:
+    """The lab code of a caption cache: notebook 01's cells (the caption encoding, the Dataset) as they ran when it was
+    written; an older cache that did not record them reads with the notebooks' (or ``fallback``'s)."""
+    return LabCode.from_record(text.get("lab_code"), fallback=fallback)
 
 
 def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:
@@ -85,73 +91,6 @@ def normalize_images(
     if size is not None and size != x.shape[-1]:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-class CocoCacheDataset(Dataset):
-    """(image, text embedding, image_id, caption) from the image and caption caches."""
-
-    def __init__(
-        self,
-        cache: ImageCache,
-        text: dict[str, Any],
-        image_ids: list[int],
-        mode: str = "train",
-        seed: int = 0,
-        normalize: bool = True,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ):
-        if mode not in ("train", "eval", "captions"):
-            raise ValueError(f"mode must be 'train', 'eval' or 'captions', not {mode!r}")
-        self.cache, self.mode, self.seed, self.normalize, self.transform = cache, mode, seed, normalize, transform
-        self.embeddings: torch.Tensor = text["embeddings"]
-        self.captions: list[str] = text["captions"]
-        rows_by_image: dict[int, list[int]] = {}
-        for row, image_id in enumerate(text["image_ids"].tolist()):
-            rows_by_image.setdefault(image_id, []).append(row)
-        no_pixels = [i for i in image_ids if i not in cache]
-        no_caption = [i for i in image_ids if i in cache and i not in rows_by_image]
-        for what, ids in (("not in the image cache (unreadable?)", no_pixels), ("without cached captions", no_caption)):
-            if ids:
-                warnings.warn(f"Skipping {len(ids)} image(s) {what}, e.g. {ids[:3]}", stacklevel=2)
-        self.image_ids = [i for i in image_ids if i in cache and i in rows_by_image]
-        if not self.image_ids:
-            raise RuntimeError(
-                "No usable images: the image and caption caches share none of the requested ids. Re-run 01_dataset_prep.ipynb"
-            )
-        self.rows = [rows_by_image[i] for i in self.image_ids]
-        # captions mode: one item per caption, and the item -> image row mapping retrieval needs
-        self.caption_rows = [r for rows in self.rows for r in rows]
-        self.caption_image_index = torch.tensor([k for k, rows in enumerate(self.rows) for _ in rows], dtype=torch.long)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw a new caption per image for ``epoch`` (deterministic given the seed)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.caption_rows) if self.mode == "captions" else len(self.image_ids)
-
-    def caption_row(self, index: int) -> int:
-        rows = self.rows[index]
-        if self.mode == "eval" or len(rows) == 1:
-            return rows[0]
-        return rows[random.Random(f"{self.seed}-{self.epoch}-{self.image_ids[index]}").randrange(len(rows))]
-
-    def image(self, index: int) -> torch.Tensor:
-        image = self.cache.load_uint8(self.image_ids[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.normalize:
-            image = normalize_images(image.unsqueeze(0), "cpu")[0]
-        return image
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
-        if self.mode == "captions":
-            row = self.caption_rows[index]
-            image_index = int(self.caption_image_index[index])
-        else:
-            row, image_index = self.caption_row(index), index
-        return self.image(image_index), self.embeddings[row].float(), self.image_ids[image_index], self.captions[row]
 
 
 def make_loader(

@@ -20,13 +20,14 @@ import torch
 from ..core import markdown
 from ..core.config import Config
 from ..core.env import Paths
+from ..core.lab import DATA, ENCODING
 from ..core.provenance import source_record, splits_digest, text_tower_id
 from ..core.storage import atomic_torch_save, atomic_write_json, read_json, torch_load
 from .coco import CaptionTable, DataError, check_layout, load_captions
 from .dataset import load_text_embeds
 from .image_cache import CachePart, build_image_cache, failures, restore_cache
 from .splits import Splits, load_splits, make_splits  # noqa: F401  (load_splits: notebook 01's readers)
-from .text_tower import EncodeStats, encode_text, load_text_tower
+from .text_tower import EncodeStats, load_text_tower
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _encode_in_parts(
     from ..core.storage import sha256_file
 
     key = {"model": cfg.text_model, "model_id": text_tower_id(cfg.text_model), "caption_ids_digest": digest,
-           "part_size": cfg.caption_part_size}  # fmt: skip
+           "part_size": cfg.caption_part_size, "encoding": cfg.lab.sources(DATA).get(ENCODING)}  # fmt: skip
     manifest_path = parts_dir / "manifest.json"
     try:
         manifest = read_json(manifest_path) if manifest_path.exists() else {}
@@ -153,7 +154,7 @@ def _encode_in_parts(
             stats.tokens_if_padded_to_77 += 77 * done["count"]
             continue
         before = stats.tokens
-        emb = encode_text(
+        emb = cfg.lab.encode_text(  # notebook 01's cell, as its kernel ran it
             texts[start : start + cfg.caption_part_size], tower, batch_size=cfg.text_batch_size, progress=progress, stats=stats
         )
         part = atomic_torch_save({"embeddings": emb.half()}, parts_dir / name)
@@ -189,9 +190,12 @@ def cache_captions(
             try:
                 old = load_text_embeds(path, expected_model=cfg.text_model)
                 same_source = old["config"].get("source") == data.source()[folder]  # another dataset with the same ids: rebuilt
-                if old["config"].get("caption_ids_digest") == _digest(caption_ids) and same_source:
+                same_code = (old.get("lab_code") or {}).get(ENCODING) == cfg.lab.sources(DATA).get(ENCODING)  # 01's encode_text
+                if old["config"].get("caption_ids_digest") == _digest(caption_ids) and same_source and same_code:
                     summary[split] = {"captions": len(caption_ids), "skipped": True}
                     continue
+                if not same_code and old.get("lab_code"):
+                    print(f"{path.name}: the caption-encoding cell changed since it was written: encoding again")
             except RuntimeError as exc:
                 warnings.warn(f"Rebuilding {path.name}: {exc}", stacklevel=2)
         todo[split] = (table, rows, caption_ids, path)
@@ -223,6 +227,7 @@ def cache_captions(
                 "model": cfg.text_model,
                 "model_id": text_tower_id(cfg.text_model),  # the tower by its content (a local folder: its files' digest)
                 "normalized": True,
+                "lab_code": cfg.lab.sources(DATA),  # notebook 01's cells (encode_text, the Dataset): 02 and 03 read with them
                 "config": {
                     **cfg.to_dict(),
                     "split": split,
@@ -245,6 +250,21 @@ def cache_captions(
             f"padding to 77), {seconds:.1f}s"
         )
     return summary
+
+
+def record_data_code(cfg: Config, paths: Paths) -> None:
+    """Record notebook 01's lab cells as this kernel ran them in both caption caches, when they differ from the record
+    (a Dataset cell edited after the captions were encoded): 02 and 03 read the data with the recorded cells. The
+    embeddings are untouched: only the caption-encoding cell changes them, and cache_captions encodes again for it."""
+    wanted = cfg.lab.sources(DATA)
+    for split in ("train", "val"):
+        path = paths.text_embeds_path(split)
+        text = load_text_embeds(path, expected_model=cfg.text_model)
+        if text.get("lab_code") != wanted:
+            if (text.get("lab_code") or {}).get(ENCODING, wanted.get(ENCODING)) != wanted.get(ENCODING):
+                raise RuntimeError(f"{path.name} was encoded by another caption-encoding cell: run the caption cell of this notebook again")
+            atomic_torch_save({**text, "lab_code": wanted}, path)
+            print(f"{path.name}: records the lab cells of this notebook as they ran (the Dataset cell changed)")
 
 
 def summary_markdown(splits: Splits, manifest: dict[str, Any], captions: dict[str, dict[str, Any]]) -> str:

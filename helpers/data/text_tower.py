@@ -1,10 +1,12 @@
-"""The frozen CLIP text tower: one function encodes cached captions *and* live queries.
+"""The frozen CLIP text tower: loaded once, frozen, and handed to the one function that encodes cached captions
+*and* live queries, ``encode_text`` (the lab's code: notebook 01's cell ``caption-encoding``).
 
 Why one function: peers mixed ``pooler_output`` (512-d before projection) for cached
 captions with projected features for queries and lost their results. Here everything
-goes through :func:`encode_text`, which returns ``CLIPTextModelWithProjection(...)
+goes through ``encode_text``, which returns ``CLIPTextModelWithProjection(...)
 .text_embeds``, the same in transformers 4.4x and 5.x (``CLIPModel.get_text_features``
-changed its return type in v5).
+changed its return type in v5); the caption caches record its text, and 03 encodes its
+queries with the very cell that encoded the captions.
 
 Why sort by length and pad per batch: CLIP's text transformer is causal and pools at
 the EOS token, so tokens after EOS never influence the embedding. Padding a batch to
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,42 +117,3 @@ def parameter_count(name: str) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
-def encode_text(
-    texts: list[str],
-    tower: TextTower,
-    batch_size: int = 256,
-    normalize: bool = True,
-    progress: bool = False,
-    stats: EncodeStats | None = None,
-) -> torch.Tensor:
-    """Encode ``texts`` to ``[N, D]`` float32 CPU embeddings (L2-normalised by default), in input order."""
-    from tqdm.auto import tqdm
-
-    if not texts:
-        return torch.empty(0, tower.dim)
-    tok = tower.tokenizer
-    lengths = [len(ids) for ids in tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    out = torch.empty(len(texts), tower.dim, dtype=torch.float32)
-    use_amp = tower.device.type == "cuda"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*longer than the specified maximum sequence length.*")
-        for start in tqdm(range(0, len(order), batch_size), desc="Encoding captions", unit="batch", disable=not progress):
-            idx = order[start : start + batch_size]
-            batch = tok([texts[i] for i in idx], padding="longest", truncation=True, max_length=MAX_LENGTH, return_tensors="pt").to(
-                tower.device
-            )
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                emb = tower.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
-            emb = emb.float()
-            if normalize:
-                emb = torch.nn.functional.normalize(emb, dim=-1)
-            out[idx] = emb.cpu()
-            if stats is not None:
-                stats.tokens += int(batch["input_ids"].numel())
-    if stats is not None:
-        stats.captions += len(texts)
-        stats.tokens_if_padded_to_77 += MAX_LENGTH * len(texts)
-        stats.truncated += sum(n > MAX_LENGTH for n in lengths)
-    return out

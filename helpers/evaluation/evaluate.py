@@ -28,7 +28,7 @@ from ..core.env import Paths
 from ..core.lab import EVALUATION
 from ..core.provenance import captions_digest, check_inputs, check_sources, tower_of
 from ..core.storage import atomic_write_bytes, atomic_write_json
-from ..data.dataset import CocoCacheDataset, load_text_embeds
+from ..data.dataset import data_code, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
 from ..store.runs import RunDir, find_run, load_metrics, load_trained, seal, start_figures, weights_sha256
@@ -97,7 +97,7 @@ class EvalData:
     checkpoint: dict[str, Any]
     cache: ImageCache
     text: dict[str, Any]
-    dataset: CocoCacheDataset  # eval mode: one item per image
+    dataset: Any  # the lab's CocoCacheDataset (notebook 01's cell, as the caption cache recorded it), eval mode
     split: str
     protocol: str
     scored: dict[str, Any]  # which images were scored and how they relate to training and model selection
@@ -158,7 +158,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
         f"this run's data was made with, or retrain on the current data: 02_train_clip.ipynb with FORCE_RETRAIN=True "
         f"(RUN_NAME={run.name!r}).",
     )  # fmt: skip
-    dataset = CocoCacheDataset(cache, text, ids, mode="eval", normalize=False)
+    dataset = data_code(text).CocoCacheDataset(cache, text, ids, mode="eval")  # notebook 01's Dataset, as 01 ran it
     checkpoint = {
         "path": str(ckpt_path), "epoch": state["epoch"], "sha256": weights_sha256(ckpt_path), "arch": state["arch"],
         "config": state["config"],

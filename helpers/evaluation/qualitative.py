@@ -1,8 +1,8 @@
 """Qualitative retrieval: text queries, zero-shot-style classification, heatmaps, success/failure grids.
 
-Live text (queries, class prompts) goes through :func:`helpers.text_tower.encode_text`,
-the very function that encoded the cached captions, so queries and captions share one
-space. Images are one embedding each, so a top-5 never repeats an image.
+Live text (queries, class prompts) goes through ``encode_text``, notebook 01's lab cell as the caption cache
+recorded it: the very function that encoded the cached captions, so queries and captions share one space. Images
+are one embedding each, so a top-5 never repeats an image.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from torch import nn
 
 from ..clip.metrics import NonFiniteFeatures
 from ..core.figures import wrap_caption
+from ..core.lab import LabCode
 from ..core.provenance import text_tower_id, tower_of
-from ..data.dataset import TextCacheMismatch
+from ..data.dataset import TextCacheMismatch, data_code
 from ..data.image_cache import ImageCache, prepare_image
-from ..data.text_tower import TextTower, encode_text, load_text_tower
+from ..data.text_tower import TextTower, load_text_tower
 
 # Prompt ensembling (as in CLIP's zero-shot classification): average the embeddings of a class
 # name in several templates, which is more robust than any single phrasing.
@@ -55,6 +56,7 @@ class RetrievalIndex:
         captions_by_image: dict[int, list[str]],
         text_model: str | TextTower,
         device: torch.device | str = "cpu",
+        encode_text: Any = None,
     ):
         if not torch.isfinite(image_features).all():  # NaN scores would rank arbitrarily in every grid and in the explorer
             raise NonFiniteFeatures(
@@ -68,6 +70,7 @@ class RetrievalIndex:
         self._text_model_name = text_model if isinstance(text_model, str) else text_model.name
         self.scale = float(model.scale().item())
         self.text_space: str | None = None  # the caption caches' tower id (from_eval sets it): live queries must match
+        self.encode_text = encode_text or LabCode.shipped().encode_text  # the caption cache's (from_eval), else 01's on disk
 
     @classmethod
     def from_eval(cls, result: Any, text_model: str | TextTower, device: torch.device | str = "cpu") -> RetrievalIndex:
@@ -75,7 +78,8 @@ class RetrievalIndex:
         captions: dict[int, list[str]] = {}
         for k, row in zip(result.text_to_image.tolist(), result.caption_rows):
             captions.setdefault(data.dataset.image_ids[k], []).append(data.text["captions"][row])
-        index = cls(data.model, result.image_features, data.dataset.image_ids, data.cache, captions, text_model, device)
+        index = cls(data.model, result.image_features, data.dataset.image_ids, data.cache, captions, text_model, device,
+                    encode_text=data_code(data.text).encode_text)  # fmt: skip
         index.text_space = tower_of(data.text)
         return index
 
@@ -93,7 +97,7 @@ class RetrievalIndex:
         return self._tower
 
     def encode_queries(self, texts: list[str]) -> torch.Tensor:
-        return encode_text(texts, self.tower)
+        return self.encode_text(texts, self.tower)  # notebook 01's cell that encoded the cached captions
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         """Top-k distinct images for a text query, best first."""

@@ -297,6 +297,13 @@ def trained_settings(run: RunDir) -> dict[str, Any]:
     return truth
 
 
+def trained_lab(run: RunDir) -> LabCode:
+    """The lab code a run trained with (notebook 02's cells, and 01's Dataset, as its weights file keeps them); a run of
+    an older kit, which kept none, with the notebooks' cells."""
+    path, kind = (run.best, "best") if run.best.exists() else (run.checkpoint, "checkpoint")
+    return LabCode.from_record(load_torch(path, kind).get("lab_code"))
+
+
 def load_trained(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
     """Rebuild the architecture stored in ``best.pt``/``checkpoint.pt`` with the lab code it trained with (notebook 02's
     cells, as the checkpoint keeps them), and load its weights (weights_only)."""

@@ -19,9 +19,8 @@ from ..core.artifacts import ArtifactError, load_json
 from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params, with_lab
 from ..core.env import Paths, resolve_paths
 from ..core.flags import BASELINE
-from ..core.lab import LabCode
 from ..data.text_tower import display_name
-from ..store.runs import RunDir, all_runs, load_metrics, newest_finished, trained_settings
+from ..store.runs import RunDir, all_runs, newest_finished, trained_lab, trained_settings
 
 INHERITED = (*(f for f in IDENTITY_FIELDS if f not in ("variant", "seed")), "epochs")  # per run: variant and seed are the study's
 BASE_RUN_KEY = "BASE_RUN"  # notebook 04's parameter: a run name, or None for the newest finished baseline run
@@ -98,7 +97,7 @@ def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
             values[name] = theirs
     cfg = from_params({**values, "variant": BASELINE, "run_name": None})
     if run is not None:  # the lab code the base run trained with (notebook 02's cells as they were): every row trains with it
-        cfg = with_lab(cfg, LabCode.from_record(load_metrics(run).get("lab_code")))
+        cfg = with_lab(cfg, trained_lab(run))
     return BaseSettings(cfg, paths, run.name if run else None, chosen_by, overrides)
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset  # the lab's CocoCacheDataset (notebook 01's cell)
 
 from ..clip.loss import in_batch_hits
-from ..data.dataset import CocoCacheDataset, make_loader
+from ..data.dataset import make_loader
 from .distributed import DistContext
 from .recovery import LossGuard
 
@@ -63,7 +64,7 @@ def steps_per_epoch(images: int, batch_size: int, cap: int | None) -> int:
     return min(n, cap or n)
 
 
-def epoch_loader(train_set: CocoCacheDataset, batch_size: int, seed: int, epoch: int, workers: int | None, dist: DistContext) -> Any:
+def epoch_loader(train_set: Dataset, batch_size: int, seed: int, epoch: int, workers: int | None, dist: DistContext) -> Any:
     """This epoch's shuffled loader (per-rank shards of the global batch under DDP)."""
     train_set.set_epoch(epoch)
     sampler = None

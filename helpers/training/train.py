@@ -67,7 +67,7 @@ from .checkpoint import seed_everything
 from .distributed import gather_with_local_grad, global_loss, init_distributed, wrap_model
 from .optim import head_lr, make_scheduler
 from .state import RunState
-from .train_data import load_training_data
+from .train_data import load_training_data, with_data_code
 from .validation import validate
 
 
@@ -77,6 +77,7 @@ class Trainer:
     def __init__(self, cfg: Config, paths: Paths, device: str | torch.device | None = None, progress: bool = True,
                  on_epoch: Callable[[Trainer], None] | None = None, on_step: Callable[[Trainer], None] | None = None,
                  log: Callable[[str], None] = print):  # fmt: skip
+        cfg = with_data_code(cfg, paths)  # notebook 01's Dataset as 01 ran it (the caption cache records it): part of the name
         self.run = RunDir.for_config(paths, cfg)  # named from the settings as given, before variant overrides
         self.identity = run_identity(cfg)  # what the run folder must agree with to be resumed or reused
         self.variant = Recipe.of(cfg.flags)  # the modification's records (notebook 04); the baseline has none

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.config import Config, ConfigError
+import torch
+
+from ..core.config import Config, ConfigError, with_lab
 from ..core.env import Paths
 from ..core.flags import Recipe
 from ..core.provenance import check_sources, run_inputs
-from ..data.dataset import CocoCacheDataset, load_text_embeds, with_images_from
+from ..data.dataset import data_code, load_text_embeds, with_images_from
 from ..data.image_cache import ImageCache, cached_image_size, failures, restore_cache
 from ..data.splits import Splits, load_splits
 
@@ -24,8 +26,8 @@ from ..data.splits import Splits, load_splits
 class TrainingData:
     splits: Splits
     cache: ImageCache
-    train_set: CocoCacheDataset  # one item per image, a random caption per epoch, augmented when the variant says so
-    val_set: CocoCacheDataset  # one item per image, its first caption
+    train_set: Any  # notebook 01's CocoCacheDataset: one item per image, a caption drawn per epoch, the variant's augmentation
+    val_set: Any  # one item per image, its first caption
     embed_dim: int  # the caption-embedding width: the projection head's output size
     inputs: dict[str, Any]  # provenance.run_inputs: the digests of what this run trains and selects on
 
@@ -48,6 +50,19 @@ def at_cache_size(cfg: Config, paths: Paths, log: Callable[[str], None] = print)
     return cfg.replace(image_size=size)
 
 
+def with_data_code(cfg: Config, paths: Paths) -> Config:
+    """``cfg`` reading the data with notebook 01's lab cells as 01 ran them (the Dataset, the caption encoding): the train
+    caption cache records them. Without a cache, ``cfg`` as it is (training then says to run 01)."""
+    path = paths.text_embeds_path("train")
+    if not path.exists():
+        return cfg
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("lab_code")
+    except Exception:  # damaged or foreign: the loader's error names the problem and the fix, when training reads it
+        return cfg
+    return with_lab(cfg, data_code({"lab_code": record}, fallback=cfg.lab)) if record else cfg
+
+
 def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: bool = True) -> TrainingData:
     """The data of a run of ``cfg``, with what its ``variant`` adds (more images, a train-time transform)."""
     splits = load_splits(paths)
@@ -66,7 +81,8 @@ def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: boo
     if extra:
         train_ids, train_text = train_ids + extra, with_images_from(train_text, val_text, extra)
     transform = variant.single("train_transform")
-    train_set = CocoCacheDataset(cache, train_text, train_ids, "train", cfg.seed, normalize=False, transform=transform and transform())
-    val_set = CocoCacheDataset(cache, val_text, splits.val, "eval", cfg.seed, normalize=False)
+    dataset = cfg.lab.CocoCacheDataset  # notebook 01's Dataset, as the caption cache recorded it (with_data_code)
+    train_set = dataset(cache, train_text, train_ids, "train", cfg.seed, transform=transform and transform())  # uint8 images
+    val_set = dataset(cache, val_text, splits.val, "eval", cfg.seed)
     inputs = run_inputs(splits.digest, cache, train_text, val_text, train_ids, splits.val)
     return TrainingData(splits, cache, train_set, val_set, int(train_text["embeddings"].shape[1]), inputs)

@@ -11,15 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset  # the lab's CocoCacheDataset (notebook 01's cell)
 
 from ..clip.embed import encode_images
 from ..clip.metrics import retrieval_metrics
-from ..data.dataset import CocoCacheDataset
 
 
 @torch.no_grad()
 def validate(
-    model: Any, val_set: CocoCacheDataset, device: torch.device, batch_size: int, amp: bool, num_workers: int,
+    model: Any, val_set: Dataset, device: torch.device, batch_size: int, amp: bool, num_workers: int,
     loss_fn: Callable[..., torch.Tensor],
 ) -> dict[str, Any]:
     """``val_loss`` (the run's own loss: one fixed caption per image, batches of ``batch_size``, no extra negatives)
