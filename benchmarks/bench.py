@@ -27,12 +27,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.clip.variants import CaptionSafeAugment  # noqa: E402
 from helpers.core.lab import LabCode  # noqa: E402
 from helpers.data import image_cache as ic  # noqa: E402
 from helpers.data.dataset import CLIP_MEAN, CLIP_STD, make_loader  # noqa: E402
 
 CocoCacheDataset = LabCode.shipped().CocoCacheDataset  # notebook 01's cell
+CaptionSafeAugment = LabCode.shipped().CaptionSafeAugment  # notebook 04's cell
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {}
 TRAIN_CAPTIONS = 414_113  # train2014's captions: the whole caption bank (BANK_SIZE=0)

@@ -153,7 +153,7 @@ def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
         return f"`{run.name}`: not trained yet", None
     try:
         state = load_torch(run.checkpoint, "checkpoint")
-        data = load_training_data(cfg, paths, Recipe.of(cfg.flags), progress=False)
+        data = load_training_data(cfg, paths, Recipe.of(cfg.flags, cfg.lab), progress=False)
         check_same_run(run, state, run_identity(cfg), data.inputs, paths)
     except (ArtifactError, ValueError, OSError) as exc:  # ConfigError is a ValueError; ProvenanceMismatch an ArtifactError
         return f"`{run.name}`: cannot be continued or reused", str(exc)
@@ -195,7 +195,7 @@ def time_training(
     from .training.assemble import assemble
 
     batch = batch or cfg.batch_size
-    variant = Recipe.of(cfg.flags)
+    variant = Recipe.of(cfg.flags, cfg.lab)
     cfg = cfg.replace(**variant.overrides(cfg.to_dict()))  # what the trainer trains: e.g. optim's gradient clipping
     channels_last = cfg.channels_last and (device.type == "cuda" or dtype is not _AUTO)
     dtype = amp_dtype(device, cfg.amp) if dtype is _AUTO else dtype

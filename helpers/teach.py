@@ -27,12 +27,12 @@ def source_markdown(obj: Any) -> str:
     return f"`{where}`\n\n```python\n{source}\n```"
 
 
-def variant_code_markdown(variants: list[str]) -> str:
+def variant_code_markdown(variants: list[str], lab: Any = None) -> str:
     """The code of every modification the ``variants`` use, each under its name (helpers.clip.variants.code_markdown):
-    read from the records that train them, a student's own included."""
+    read from the records that train them, a student's own included; ``lab``: the study's lab code (04's cells)."""
     from .clip.variants import code_markdown
 
-    return code_markdown(variants)
+    return code_markdown(variants, lab)
 
 
 def show_source(obj: Any) -> None:

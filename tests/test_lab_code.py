@@ -27,6 +27,7 @@ HANDOUT = {  # notebook -> what its sections ask the student to write (issue 33,
     "01_dataset_prep.ipynb": ("encode_text", "CocoCacheDataset"),
     "02_train_clip.ipynb": ("projection_head", "ClipImageModel", "clip_loss", "training_step"),
     "03_evaluate_clip.ipynb": ("retrieval_ranks", "recall_at_k", "results_csv"),
+    "04_ablation.ipynb": ("head_ln", "CaptionSafeAugment"),  # the default study's two handout modifications
 }
 ALLOWED_IMPORTS = {"torch", "torchvision", "transformers", "tqdm", *sys.stdlib_module_names}
 
@@ -46,7 +47,7 @@ def test_each_handout_definition_is_a_lab_cell_of_its_notebook_and_never_a_rende
 
 
 def test_lab_cells_import_only_the_standard_library_torch_torchvision_and_transformers():
-    for name in ("01_dataset_prep.ipynb", "02_train_clip.ipynb", "03_evaluate_clip.ipynb"):
+    for name in ("01_dataset_prep.ipynb", "02_train_clip.ipynb", "03_evaluate_clip.ipynb", "04_ablation.ipynb"):
         for cell in _lab_cells(name):
             for node in ast.walk(ast.parse(cell.source)):
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -123,3 +124,18 @@ def test_python_m_helpers_train_runs_the_notebooks_cell_not_a_copy(tmp_path, wor
         trained_with = json.loads((run / "metrics.json").read_text())["lab_code"]["02:clip-loss"]  # the cell's text, as it ran
         assert ("return 2 * 0.5 * (" in trained_with) == (where == "copy")
     assert first_losses["copy"] == pytest.approx(2 * first_losses["here"], rel=1e-4)
+
+
+def test_the_handout_modifications_train_with_04s_cells_as_the_kernel_ran_them():
+    """head_ln's code is 04's cell: an edit in 04's kernel builds the edited head and names a new head_ln run."""
+    from helpers.clip.model import build_model, model_config
+
+    shipped = LabCode.shipped()
+    edited = shipped.cell("04:head-ln").source.replace("dropout: float = 0.1", "dropout: float = 0.5")
+    assert edited != shipped.cell("04:head-ln").source
+    namespace = {**_as_a_kernel_ran(edited, "/tmp/ipykernel_1/333.py"), "VARIANT": "head_ln"}
+    cfg, plain = config.from_notebook(namespace), config.from_params(VARIANT="head_ln")
+    assert run_identity(cfg)["variant_code"]["head_ln"] != run_identity(plain)["variant_code"]["head_ln"]
+    settings = dict(image_backbone="resnet18", image_weights=None, hidden_dim=16)
+    heads = [build_model(model_config(c.replace(**settings), 8), c.lab, pretrained=False).head for c in (cfg, plain)]
+    assert [h[3].p for h in heads] == [0.5, 0.1]  # the kernel's cell, then the notebook's

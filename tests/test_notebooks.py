@@ -303,7 +303,7 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert (art / "ablation" / "ablation_recall_delta.png").exists() and (art / "ablation" / "ablation.md").exists()
     assert re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", _text(nb)) and "compared on the val split" in _text(nb)
     assert "| `bigbatch` | batch 256" in _text(nb)  # every flag's code change, shown from helpers/clip/variants.py
-    assert "#### `head_ln`" in _text(nb) and "```python\ndef head_ln(" in _text(nb) and "#### `mine`" in _text(nb)
+    assert "#### `head_ln`" in _text(nb) and "def head_ln(" in _text(nb) and "#### `mine`" in _text(nb)
     assert "`your cell.ResidualHead`" in _text(nb) and "0.5 * self.shortcut(features)" in _text(nb)  # the student's code, shown
     assert "| `mine` (yours) | head: the lab's MLP plus a linear shortcut" in _text(nb)
     assert "def max_hinge_loss(" not in _text(nb)  # the code of the variants that run, and only theirs
@@ -336,7 +336,7 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert "## 10. Ablation" in text and re.search(r"\| (\*\*)?head_ln(\*\*)?( ★)? \|", text)
     section10 = text.split("## 10. Ablation", 1)[1].split("\n## ", 1)[0]
     assert "| `head_ln` | head: Linear → LayerNorm" in section10 and "| `mine` (yours) |" in section10  # the variants run ...
-    assert "class ResidualHead(nn.Module):" in section10 and "```python\ndef head_ln(" in section10  # ... with their code
+    assert "class ResidualHead(nn.Module):" in section10 and "def head_ln(" in section10  # ... with their code
     assert "| `bigbatch` |" not in section10  # ... and only those
     assert "| `EPOCHS` | 2 | 1 |" in section10  # the study's overrides of the base run, beside its table
     assert "Your comparison: write it yourself" in section10 and all(q in section10 for q in ablation.COMPARISON_QUESTIONS)

@@ -62,7 +62,8 @@ def test_the_code_of_every_variant_that_runs_is_shown_and_only_theirs():
     shown = teach.variant_code_markdown(["best", "head_ln"])  # best = optim+disc_lr+temp+bank
     headings = [line[len("#### ") :] for line in shown.splitlines() if line.startswith("#### ")]
     assert headings == ["`optim`", "`disc_lr`", "`temp`", "`bank`", "`head_ln`"]  # VARIANTS' order: the study's one order
-    assert "```python\ndef head_ln(" in shown and "```python\ndef logits(self" in shown and "def draw(self, step: int" in shown
+    assert "def head_ln(" in shown and "the lab cell `head-ln` of 04_ablation.ipynb" in shown
+    assert "```python\ndef logits(self" in shown and "def draw(self, step: int" in shown
     assert "```python\ndef optim_overrides(" in shown and "def temp_lr_multiplier(" in shown
     assert "def max_hinge_loss(" not in shown and "class CaptionSafeAugment" not in shown  # hardneg and augment did not run
     assert "the baseline's code is shown in notebook 02" in teach.variant_code_markdown([])

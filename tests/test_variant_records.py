@@ -65,7 +65,7 @@ def test_a_loss_variant_is_one_record_and_every_consumer_shows_it(registered, wo
 
 def test_a_record_with_a_missing_part_is_refused():
     with pytest.raises(ValueError, match="say what it changes"):
-        variants.register("nochange", "", "why", head=variants.head_ln)
+        variants.register("nochange", "", "why", head=variants.head_bn)
     with pytest.raises(ValueError, match="changes nothing"):
         variants.register("nohook", "something", "why")
     with pytest.raises(ValueError, match="loss_text"):
@@ -73,7 +73,7 @@ def test_a_record_with_a_missing_part_is_refused():
     with pytest.raises(TypeError, match="head must be a function or a class"):
         variants.register("notcallable", "a head", "why", head=3)
     with pytest.raises(TypeError, match="unknown part"):
-        variants.register("typo", "a head", "why", haed=variants.head_ln)
+        variants.register("typo", "a head", "why", haed=variants.head_bn)
     with pytest.raises(ValueError, match="exists already"):
         variants.register("head_ln", "my head", "why", head=variants.head_bn)
     with pytest.raises(ValueError, match="lowercase"):

@@ -74,7 +74,7 @@ def test_training_side_flags(workspace):
 def test_augmentation_is_caption_safe():
     image = torch.zeros(3, 64, 64, dtype=torch.uint8)
     image[0, :, :20] = 255  # a red band on the left
-    aug = variants.CaptionSafeAugment()
+    aug = LAB.CaptionSafeAugment()  # notebook 04's cell
     torch.manual_seed(0)
     for _ in range(20):
         out = aug(image)

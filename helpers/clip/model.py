@@ -140,7 +140,7 @@ def build_model(arch: dict[str, Any], lab: LabCode, pretrained: bool = True) -> 
     The kit's part: the trunk (torchvision's ResNet, its ImageNet weights downloaded or read from a local file, the
     classifier removed) and a modification's pooling or head (notebook 04). Built in this order (trunk, pooling, head,
     temperature), so that a seed gives the same initial weights whatever reads the run."""
-    variant = Recipe.of(arch["variant"])  # the modifications (notebook 04); the baseline has none
+    variant = Recipe.of(arch["variant"], lab)  # the modifications (notebook 04, its cells as ``lab`` holds them); none: baseline
     trunk, in_dim = _trunk(arch["image_backbone"], arch["image_weights"] if pretrained else None)
     pooling = variant.single("pooling")  # a variant's pooling, instead of global average pooling
     if pooling is not None:

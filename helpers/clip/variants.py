@@ -6,11 +6,12 @@ same evaluation, which read only the records registered at the end of this file:
 modification is one ``register(...)`` call (and a test), here or in notebook 04's
 ``student-modification`` cell. The built-ins:
 
-- ``head_ln``   projection head Linear -> LayerNorm -> GELU -> Dropout(0.1) -> Linear.
+- ``head_ln``   projection head Linear -> LayerNorm -> GELU -> Dropout(0.1) -> Linear (its code: notebook 04's lab
+                cell ``head-ln``, the handout's own modification).
 - ``head_bn``   projection head Linear -> BatchNorm1d -> GELU -> Linear (an earlier kit's flag).
 - ``attn_pool`` learned attention pooling over ResNet50's 7x7 feature map instead of global
                 average pooling (a learned query attends over the 49 positions).
-- ``augment``   caption-safe augmentation: RandomResizedCrop with a mild scale range (0.7-1)
+- ``augment``   (its code: notebook 04's lab cell ``augment``) caption-safe augmentation: RandomResizedCrop with a mild scale range (0.7-1)
                 and mild brightness/contrast jitter. *No horizontal flips* ("a dog on the left"
                 would become wrong) and *no hue jitter* ("a red bus" would become a green one).
 - ``optim``     linear warmup (5% of steps), cosine decay, gradient clipping at 1.0 and a
@@ -79,6 +80,7 @@ from torch import nn
 from ..core import markdown, resolution
 from ..core.config import ConfigError
 from ..core.flags import BASELINE, UnknownVariant, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
+from ..core.lab import LabCode, LabHook
 from ..data.dataset import with_images_from
 from .bank import CaptionBank, bank_positives
 from .loss import Negatives, max_hinge_loss
@@ -91,12 +93,6 @@ OPTIM_GRAD_CLIP = 1.0
 
 
 # ----------------------------------------------------------------------------- heads and pooling
-def head_ln(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float = 0.1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, embed_dim)
-    )
-
-
 def head_bn(in_dim: int, hidden_dim: int, embed_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
 
@@ -173,22 +169,6 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
             module.eval()
 
 
-class CaptionSafeAugment:
-    """RandomResizedCrop (scale 0.7-1, aspect 3/4-4/3) back to the same size, plus mild
-    brightness/contrast jitter, on uint8 CHW tensors. No flips, no hue changes."""
-
-    def __init__(self, scale: tuple[float, float] = (0.7, 1.0), jitter: float = 0.15):
-        self.scale, self.jitter = scale, jitter
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms import v2
-
-        size = image.shape[-1]
-        crop = v2.RandomResizedCrop(size, scale=self.scale, ratio=(3 / 4, 4 / 3), antialias=True)
-        color = v2.ColorJitter(brightness=self.jitter, contrast=self.jitter)
-        return color(crop(image))
-
-
 def restval_images(splits: Any, cache: Any) -> list[int]:
     """The cached val2014 images in neither Karpathy split: trained on with their captions (with_images_from)."""
     restval = [i for i in splits.restval if i in cache]
@@ -207,7 +187,7 @@ def caption_bank(train_set: Any, settings: dict[str, Any], rank: int) -> Caption
 # ----------------------------------------------------------------------------- the records
 register(
     "head_ln", "head: Linear → LayerNorm → GELU → Dropout(0.1) → Linear", "normalised, regularised projection",
-    head=head_ln, builtin=True,
+    head=LabHook("head_ln"), builtin=True,  # notebook 04's lab cell `head-ln`
 )
 register("head_bn", "head: Linear → BatchNorm → GELU → Linear", "an earlier kit's variant", head=head_bn, builtin=True)
 register(
@@ -216,7 +196,7 @@ register(
 )
 register(
     "augment", "RandomResizedCrop (scale 0.7–1) + mild brightness/contrast", "more views of each image",
-    train_transform=CaptionSafeAugment, builtin=True,
+    train_transform=LabHook("CaptionSafeAugment"), builtin=True,  # notebook 04's lab cell `augment`
 )
 register(
     "optim", "5% linear warmup, cosine decay, gradient clipping 1.0, learnable temperature", "smoother optimisation",
@@ -301,25 +281,31 @@ def changes_markdown(variants: list[str] | None = None) -> str:
     return markdown.table(["variant", "what changes", "why it might help"], rows)
 
 
-def describe(variants: list[str]) -> dict[str, dict[str, str]]:
+def describe(variants: list[str], lab: LabCode | None = None) -> dict[str, dict[str, str]]:
     """Per record the ``variants`` use: its text and its code as Markdown, as it trains now (kept in ablation.json, so
-    the report shows a student's modification after the kernel that defined it is gone)."""
+    the report shows a student's modification after the kernel that defined it is gone); ``lab``: the study's lab
+    code, whose cells (notebook 04's) are the code of the handout's modifications."""
     known = records()
     return {
-        name: {"changes": known[name].changes, "why": known[name].why, "code": code_markdown([name]), "builtin": known[name].builtin}
+        name: {"changes": known[name].changes, "why": known[name].why, "code": code_markdown([name], lab), "builtin": known[name].builtin}
         for name in flags_of(variants)
         if name in known
     }
 
 
-def code_markdown(variants: list[str]) -> str:
+def code_markdown(variants: list[str], lab: LabCode | None = None) -> str:
     """The code of every record the ``variants`` use, each under its name; a function two records share is shown once
-    and named again at the second. Nothing is copied: it is the source that trains."""
+    and named again at the second. Nothing is copied: it is the source that trains (a lab cell of notebook 04 as
+    ``lab``, the study's lab code, holds it)."""
     shown: dict[str, str] = {}
     parts = []
     for name in (n for n in flags_of(variants) if n in records()):
         parts.append(f"#### `{name}`")
         for obj in records()[name].code:
+            if isinstance(obj, LabHook):
+                cell = (lab or LabCode.shipped()).defining(obj.name)
+                parts.append(f"{cell.where}\n\n```python\n{cell.source.rstrip()}\n```")
+                continue
             where = _where(obj)
             if where in shown:
                 parts.append(f"`{where.rsplit('.', 1)[-1]}`: shown above, under `{shown[where]}`.")

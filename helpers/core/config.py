@@ -148,7 +148,7 @@ def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
     if not out.get("train_sizes"):  # no schedule: the same identity as a run trained before TRAIN_SIZES existed
         out.pop("train_sizes", None)
-    code = student_sources(flags)
+    code = student_sources(flags, cfg.lab if isinstance(cfg, Config) else None)
     if code:
         out["variant_code"] = code
     if isinstance(cfg, Config):  # what is asked for now (a stored record keeps what it was)

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .lab import LabCode, LabHook
+
 BASELINE = "baseline"
 BUILTINS_MODULE = "helpers.clip.variants"  # defines and registers the built-in records
 STUDENT_CELL = "the cell tagged `student-modification` in 04_ablation.ipynb"
@@ -156,7 +158,9 @@ def _check_record(record: Variant) -> None:
 
 def source_of(obj: Any) -> str:
     """The source of a function or class, also when it was defined in a notebook cell (where ``inspect.getsource``
-    cannot find a class: its module ``__main__`` has no file)."""
+    cannot find a class: its module ``__main__`` has no file); for a :class:`LabHook`, its lab cell's whole text."""
+    if isinstance(obj, LabHook):
+        return LabCode.shipped().defining(obj.name).source.rstrip()
     try:
         return textwrap.dedent(inspect.getsource(obj)).rstrip()
     except (OSError, TypeError):
@@ -238,10 +242,20 @@ def presets() -> dict[str, tuple[str, ...]]:
     return {n: r.combines for n, r in _registry().items() if r.combines}
 
 
-def student_sources(flags: frozenset[str]) -> dict[str, str]:
-    """``{name: source digest}`` of the student's records among ``flags``: part of the run identity."""
+def student_sources(flags: frozenset[str], lab: LabCode | None = None) -> dict[str, str]:
+    """``{name: source digest}`` of the records among ``flags`` whose code the student writes: their own records, and
+    those whose code is a lab cell (notebook 04's, as ``lab`` holds it). Part of the run identity."""
     known = _registry()
-    return {n: known[n].source_digest for n in spelling(flags).split("+") if n in known and not known[n].builtin}
+    out = {}
+    for n in spelling(flags).split("+"):
+        record = known.get(n)
+        cells = [h.name for h in record.hooks().values() if isinstance(h, LabHook)] if record else []
+        if cells:
+            text = "\n".join((lab or LabCode.shipped()).defining(name).source for name in cells)
+            out[n] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        elif record is not None and not record.builtin:
+            out[n] = record.source_digest
+    return out
 
 
 def only_with(field_name: str) -> str | None:
@@ -256,13 +270,18 @@ class Recipe:
     records: tuple[Variant, ...]
 
     @classmethod
-    def of(cls, flags: frozenset[str] | str) -> Recipe:
+    def of(cls, flags: frozenset[str] | str, lab: LabCode | None = None) -> Recipe:
+        """The records of ``flags``; a part whose code is a lab cell (:class:`LabHook`) taken from ``lab``, the run's lab
+        code (a notebook kernel's cells, or a stored run's), else from the notebooks'."""
         flags = parse_variant(flags) if isinstance(flags, str) else flags
         known = _registry()
         missing = [f for f in flags if f not in known]
         if missing:
             raise UnknownVariant(_unknown_message(repr(spelling(flags)), missing))
-        return cls(tuple(known[n] for n in spelling(flags).split("+") if n in known))
+        chosen = [known[n] for n in spelling(flags).split("+") if n in known]
+        if lab is not None:
+            chosen = [dataclasses.replace(r, **{h: v.resolve(lab) for h, v in r.hooks().items() if isinstance(v, LabHook)}) for r in chosen]
+        return cls(tuple(chosen))
 
     def single(self, hook: str) -> Callable[..., Any] | None:
         """The one record's hook for a part only one variant may replace (the head, the loss...), or None."""

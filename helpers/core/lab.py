@@ -31,7 +31,7 @@ from typing import Any
 
 LAB_TAG = "lab"  # the cells of the lab's own code (a notebook's cell metadata "tags")
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # where the notebooks sit, beside helpers/
-NOTEBOOKS = {"01": "01_dataset_prep.ipynb", "02": "02_train_clip.ipynb", "03": "03_evaluate_clip.ipynb"}
+NOTEBOOKS = {"01": "01_dataset_prep.ipynb", "02": "02_train_clip.ipynb", "03": "03_evaluate_clip.ipynb", "04": "04_ablation.ipynb"}
 DATA = ("01",)  # the cells that make and read the data (the caption encoding, the Dataset): the caption caches record them
 TRAINING = ("01", "02")  # the cells a training run executes (the Dataset; the head, model, loss, step): its identity
 EVALUATION = ("03",)  # the cells 03 scores a run with
@@ -85,6 +85,20 @@ class LabCell:
         return names
 
 
+@dataclass(frozen=True)
+class LabHook:
+    """A part of a modification whose code is a lab cell (notebook 04's ``head_ln``, ``CaptionSafeAugment``): the run's
+    own lab code resolves it (:meth:`resolve`: a kernel's edit included); called as it is, it runs the notebooks'."""
+
+    name: str
+
+    def resolve(self, lab: LabCode) -> Any:
+        return getattr(lab, self.name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(LabCode.shipped(), self.name)(*args, **kwargs)
+
+
 class LabCode:
     """The lab cells' text, executed once per object into one namespace; attributes are what the cells define."""
 
@@ -135,6 +149,13 @@ class LabCode:
     def binds(self) -> set[str]:
         """The names the lab cells bind: a notebook's UPPERCASE constants among them are code, not settings."""
         return set().union(*(c.binds() for c in self.cells))
+
+    def defining(self, name: str) -> LabCell:
+        """The cell that defines the function or class ``name``."""
+        found = next((c for c in self.cells if name in c.defines()), None)
+        if found is None:
+            raise LabCodeError(f"No lab cell defines `{name}`: a lab cell may change its code but keeps its name and arguments.")
+        return found
 
     def cell(self, key: str) -> LabCell:
         return next(c for c in self.cells if c.key == key)

@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.artifacts import load_torch
-from ..core.env import default_num_workers
+from ..core.config import Config, with_lab
+from ..core.env import Paths, default_num_workers
 from ..core.lab import LabCode
 from ..core.provenance import text_tower_id, tower_of
 
@@ -42,6 +43,19 @@ def data_code(text: dict[str, Any], fallback: LabCode | None = None) -> LabCode:
     """The lab code of a caption cache: notebook 01's cells (the caption encoding, the Dataset) as they ran when it was
     written; an older cache that did not record them reads with the notebooks' (or ``fallback``'s)."""
     return LabCode.from_record(text.get("lab_code"), fallback=fallback)
+
+
+def with_data_code(cfg: Config, paths: Paths) -> Config:
+    """``cfg`` reading the data with notebook 01's lab cells as 01 ran them (the Dataset, the caption encoding): the train
+    caption cache records them. Without a cache, ``cfg`` as it is (training then says to run 01)."""
+    path = paths.text_embeds_path("train")
+    if not path.exists():
+        return cfg
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("lab_code")
+    except Exception:  # damaged or foreign: the loader's error names the problem and the fix, when training reads it
+        return cfg
+    return with_lab(cfg, data_code({"lab_code": record}, fallback=cfg.lab)) if record else cfg
 
 
 def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ..core.flags import canonical
 from ..core.lab import LabCode
 from ..core.provenance import check_inputs, digest
 from ..core.storage import atomic_copy, atomic_torch_save, atomic_write_json, sha256_file
+from ..data.dataset import with_data_code
 
 CHECKPOINT = "checkpoint.pt"  # the whole training state after the last finished epoch
 BEST = "best.pt"  # the weights of the epoch with the highest val rsum
@@ -62,7 +63,7 @@ class RunDir:
     @classmethod
     def for_config(cls, paths: Paths, cfg: Config) -> RunDir:
         """The folder the settings ``cfg`` train into."""
-        return cls(paths.runs_dir / run_name_for(cfg))
+        return cls(paths.runs_dir / run_name_for(with_data_code(cfg, paths)))  # 01's Dataset as its caches record it
 
     @classmethod
     def named(cls, paths: Paths, name: str) -> RunDir:

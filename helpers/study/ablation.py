@@ -25,7 +25,7 @@ from ..core.figures import save_figure
 from ..core.flags import BASELINE
 from ..core.storage import atomic_write_json, atomic_write_text
 from ..evaluation.evaluate import RECALL_KEYS, evaluate
-from ..store.runs import RunDir, load_eval, run_name_for, seal
+from ..store.runs import RunDir, load_eval, seal
 from ..training.train import train  # the one call that starts a training
 from .base_settings import BaseSettings, overrides_markdown
 
@@ -57,7 +57,7 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
     for seed in seeds:
         for variant in trained:
             run_cfg = cfg.replace(variant=variant, seed=seed, run_name=None)
-            name = run_name_for(run_cfg)
+            name = RunDir.for_config(paths, run_cfg).name  # the name the trainer gives it (01's Dataset as the caches hold it)
             print(f"── {variant} (seed {seed}): run {name}")
             result = train(run_cfg, paths, progress=progress, live_plot=False, log=lambda m: print("   ", m))
             val = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="val"), paths, progress)
@@ -254,7 +254,7 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: Bas
         "runs": [o.__dict__ for o in outcomes],
         "config": base.cfg.to_dict(),
         "base": base_record(base, outcomes),
-        "variants": describe(list(table)),  # each modification's text and code as it trained (a student's too)
+        "variants": describe(list(table), base.cfg.lab),  # each modification's text and code as it trained (a student's too)
         "order": list(table),  # the baseline, then VARIANTS' order: every reader shows the rows so (JSON sorts keys)
         "chart": "ablation_recall_delta.png",
     }

@@ -19,6 +19,7 @@ from ..core.artifacts import ArtifactError, load_json
 from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params, with_lab
 from ..core.env import Paths, resolve_paths
 from ..core.flags import BASELINE
+from ..core.lab import TRAINING, LabCode
 from ..data.text_tower import display_name
 from ..store.runs import RunDir, all_runs, newest_finished, trained_lab, trained_settings
 
@@ -95,9 +96,9 @@ def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
             overrides[name] = {"base": theirs, "here": ours}
         else:
             values[name] = theirs
-    cfg = from_params({**values, "variant": BASELINE, "run_name": None})
+    cfg = with_lab(from_params({**values, "variant": BASELINE, "run_name": None}), LabCode.from_kernel(namespace))  # 04's cells
     if run is not None:  # the lab code the base run trained with (notebook 02's cells as they were): every row trains with it
-        cfg = with_lab(cfg, trained_lab(run))
+        cfg = with_lab(cfg, LabCode.from_record(trained_lab(run).sources(TRAINING), fallback=LabCode.from_kernel(namespace)))
     return BaseSettings(cfg, paths, run.name if run else None, chosen_by, overrides)
 
 

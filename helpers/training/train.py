@@ -42,7 +42,7 @@ from ..core.flags import Recipe
 from ..core.lab import TRAINING
 from ..core.markdown import duration
 from ..core.storage import atomic_write_json
-from ..data.dataset import normalize_images
+from ..data.dataset import normalize_images, with_data_code
 from ..store.runlock import holding
 from ..store.runs import (
     SELECTION_METRIC,
@@ -67,7 +67,7 @@ from .checkpoint import seed_everything
 from .distributed import gather_with_local_grad, global_loss, init_distributed, wrap_model
 from .optim import head_lr, make_scheduler
 from .state import RunState
-from .train_data import load_training_data, with_data_code
+from .train_data import load_training_data
 from .validation import validate
 
 
@@ -80,7 +80,7 @@ class Trainer:
         cfg = with_data_code(cfg, paths)  # notebook 01's Dataset as 01 ran it (the caption cache records it): part of the name
         self.run = RunDir.for_config(paths, cfg)  # named from the settings as given, before variant overrides
         self.identity = run_identity(cfg)  # what the run folder must agree with to be resumed or reused
-        self.variant = Recipe.of(cfg.flags)  # the modification's records (notebook 04); the baseline has none
+        self.variant = Recipe.of(cfg.flags, cfg.lab)  # the modification's records, 04's cells as the lab holds them (none: baseline)
         resolved = self.variant.overrides(cfg.to_dict())  # e.g. bigbatch: batch 256 and a larger LR
         self.overrides = {k: {"requested": getattr(cfg, k), "resolved": v} for k, v in resolved.items()}
         self.cfg = cfg = cfg.replace(**resolved)

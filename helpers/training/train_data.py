@@ -11,13 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from ..core.config import Config, ConfigError, with_lab
+from ..core.config import Config, ConfigError
 from ..core.env import Paths
 from ..core.flags import Recipe
 from ..core.provenance import check_sources, run_inputs
-from ..data.dataset import data_code, load_text_embeds, with_images_from
+from ..data.dataset import load_text_embeds, with_data_code, with_images_from  # noqa: F401  (with_data_code: notebook 02)
 from ..data.image_cache import ImageCache, cached_image_size, failures, restore_cache
 from ..data.splits import Splits, load_splits
 
@@ -48,19 +46,6 @@ def at_cache_size(cfg: Config, paths: Paths, log: Callable[[str], None] = print)
         return cfg
     log(f"IMAGE_SIZE={size}: the size notebook 01 cached the images at")
     return cfg.replace(image_size=size)
-
-
-def with_data_code(cfg: Config, paths: Paths) -> Config:
-    """``cfg`` reading the data with notebook 01's lab cells as 01 ran them (the Dataset, the caption encoding): the train
-    caption cache records them. Without a cache, ``cfg`` as it is (training then says to run 01)."""
-    path = paths.text_embeds_path("train")
-    if not path.exists():
-        return cfg
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("lab_code")
-    except Exception:  # damaged or foreign: the loader's error names the problem and the fix, when training reads it
-        return cfg
-    return with_lab(cfg, data_code({"lab_code": record}, fallback=cfg.lab)) if record else cfg
 
 
 def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: bool = True) -> TrainingData:
