@@ -1,4 +1,5 @@
-"""The CLIP objective: symmetric InfoNCE over in-batch negatives.
+"""The losses beside the lab's: extra negatives (the caption bank) and VSE++'s max-of-hinges; the lab's own symmetric
+InfoNCE, ``clip_loss``, is notebook 02's lab cell. What follows explains it.
 
 Intuition. A batch holds B matching (image, caption) pairs. Each image is an
 *anchor*; its own caption is the *positive*; the other B-1 captions in the batch are
@@ -20,33 +21,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 CLIP_LOSS_TEXT = "symmetric InfoNCE (`clip_loss`)"  # the report's loss row, unless a variant's loss trains
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
-
-
-def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """``logit_scale * image @ text.T`` for L2-normalised features; row i is image i."""
-    return logit_scale * image_features @ text_features.t()
-
-
-def clip_loss(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    logit_scale: torch.Tensor | float,
-    negatives: Negatives | None = None,
-) -> torch.Tensor:
-    """Symmetric InfoNCE: mean of image->text and text->image cross-entropy; pair i is the positive.
-
-    ``negatives`` (the ``bank`` variant): more captions each image must rank below its own, in the image->text term.
-    Every loss of the kit takes these four arguments (helpers/core/flags.py), so a variant's loss replaces this one.
-    """
-    logits = clip_logits(image_features.float(), text_features.float(), logit_scale)
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    image_to_text = logits if negatives is None else torch.cat([logits, negatives.logits(image_features, logit_scale)], dim=1)
-    return 0.5 * (F.cross_entropy(image_to_text, labels) + F.cross_entropy(logits.t(), labels))
 
 
 @torch.no_grad()

@@ -50,6 +50,10 @@ class LabCell:
     cell_id: str
     source: str
 
+    def __post_init__(self) -> None:
+        # one spelling of a cell's text: the .ipynb holds it without a final newline, a kernel's linecache with one
+        object.__setattr__(self, "source", self.source.rstrip("\n"))
+
     @property
     def key(self) -> str:
         return f"{self.notebook}:{self.cell_id}"

@@ -84,7 +84,7 @@ def global_loss(loss_fn: Callable[..., torch.Tensor], ctx: DistContext) -> Calla
     Each rank back-propagates the global loss into its *own* features only, so summing the ranks' gradients gives
     the full gradient; DDP averages instead of summing, hence the gradient is multiplied by N (the value is not).
     The logit scale sees the whole loss on every rank already: its gradient is divided by N again. The training
-    step (step.py) stays the one-GPU step.
+    step (notebook 02's lab cell) stays the one-GPU step.
     """
     if not ctx.enabled:
         return loss_fn

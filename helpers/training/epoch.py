@@ -1,6 +1,6 @@
 """The bookkeeping of one epoch around the training step: its loader, its running figures, its logged points.
 
-Why apart from the trainer: the step (step.py) is the lesson and the trainer (train.py) the driver that keeps a
+Why apart from the trainer: the step (notebook 02's lab cell) is the lesson and the trainer (train.py) the driver that keeps a
 run alive; what an epoch counts (mean loss, in-batch top-1, img/s, skipped steps) and which steps feed the live
 panel are read here.
 """
@@ -8,6 +8,8 @@ panel are read here.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +17,12 @@ import torch
 from torch.utils.data import Dataset  # the lab's CocoCacheDataset (notebook 01's cell)
 
 from ..clip.loss import in_batch_hits
-from ..data.dataset import make_loader
+from ..core import resolution
+from ..core.faults import kill_point
+from ..core.markdown import duration
+from ..data.dataset import make_loader, normalize_images
 from .distributed import DistContext
-from .recovery import LossGuard
+from .recovery import SPIKE_WINDOW, LossGuard
 
 STEP_LOG_EVERY = 10  # a step_log entry every this many steps, and at the first and last step of each epoch
 
@@ -75,6 +80,60 @@ def epoch_loader(train_set: Dataset, batch_size: int, seed: int, epoch: int, wor
         sampler.set_epoch(epoch)
     drop_last = len(train_set) >= batch_size
     return make_loader(train_set, batch_size // dist.world_size, True, seed, epoch, workers, drop_last, sampler=sampler)
+
+
+@dataclass
+class EpochRun:
+    """One epoch as the trainer runs it: its step count, its training size, its meter, its progress bar, its batches."""
+
+    steps: int
+    size: int  # the resolution schedule's size this epoch (TRAIN_SIZES), or the cached size
+    meter: EpochMeter
+    bar: Any
+    batches: Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+
+
+@contextmanager
+def open_epoch(state: Any, train_set: Dataset, cfg: Any, epoch: int, device: torch.device, dist: DistContext, channels_last: bool,
+               variant: Any, progress: bool) -> Iterator[EpochRun]:  # fmt: skip
+    """Train mode (with the variant's train-mode hooks), this epoch's batches on the device and its meter, and a progress
+    bar closed however the epoch ends (a rollback or an OOM leaves mid-epoch: the loader and its workers go at once)."""
+    from tqdm.auto import tqdm
+
+    state.model.train()
+    for hook in variant.each("on_train_mode"):  # e.g. freeze_bn: the trunk's BatchNorm statistics stay frozen
+        hook(state.model)
+    steps = steps_per_epoch(len(train_set), state.batch_size, cfg.max_steps_per_epoch)
+    loader = epoch_loader(train_set, state.batch_size, cfg.seed, epoch, cfg.num_workers, dist)
+    recent = [e["loss"] for e in state.step_log[-SPIKE_WINDOW // STEP_LOG_EVERY :]]
+    meter = EpochMeter(device, LossGuard(recent, steps))
+    size = resolution.size_at(epoch, cfg.train_sizes, cfg.image_size)  # the schedule's (TRAIN_SIZES)
+    batches = _batches(loader, steps, device, channels_last, size)
+    with tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not progress, leave=False) as bar:
+        try:
+            yield EpochRun(steps, size, meter, bar, batches)
+        finally:
+            batches.close()
+
+
+def _batches(loader: Any, steps: int, device: torch.device, channels_last: bool,
+             size: int) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:  # fmt: skip
+    for step, (images, text, image_ids, _) in enumerate(loader):
+        if step >= steps:
+            break
+        images = normalize_images(images, device, channels_last, size=size)
+        kill_point("train_step")  # tests: die in the middle of an epoch
+        yield step, (images, text.to(device, non_blocking=True), image_ids)
+
+
+def summary_line(epoch: int, record: dict[str, Any], cfg: Any) -> str:
+    """The line an epoch ends with: losses, val Recall@1 both ways, val rsum, speed, the schedule's size, time."""
+    at = f" at {record['train_size']} px" if cfg.train_sizes else ""
+    return (
+        f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+        f"val R@1 image→text {100 * record['val_i2t_R@1']:.1f}%, text→image {100 * record['val_t2i_R@1']:.1f}%, "
+        f"val rsum {100 * record['val_rsum']:.1f} of 600, {record['img_per_s']:.0f} img/s{at}, {duration(record['train_seconds'])}"
+    )
 
 
 def logged(global_step: int, step: int, steps: int) -> bool:

@@ -1,6 +1,6 @@
 """Keeping a run alive when a step fails: skipped steps, rollback after divergence, batch halving after OOM.
 
-Why apart from the loop: the training step (step.py) stays the plain step a student reads; what happens when
+Why apart from the loop: the training step (notebook 02's lab cell) stays the plain step a student reads; what happens when
 a loss is non-finite or spikes, or the GPU runs out of memory, is read here. Each function takes the run's
 state (state.py) and returns the state to go on with; the trainer logs every action as an event in the run's
 history and metrics.

@@ -22,41 +22,31 @@ Model selection: ``best.pt`` holds the epoch with the highest validation **rsum*
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..clip.embed import amp_dtype
-from ..clip.loss import CLIP_LOSS_TEXT, Negatives
-from ..clip.metrics import NonFiniteFeatures
-from ..clip.model import check_same_architecture, describe, model_config
+from ..clip.loss import Negatives
+from ..clip.model import check_same_architecture, model_config
 from ..core import env, resolution
 from ..core.artifacts import load_json, load_torch
-from ..core.config import Config, ConfigError, TrainingDiverged, run_identity
+from ..core.config import Config, ConfigError, TrainingDiverged
 from ..core.env import Paths
 from ..core.faults import kill_point
-from ..core.flags import Recipe
 from ..core.lab import TRAINING
-from ..core.markdown import duration
-from ..core.storage import atomic_write_json
-from ..data.dataset import normalize_images, with_data_code
 from ..store.runlock import holding
 from ..store.runs import (
     SELECTION_METRIC,
-    RunDir,
     TrainResult,
     best_record,
     check_same_run,
     load_history,
-    metrics_record,
     repair_finished,
     run_name_for,
     save_checkpoint,
-    seal,
-    weights_sha256,
     write_best,
     write_history,
 )  # fmt: skip
@@ -66,9 +56,11 @@ from .assemble import assemble, loss_and_step
 from .checkpoint import seed_everything
 from .distributed import gather_with_local_grad, global_loss, init_distributed, wrap_model
 from .optim import head_lr, make_scheduler
+from .plan import plan_run
 from .state import RunState
+from .summary import write_summary
 from .train_data import load_training_data
-from .validation import validate
+from .validation import validate_epoch
 
 
 class Trainer:
@@ -77,13 +69,9 @@ class Trainer:
     def __init__(self, cfg: Config, paths: Paths, device: str | torch.device | None = None, progress: bool = True,
                  on_epoch: Callable[[Trainer], None] | None = None, on_step: Callable[[Trainer], None] | None = None,
                  log: Callable[[str], None] = print):  # fmt: skip
-        cfg = with_data_code(cfg, paths)  # notebook 01's Dataset as 01 ran it (the caption cache records it): part of the name
-        self.run = RunDir.for_config(paths, cfg)  # named from the settings as given, before variant overrides
-        self.identity = run_identity(cfg)  # what the run folder must agree with to be resumed or reused
-        self.variant = Recipe.of(cfg.flags, cfg.lab)  # the modification's records, 04's cells as the lab holds them (none: baseline)
-        resolved = self.variant.overrides(cfg.to_dict())  # e.g. bigbatch: batch 256 and a larger LR
-        self.overrides = {k: {"requested": getattr(cfg, k), "resolved": v} for k, v in resolved.items()}
-        self.cfg = cfg = cfg.replace(**resolved)
+        plan = plan_run(cfg, paths)  # the variant resolved once: the run's settings, folder, identity and records
+        self.cfg = cfg = plan.cfg
+        self.run, self.identity, self.variant, self.overrides = plan.run, plan.identity, plan.variant, plan.overrides
         self.dist = init_distributed()
         self.lab = cfg.lab  # the lab's cells (notebook 02's model, loss and step), as the notebook's kernel ran them
         self.loss_fn, self.step_fn = loss_and_step(cfg, self.variant)  # a modification's loss or 02's clip_loss; 02's step
@@ -162,7 +150,8 @@ class Trainer:
                 continue
             if self.dist.is_main:
                 kill_point("validation")
-                record.update(self._validate(epoch))
+                record.update(validate_epoch(self.model, self.val_set, self.device, self.state.batch_size, cfg, self.loss_fn,
+                                             f"Run {self.run_name}, epoch {epoch + 1}"))  # fmt: skip
                 self.history.append(record)
                 self._end_of_epoch(epoch, record)
             self.dist.barrier()  # the checkpoint is on disk before any rank goes on
@@ -204,10 +193,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- one epoch
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
-        """One pass over the training images: the training step (step.py) on every batch, then the epoch's record."""
+        """One pass over the training images: the training step (notebook 02's cell) on every batch, then the epoch's record."""
         s = self.state
-        with self._epoch(epoch) as (batches, meter):  # train mode, this epoch's shuffle and caption draw, a progress bar
-            for step, (images, text, image_ids) in batches:  # images normalised on the device; text: cached CLIP embeddings
+        # train mode, this epoch's shuffle and caption draw, its meter, a progress bar
+        with epochs.open_epoch(s, self.train_set, self.cfg, epoch, self.device, self.dist, self.channels_last, self.variant,
+                               self.progress) as this:  # fmt: skip
+            meter = this.meter
+            for step, (images, text, image_ids) in this.batches:  # images normalised on the device; text: cached CLIP embeddings
                 value, features = self.step_fn(
                     s.train_model, images, text, self.train_loss, s.optimizer, s.scaler, negatives=self._negatives(text, image_ids),
                     amp_dtype=self.amp_dtype, grad_clip=self.cfg.grad_clip, accept=meter.guard,
@@ -217,42 +209,12 @@ class Trainer:
                     meter.guard.check()  # too many: TooManyBadSteps, and the trainer rolls back
                     continue
                 s.advance_schedule()  # the LR schedule follows the steps
-                self._record_step(epoch, step, value, features, text, meter)
+                self._record_step(epoch, step, value, features, text, this)
         if meter.images == 0:  # every step was refused
             raise recovery.TooManyBadSteps
         temperature = 1.0 / s.model.scale().item()
         return {**meter.record(epoch), "lr": head_lr(s.optimizer), "temperature": temperature, "batch_size": s.batch_size,
-                "train_size": self._size}  # fmt: skip
-
-    @contextmanager
-    def _epoch(self, epoch: int) -> Iterator[tuple[Iterator[tuple[int, tuple[torch.Tensor, ...]]], epochs.EpochMeter]]:
-        """Train mode, this epoch's batches (on the device) and meter, and a progress bar closed however the epoch ends."""
-        from tqdm.auto import tqdm
-
-        s = self.state
-        s.model.train()
-        for hook in self.variant.each("on_train_mode"):  # e.g. freeze_bn: the trunk's BatchNorm statistics stay frozen
-            hook(s.model)
-        self._steps = epochs.steps_per_epoch(len(self.train_set), s.batch_size, self.cfg.max_steps_per_epoch)
-        loader = epochs.epoch_loader(self.train_set, s.batch_size, self.cfg.seed, epoch, self.cfg.num_workers, self.dist)
-        recent = [e["loss"] for e in s.step_log[-recovery.SPIKE_WINDOW // epochs.STEP_LOG_EVERY :]]
-        meter = epochs.EpochMeter(self.device, recovery.LossGuard(recent, self._steps))
-        self._size = resolution.size_at(epoch, self.cfg.train_sizes, self.cfg.image_size)  # the schedule's (TRAIN_SIZES)
-        batches = self._batches(loader)
-        desc = f"epoch {epoch + 1}/{self.cfg.epochs}"
-        with tqdm(total=self._steps, desc=desc, unit="step", disable=not self.progress, leave=False) as self._bar:
-            try:
-                yield batches, meter
-            finally:  # a rollback or an OOM leaves mid-epoch: let go of the loader (and its workers) now, not at GC
-                batches.close()
-
-    def _batches(self, loader: Any) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        for step, (images, text, image_ids, _) in enumerate(loader):
-            if step >= self._steps:
-                break
-            images = normalize_images(images, self.device, self.channels_last, size=self._size)
-            kill_point("train_step")  # tests: die in the middle of an epoch
-            yield step, (images, text.to(self.device, non_blocking=True), image_ids)
+                "train_size": this.size}  # fmt: skip
 
     def _negatives(self, text: torch.Tensor, image_ids: torch.Tensor) -> Negatives | None:
         """This step's extra negatives (the bank variant's), for the global batch under DDP; None without them."""
@@ -262,16 +224,16 @@ class Trainer:
         return self.negative_source.draw(self.state.global_step, ids, gather_with_local_grad(text, self.dist))
 
     def _record_step(self, epoch: int, step: int, value: float, features: torch.Tensor, text: torch.Tensor,
-                     meter: epochs.EpochMeter) -> None:  # fmt: skip
-        hits = meter.add(value, features, text)
-        self._bar.update(1)
-        self._bar.set_postfix(**meter.postfix())
+                     this: epochs.EpochRun) -> None:  # fmt: skip
+        hits = this.meter.add(value, features, text)
+        this.bar.update(1)
+        this.bar.set_postfix(**this.meter.postfix())
         s = self.state
-        if epochs.logged(s.global_step, step, self._steps):
+        if epochs.logged(s.global_step, step, this.steps):
             temperature = 1.0 / s.model.scale().item()
-            s.step_log.append(epochs.step_entry(epoch, step, self._steps, s.global_step, value, hits, features.shape[0],
+            s.step_log.append(epochs.step_entry(epoch, step, this.steps, s.global_step, value, hits, features.shape[0],
                                                 head_lr(s.optimizer), temperature))  # fmt: skip
-            meter.guard.remember(value)
+            this.meter.guard.remember(value)
             if self.on_step is not None:
                 self.on_step(self)
 
@@ -291,39 +253,15 @@ class Trainer:
         save_checkpoint(saved, self.run.checkpoint, self.paths)  # last: the epoch now counts
         kill_point("after_checkpoint")
         write_history(self.run, self.history, self.step_log, self.events)
-        at = f" at {record['train_size']} px" if self.cfg.train_sizes else ""
-        self.log(
-            f"epoch {epoch + 1}/{self.cfg.epochs}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-            f"val R@1 image→text {100 * record['val_i2t_R@1']:.1f}%, text→image {100 * record['val_t2i_R@1']:.1f}%, "
-            f"val rsum {100 * record['val_rsum']:.1f} of 600, {record['img_per_s']:.0f} img/s{at}, {duration(record['train_seconds'])}"
-        )
+        self.log(epochs.summary_line(epoch, record, self.cfg))
         if self.on_epoch is not None:
             self.on_epoch(self)
 
-    def _validate(self, epoch: int) -> dict[str, Any]:
-        """The val figures of this epoch; non-finite features stop the run before the epoch is saved (never best.pt)."""
-        try:
-            return validate(self.model, self.val_set, self.device, self.state.batch_size, self.cfg.amp, self.cfg.num_workers, self.loss_fn)
-        except NonFiniteFeatures as exc:
-            raise TrainingDiverged(
-                f"Run {self.run_name}, epoch {epoch + 1}: {exc} (at validation). The epoch is not saved; best.pt keeps the last "
-                f"good epoch. {recovery.advice(self.cfg)} Then re-run with FORCE_RETRAIN=True."
-            ) from None
-
     def _write_metrics(self) -> dict[str, Any]:
-        metrics = seal(metrics_record(
-            self.run, self.history, self.events,
-            amp_dtype=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32", channels_last=self.channels_last,
-            hardware=env.hardware_summary(self.paths), config=self.cfg.to_dict(), variant_overrides=self.overrides,  # requested/resolved
-            variant_sources={r.name: r.source for r in self.variant.records if not r.builtin},  # a student's code, as trained
-            lab_code=self.lab.sources(TRAINING), lab_edited=self.lab.edited(TRAINING),  # the cells it trained with; those changed
-            loss=self.variant.loss_text(CLIP_LOSS_TEXT),  # what the report says of the run, read without its records
-            model=describe(self.arch, self.lab), arch=self.arch, num_train_images=len(self.train_set), num_val_images=len(self.val_set),
-            protocol=self.data.splits.protocol, identity=self.identity, inputs=self.inputs, data=self.data.facts(),
-            best_sha256=weights_sha256(self.run.best),  # the model this summary describes
-        ))  # fmt: skip
-        atomic_write_json(self.run.metrics, metrics)  # sealed: a hand edit is noticed (runs.is_sealed)
-        return metrics
+        """The sealed summary of the finished run (metrics.json)."""
+        return write_summary(self.run, self.paths, self.cfg, self.history, self.events, self.data, self.arch, variant=self.variant,
+                             overrides=self.overrides, identity=self.identity, amp=self.amp_dtype,
+                             channels_last=self.channels_last)  # fmt: skip
 
 
 def train(cfg: Config, paths: Paths, progress: bool = True, live_plot: bool | None = None, **trainer_options: Any) -> TrainResult:

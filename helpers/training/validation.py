@@ -14,7 +14,23 @@ import torch
 from torch.utils.data import Dataset  # the lab's CocoCacheDataset (notebook 01's cell)
 
 from ..clip.embed import encode_images
-from ..clip.metrics import retrieval_metrics
+from ..clip.metrics import NonFiniteFeatures, retrieval_metrics
+from ..core.config import Config, TrainingDiverged
+
+
+def validate_epoch(model: Any, val_set: Dataset, device: torch.device, batch_size: int, cfg: Config,
+                   loss_fn: Callable[..., torch.Tensor], where: str) -> dict[str, Any]:  # fmt: skip
+    """The val figures of an epoch (``where``: "Run X, epoch 3"); non-finite features stop the run before the epoch is
+    saved (never best.pt), with what to change."""
+    from .recovery import advice
+
+    try:
+        return validate(model, val_set, device, batch_size, cfg.amp, cfg.num_workers, loss_fn)
+    except NonFiniteFeatures as exc:
+        raise TrainingDiverged(
+            f"{where}: {exc} (at validation). The epoch is not saved; best.pt keeps the last good epoch. {advice(cfg)} "
+            "Then re-run with FORCE_RETRAIN=True."
+        ) from None
 
 
 @torch.no_grad()
