@@ -8,7 +8,7 @@ and whether the image and caption caches are complete; then it *times* a few rea
 steps of the configured recipe (the same model, AMP and channels_last choices as the trainer,
 random pixels, no download) at every training size the run and its study use (a resolution
 schedule's too) and the loader reading the real cache, and predicts the run, each variant of
-VARIANTS and the whole study: on this device, and on a Colab T4 (helpers/core/budget.py: the
+VARIANTS and the whole study: on this device, and on a Colab T4 (helpers/training/budget.py: the
 published ratios, with their range). It says whether the whole lab fits one free Colab session
 and, when not, which settings would (each with its predicted time); it warns when there is no GPU
 and when the cache sits only on Drive. Notebook 02 runs it once the model is introduced, so a
@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from .core import budget, markdown
+from .core import markdown
 from .core.config import Config
 from .core.env import Paths
+from .training import budget
 
 TRAIN_IMAGES_FULL = 82_783  # train2014, when the split is not prepared yet
 VAL_IMAGES_FULL = 5_000
@@ -142,9 +143,9 @@ def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
     The same check as the trainer's (runs.check_same_run): the run's stored identity and input digests
     against the settings and data artifacts of now.
     """
+    from .clip.flags import Recipe
+    from .clip.identity import run_identity
     from .core.artifacts import ArtifactError, load_torch
-    from .core.config import run_identity
-    from .core.flags import Recipe
     from .store.runs import RunDir, check_same_run
     from .training.train_data import load_training_data
 
@@ -153,7 +154,7 @@ def run_state(cfg: Config, paths: Paths) -> tuple[str, str | None]:
         return f"`{run.name}`: not trained yet", None
     try:
         state = load_torch(run.checkpoint, "checkpoint")
-        data = load_training_data(cfg, paths, Recipe.of(cfg.flags, cfg.lab), progress=False)
+        data = load_training_data(cfg, paths, Recipe.of(cfg.variant, cfg.lab), progress=False)
         check_same_run(run, state, run_identity(cfg), data.inputs, paths)
     except (ArtifactError, ValueError, OSError) as exc:  # ConfigError is a ValueError; ProvenanceMismatch an ArtifactError
         return f"`{run.name}`: cannot be continued or reused", str(exc)
@@ -189,13 +190,13 @@ def time_training(
     benchmark passes its own to compare precisions.
     """
     from .clip.embed import amp_dtype
+    from .clip.flags import Recipe
     from .clip.model import model_config
-    from .core.flags import Recipe
     from .data.dataset import normalize_images
     from .training.assemble import assemble
 
     batch = batch or cfg.batch_size
-    variant = Recipe.of(cfg.flags, cfg.lab)
+    variant = Recipe.of(cfg.variant, cfg.lab)
     cfg = cfg.replace(**variant.overrides(cfg.to_dict()))  # what the trainer trains: e.g. optim's gradient clipping
     channels_last = cfg.channels_last and (device.type == "cuda" or dtype is not _AUTO)
     dtype = amp_dtype(device, cfg.amp) if dtype is _AUTO else dtype

@@ -120,8 +120,8 @@ def test_variants_are_chosen_on_val_even_when_test_disagrees():
 def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_applies(tmp_path, full_artifacts, tiny_tower):
     import json
 
+    from helpers.clip.flags import Recipe
     from helpers.clip.loss import CLIP_LOSS_TEXT
-    from helpers.core.flags import Recipe
     from helpers.data.text_tower import parameter_count
 
     art = tmp_path / "art"

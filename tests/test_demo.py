@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt
 import pytest
 from conftest import SLOWDOWN
 
+from helpers.clip import flags
 from helpers.clip import variants as variant_records  # noqa: F401  (registers the built-ins)
-from helpers.core import flags
-from helpers.core.flags import BASELINE
+from helpers.clip.flags import BASELINE
 from helpers.run_all import NOTEBOOKS
 from helpers.study import ablation
 

@@ -54,7 +54,8 @@ def test_anchored_links_name_a_heading_of_their_page():
 
 
 def test_the_t4_budget_lives_in_performance_md_alone_and_is_what_the_doctor_computes():
-    from helpers.core import budget, config, resolution
+    from helpers.core import config, resolution
+    from helpers.training import budget
 
     settings = config.from_params({}).to_dict()  # the lab's defaults, with notebook 04's default VARIANTS
     rates = budget.Rates(device="CPU", step={224: 1.0})  # a CPU: the T4 figures come from the published rates

@@ -3,7 +3,8 @@
 import pytest
 
 from helpers import doctor
-from helpers.core import budget, config
+from helpers.core import config
+from helpers.training import budget
 
 
 def test_diagnosis_of_the_prepared_workspace_is_sane(workspace):

@@ -19,8 +19,8 @@ import nbformat
 import pytest
 from conftest import ROOT, SLOWDOWN
 
+from helpers.clip.identity import run_identity
 from helpers.core import config
-from helpers.core.config import run_identity
 from helpers.core.lab import LAB_TAG, LabCell, LabCode
 
 HANDOUT = {  # notebook -> what its sections ask the student to write (issue 33, point 1)
@@ -139,3 +139,24 @@ def test_the_handout_modifications_train_with_04s_cells_as_the_kernel_ran_them()
     settings = dict(image_backbone="resnet18", image_weights=None, hidden_dim=16)
     heads = [build_model(model_config(c.replace(**settings), 8), c.lab, pretrained=False).head for c in (cfg, plain)]
     assert [h[3].p for h in heads] == [0.5, 0.1]  # the kernel's cell, then the notebook's
+
+
+def test_the_core_imports_nothing_above_it_by_any_route_and_holds_no_variant_registry():
+    """helpers/core: no import of another helpers folder (relative or absolute), no importlib or __import__, no register
+    of variant records; importing every core module loads nothing of helpers above it."""
+    for path in sorted((ROOT / "helpers" / "core").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level <= 1 and not (node.module or "").startswith("helpers."), (path.name, node.module)
+                assert node.module != "importlib", path.name
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith(("helpers", "importlib")) for a in node.names), path.name
+            if isinstance(node, ast.Name):
+                assert node.id not in ("__import__", "import_module"), path.name
+            if isinstance(node, ast.FunctionDef):
+                assert node.name not in ("register", "unregister"), path.name
+    modules = [f"helpers.core.{p.stem}" for p in sorted((ROOT / "helpers" / "core").glob("*.py")) if p.stem != "__init__"]
+    probe = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.startswith('helpers.') and not m.startswith('helpers.core')))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300 * SLOWDOWN)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from helpers.clip import bank as caption_bank
 from helpers.clip import loss, variants
+from helpers.clip.flags import Recipe
 from helpers.clip.loss import MAX_LOGIT_SCALE
-from helpers.core.flags import Recipe
 from helpers.core.lab import LabCode
 from helpers.training import epoch, train
 

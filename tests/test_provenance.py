@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.clip.identity import run_identity
 from helpers.clip.metrics import NonFiniteFeatures, retrieval_metrics
 from helpers.core import config, env
 from helpers.core.artifacts import ArtifactError
@@ -191,7 +192,7 @@ def test_a_local_text_tower_is_known_by_its_content_not_its_path(chain, tmp_path
     cfg, paths = chain
     tower = Path(shutil.copytree(cfg.text_model, tmp_path / "drive" / "tower"))
     moved = cfg.replace(text_model=str(tower))
-    assert config.run_identity(moved)["text_model"] == config.run_identity(cfg)["text_model"]  # the same tower elsewhere
+    assert run_identity(moved)["text_model"] == run_identity(cfg)["text_model"]  # the same tower elsewhere
     assert runs.run_name_for(moved.replace(run_name=None)) == runs.run_name_for(cfg.replace(run_name=None))
     assert quiet(moved, paths).skipped  # ... is the same run: reused
     before = torch_load(paths.text_embeds_path("train"))["model_id"]

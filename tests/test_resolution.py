@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from test_train import _kill_then_resume_matches
 
+from helpers.clip.identity import run_identity
 from helpers.core import config, resolution
 from helpers.core.lab import LabCode
 from helpers.core.storage import read_json
@@ -34,10 +35,10 @@ def test_a_schedule_that_cannot_train_is_refused_with_the_rule(sizes):
 
 def test_the_schedule_is_part_of_the_identity_and_no_schedule_keeps_old_names():
     plain, scheduled = config.from_params(), config.from_params(TRAIN_SIZES=[160, 192])
-    assert "train_sizes" not in config.run_identity(plain)  # runs trained before TRAIN_SIZES existed keep their names
-    assert config.run_identity(scheduled)["train_sizes"] == [160, 192]
+    assert "train_sizes" not in run_identity(plain)  # runs trained before TRAIN_SIZES existed keep their names
+    assert run_identity(scheduled)["train_sizes"] == [160, 192]
     assert runs.run_name_for(plain) != runs.run_name_for(scheduled) != runs.run_name_for(config.from_params(TRAIN_SIZES=[160]))
-    assert config.identity_differences(config.run_identity(plain), config.run_identity(scheduled)) == [
+    assert config.identity_differences(run_identity(plain), run_identity(scheduled)) == [
         "TRAIN_SIZES: None (stored) vs [160, 192] (now)"
     ]
 

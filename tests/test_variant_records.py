@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.clip import variants
-from helpers.core import config, flags
+from helpers.clip import flags, variants
+from helpers.clip.identity import run_identity
+from helpers.core import config
 from helpers.core.config import ConfigError
 from helpers.store import runs
 from helpers.study import ablation
@@ -117,11 +118,11 @@ def test_a_students_source_is_part_of_the_run_identity(registered, workspace):
     registered("mine", "head: one Linear", "why not", head=TinyHead)
     first = config.from_params({**cfg.to_dict(), "variant": "mine"})
     name = runs.run_name_for(first)
-    assert config.run_identity(first)["variant_code"] == {"mine": flags.record("mine").source_digest}
+    assert run_identity(first)["variant_code"] == {"mine": flags.record("mine").source_digest}
     assert runs.run_name_for(first) == name  # stable while the code is
     registered("mine", "head: one Linear", "why not", head=OtherTinyHead)  # the cell run again with a changed line
     assert runs.run_name_for(first) != name
-    assert "variant_code" not in config.run_identity(cfg)  # built-ins: the kit's code, not a digest
+    assert "variant_code" not in run_identity(cfg)  # built-ins: the kit's code, not a digest
 
 
 def test_a_kernel_without_the_students_cell_names_the_cell_to_run():

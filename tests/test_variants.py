@@ -85,13 +85,18 @@ def test_augmentation_is_caption_safe():
 
 
 def test_bad_variant_names():
-    with pytest.raises(ConfigError, match="unknown variant.*'head_xx'.*student-modification"):
-        config.from_params(VARIANT="head_xx")
+    from helpers.clip.identity import run_identity
+
+    with pytest.raises(ConfigError, match="is not a variant"):  # the form: checked when the settings are read
+        config.from_params(VARIANT="head ln")
+    with pytest.raises(ConfigError, match="unknown variant.*'head_xx'.*student-modification"):  # the names: when a run is
+        run_identity(config.from_params(VARIANT="head_xx"))  # resolved (its name, its identity, its plan)
     with pytest.raises(ConfigError, match="head_ln and head_bn both replace the head; they are alternatives"):
-        config.from_params(VARIANT="head_ln+head_bn")
+        run_identity(config.from_params(VARIANT="head_ln+head_bn"))
     with pytest.raises(ConfigError, match="unknown variant"):
-        config.from_params(VARIANTS=["augment", "flip"])
+        variants.canonical("flip")
     assert variants.canonical("augment+head_ln") == variants.canonical("head_ln+augment") == "head_ln+augment"
+    assert run_identity(config.from_params(VARIANT="augment+head_ln")) == run_identity(config.from_params(VARIANT="head_ln+augment"))
 
 
 def test_restval_needs_cached_images_then_adds_them(workspace, tmp_path, tiny_tower):

@@ -26,8 +26,8 @@ from torch import nn
 
 from ..core import markdown
 from ..core.config import Config
-from ..core.flags import Recipe, canonical
 from ..core.lab import LabCode
+from .flags import Recipe, canonical
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
 
@@ -43,7 +43,7 @@ def model_config(cfg: Config, embed_dim: int) -> dict[str, Any]:
         "image_weights": cfg.image_weights,
         "hidden_dim": cfg.hidden_dim,
         "embed_dim": int(embed_dim),
-        "variant": cfg.variant,
+        "variant": canonical(cfg.variant),  # one spelling: "augment+head_ln" is "head_ln+augment"
         "temperature": cfg.temperature,
         "learnable_temperature": cfg.learnable_temperature,
     }

@@ -1,4 +1,4 @@
-"""The built-in modifications: one record each (helpers/core/flags.py), the baseline untouched.
+"""The built-in modifications: one record each (helpers/clip/flags.py), the baseline untouched.
 
 ``VARIANT`` is ``"baseline"`` or names joined by ``+`` (``"head_ln+augment"``); the run
 name derives from it. Every variant goes through the same resumable trainer and the
@@ -79,10 +79,10 @@ from torch import nn
 
 from ..core import markdown, resolution
 from ..core.config import ConfigError
-from ..core.flags import BASELINE, UnknownVariant, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
 from ..core.lab import LabCode, LabHook
 from ..data.dataset import with_images_from
 from .bank import CaptionBank, bank_positives
+from .flags import BASELINE, UnknownVariant, Variant, canonical, parse_variant, records, register, source_of  # noqa: F401  (the vocabulary)
 from .loss import Negatives, max_hinge_loss
 
 TEMP_LR_FACTOR = 100.0  # logit_scale's LR / base LR under ``temp``

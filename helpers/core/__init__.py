@@ -1,6 +1,6 @@
 """The core every notebook stands on: settings, places, files, and what each artifact was made from.
 
-``config`` (every parameter, of two kinds: identity and free), ``flags`` (the variant records, their registry and parsing),
+``config`` (every parameter, of two kinds: identity and free), ``lab`` (the notebooks' lab cells: read, executed, digested),
 ``env`` (Colab/Kaggle/local paths, Drive), ``storage`` (atomic writes, retries), ``artifacts`` (one reader
 for every artifact), ``provenance`` (the digests that chain them), ``figures`` (report-ready PNGs),
 ``faults`` (named kill points for the tests). Imports nothing else of ``helpers``.

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .flags import canonical, only_with, parse_variant, spelling, student_sources
-from .lab import TRAINING, LabCode
-from .provenance import text_tower_id
+from .lab import LabCode
 from .resolution import schedule_problem
 from .storage import atomic_write_json, read_json
 
@@ -110,13 +108,12 @@ class Config:
     variants: list[str] = free(default_factory=lambda: ["head_ln", "augment"])  # + baseline: two of the handout's single changes
     seeds: list[int] = free(default_factory=lambda: [0])  # several seeds: mean and spread
     # --- derived from the fields above: never given, never saved -------------------------------
-    flags: frozenset[str] = field(init=False, repr=False, compare=False, metadata={"kind": "derived"})  # VARIANT, parsed once
     # the lab's code (the notebooks' cells tagged "lab"): a notebook kernel's own cells (from_notebook), else the notebooks'
     lab: LabCode = field(init=False, repr=False, compare=False, metadata={"kind": "derived"})
 
     def __post_init__(self) -> None:
         _check_types(self)  # checks change no value ...
-        self.flags = _normalise(self)  # ... this step alone does (one spelling per value); the variant parsed once
+        _normalise(self)  # ... this step alone does (one spelling per value)
         _check_values(self)
         self.lab = LabCode.shipped()  # from_notebook and replace hand over another
 
@@ -135,26 +132,6 @@ class Config:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] != "derived")
 IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "identity")
 FREE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == "free")
-
-
-def run_identity(cfg: Config | dict[str, Any]) -> dict[str, Any]:
-    """The identity fields of ``cfg`` (or of a stored config dict) that apply to its variant: what a run folder
-    must agree with to be reused. A setting that belongs to one variant (BANK_SIZE to ``bank``) counts only with it;
-    a student's own modification adds the digest of its source (``variant_code``), and a config the digest of the lab
-    cells a run trains with (``lab_code``: the Dataset of 01; the head, the model, the loss and the step of 02), so any
-    change in one of those cells is a new run."""
-    values = cfg.to_dict() if isinstance(cfg, Config) else cfg
-    flags = cfg.flags if isinstance(cfg, Config) else parse_variant(values.get("variant", "baseline"))
-    out = {k: values.get(k) for k in IDENTITY_FIELDS if only_with(k) is None or only_with(k) in flags}
-    if not out.get("train_sizes"):  # no schedule: the same identity as a run trained before TRAIN_SIZES existed
-        out.pop("train_sizes", None)
-    code = student_sources(flags, cfg.lab if isinstance(cfg, Config) else None)
-    if code:
-        out["variant_code"] = code
-    if isinstance(cfg, Config):  # what is asked for now (a stored record keeps what it was)
-        out["text_model"] = text_tower_id(cfg.text_model)  # a local text tower by its content, not its path
-        out["lab_code"] = cfg.lab.digest(TRAINING)  # the lab cells this run trains with, as this kernel ran them
-    return out
 
 
 def identity_differences(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
@@ -250,22 +227,27 @@ def _check_types(cfg: Config) -> None:
             raise ConfigError(f"Config key {name.upper()} must be {_describe(expected)}, got {value!r} ({type(value).__name__})")
 
 
-def _normalise(cfg: Config) -> frozenset[str]:
-    """One spelling per value, so equal settings are equal records: LR=1 as 1.0 (like GRAD_CLIP=1), and the variant
-    and every entry of VARIANTS in their canonical spelling ("augment+head_ln" -> "head_ln+augment"). Returns the
-    variant's names, parsed once (``Config.flags``)."""
+def _normalise(cfg: Config) -> None:
+    """One spelling per value, so equal settings are equal records: LR=1 as 1.0 (like GRAD_CLIP=1), the variant and
+    every entry of VARIANTS without surrounding spaces. A variant is a string here: its names are checked, spelt in one
+    order and resolved into their records once per run, in the layer that holds the records (helpers/clip/flags.py);
+    here only its form is checked (names of lowercase letters, digits and '_', joined by '+')."""
     hints = typing.get_type_hints(Config)
     for name in FIELD_NAMES:
         value = getattr(cfg, name)
         if isinstance(value, int) and not isinstance(value, bool) and float in (hints[name], *typing.get_args(hints[name])):
             setattr(cfg, name, float(value))
-    try:
-        flags = parse_variant(cfg.variant)
-        cfg.variant = spelling(flags)
-        cfg.variants = [canonical(v) for v in cfg.variants]
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return flags
+    cfg.variant = "+".join(part.strip() for part in cfg.variant.split("+"))
+    cfg.variants = ["+".join(part.strip() for part in v.split("+")) for v in cfg.variants]
+    for key, value in [("VARIANT", cfg.variant), *(("VARIANTS", v) for v in cfg.variants)]:
+        if not VARIANT_FORM.fullmatch(value):
+            raise ConfigError(
+                f"{key}={value!r} is not a variant: write 'baseline', or names of modifications joined by '+' "
+                "(e.g. 'head_ln+augment'; notebook 04 lists them)"
+            )
+
+
+VARIANT_FORM = re.compile(r"[a-z][a-z0-9_]*(\+[a-z][a-z0-9_]*)*")
 
 
 def _matches(value: Any, expected: Any) -> bool:

@@ -110,7 +110,7 @@ class EvalData:
 
 def trained_image_ids(splits: Splits, train_config: dict[str, Any], cache: ImageCache) -> set[int]:
     """Every image the run trained on: train2014's split, plus the images its variant added (restval's)."""
-    from ..core.flags import Recipe
+    from ..clip.flags import Recipe
 
     variant = Recipe.of(str(train_config.get("variant", "baseline")))
     return set(splits.train).union(*(hook(splits, cache) for hook in variant.each("extra_train_images")))

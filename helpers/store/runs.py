@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..clip.flags import canonical
+from ..clip.identity import run_identity
 from ..core import markdown
 from ..core.artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load_json, load_torch, load_weights
-from ..core.config import Config, ConfigError, check_run_name, identity_differences, run_identity
+from ..core.config import Config, ConfigError, check_run_name, identity_differences
 from ..core.env import Paths
-from ..core.flags import canonical
 from ..core.lab import LabCode
 from ..core.provenance import check_inputs, digest
 from ..core.storage import atomic_copy, atomic_torch_save, atomic_write_json, sha256_file
@@ -141,7 +142,7 @@ def run_name_for(cfg: Config) -> str:
     """
     if cfg.run_name:
         return cfg.run_name
-    parts = [cfg.variant, cfg.image_backbone, f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
+    parts = [canonical(cfg.variant), cfg.image_backbone, f"b{cfg.batch_size}", f"lr{cfg.lr:g}", cfg.optimizer]
     if cfg.learnable_temperature:
         parts.append("learnT")
     elif cfg.temperature != 0.07:

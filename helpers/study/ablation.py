@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..clip.flags import BASELINE, canonical
 from ..clip.variants import describe, flags_of
 from ..core import markdown
 from ..core.artifacts import ArtifactError
 from ..core.config import Config
 from ..core.env import Paths
 from ..core.figures import save_figure
-from ..core.flags import BASELINE
 from ..core.storage import atomic_write_json, atomic_write_text
 from ..evaluation.evaluate import RECALL_KEYS, evaluate
 from ..store.runs import RunDir, load_eval, seal
@@ -51,7 +51,8 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
 
     ``order``: the order to *train* them in (notebook 04 passes its plan's, cheapest first, so a session cut short has
     the most results); the outcomes come back in one order whatever it is: the baseline first, then ``variants``."""
-    shown = list(dict.fromkeys([BASELINE] + [v for v in variants if v != BASELINE]))  # canonical since Config construction
+    variants = [canonical(v) for v in variants]  # one spelling each (their names known: a student's record registered)
+    shown = list(dict.fromkeys([BASELINE] + [v for v in variants if v != BASELINE]))
     trained = list(dict.fromkeys([BASELINE, *(v for v in order or shown if v in shown), *shown]))
     outcomes = []
     for seed in seeds:

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clip.flags import BASELINE
 from ..core import markdown
 from ..core.artifacts import ArtifactError, load_json
 from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params, with_lab
 from ..core.env import Paths, resolve_paths
-from ..core.flags import BASELINE
 from ..core.lab import TRAINING, LabCode
 from ..data.text_tower import display_name
 from ..store.runs import RunDir, all_runs, newest_finished, trained_lab, trained_settings

@@ -382,9 +382,9 @@ def _variant_of(run: RunArtifacts) -> str:
 def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | None] = parameter_count) -> dict[str, str | None]:
     """A run's settings as the report's rows (label: value), always the same labels in the same order; None where a
     setting does not apply to the run (a bank size without the bank) or is not recorded."""
+    from ..clip.flags import Recipe, only_with
     from ..clip.loss import CLIP_LOSS_TEXT
     from ..clip.model import describe
-    from ..core.flags import Recipe, only_with
 
     metrics = run.metrics or {}
     c = metrics.get("config") or run.config or {}

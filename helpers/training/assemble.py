@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..clip.flags import Recipe
 from ..clip.model import build_model
 from ..core.config import Config
-from ..core.flags import Recipe
 from .optim import make_optimizer
 
 

@@ -11,8 +11,8 @@ import math
 
 import torch
 
+from ..clip.flags import Recipe
 from ..core.config import Config
-from ..core.flags import Recipe
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.config import Config, run_identity
+from ..clip.flags import Recipe, canonical
+from ..clip.identity import run_identity
+from ..core.config import Config
 from ..core.env import Paths
-from ..core.flags import Recipe
 from ..data.dataset import with_data_code
 from ..store.runs import RunDir
 
@@ -28,7 +29,8 @@ class RunPlan:
 
 def plan_run(cfg: Config, paths: Paths) -> RunPlan:
     cfg = with_data_code(cfg, paths)  # notebook 01's Dataset as 01 ran it (the caption cache records it): part of the name
-    variant = Recipe.of(cfg.flags, cfg.lab)
+    cfg = cfg.replace(variant=canonical(cfg.variant))  # its names known (a student's record registered), in one spelling
+    variant = Recipe.of(cfg.variant, cfg.lab)
     resolved = variant.overrides(cfg.to_dict())  # e.g. bigbatch: batch 256 and a larger LR
     overrides = {k: {"requested": getattr(cfg, k), "resolved": v} for k, v in resolved.items()}
     return RunPlan(cfg.replace(**resolved), RunDir.for_config(paths, cfg), run_identity(cfg), variant, overrides)

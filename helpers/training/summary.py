@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
+from ..clip.flags import Recipe
 from ..clip.loss import CLIP_LOSS_TEXT
 from ..clip.model import describe
 from ..core import env
 from ..core.config import Config
 from ..core.env import Paths
-from ..core.flags import Recipe
 from ..core.lab import TRAINING
 from ..core.storage import atomic_write_json
 from ..store.runs import RunDir, metrics_record, seal, weights_sha256

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..clip.flags import Recipe
 from ..core.config import Config, ConfigError
 from ..core.env import Paths
-from ..core.flags import Recipe
 from ..core.provenance import check_sources, run_inputs
 from ..data.dataset import load_text_embeds, with_data_code, with_images_from  # noqa: F401  (with_data_code: notebook 02)
 from ..data.image_cache import ImageCache, cached_image_size, failures, restore_cache

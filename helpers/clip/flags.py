@@ -6,9 +6,10 @@ extra negatives, the train-time transform, LR factors, setting overrides, extra 
 consumer (the model, the trainer, validation, the doctor, notebook 04, the report, the docs) reads the records;
 no module outside the variant code tests a variant's name.
 
-Why in the core: the variant is part of a run's identity (its name, its stored config), so the config parses it
-when it is built, below any code that acts on it. The built-in records live with the model and the training
-(helpers/clip/variants.py); they are loaded the first time a variant is parsed, as a plug-in. A student's own
+Why here, beside the model: a record holds code (a head, a loss, a transform), so the registry lives in the layer of
+that code, above the core, which keeps plain settings only (a variant is a string there). The built-in records are
+registered by helpers/clip/variants.py, which the package ``helpers.clip`` imports first; a run resolves its variant
+once (helpers/training/plan.py), and its identity (helpers/clip/identity.py) holds the digests of the student's code. A student's own
 modification (notebook 04's cell tagged ``student-modification``) is a record too, registered with
 :func:`register`; the digest of its source is part of the run's identity, so a changed line trains a new run.
 """
@@ -18,20 +19,18 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
-import importlib
 import inspect
 import linecache
 import re
-import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .lab import LabCode, LabHook
+from ..core.config import ConfigError
+from ..core.lab import LabCode, LabHook
 
 BASELINE = "baseline"
-BUILTINS_MODULE = "helpers.clip.variants"  # defines and registers the built-in records
 STUDENT_CELL = "the cell tagged `student-modification` in 04_ablation.ipynb"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -40,7 +39,7 @@ SINGLE_HOOKS = ("head", "pooling", "loss", "negatives")
 HOOKS = (*SINGLE_HOOKS, "train_transform", "lr_multiplier", "on_train_mode", "overrides", "warmup", "extra_train_images", "notes")
 
 
-class UnknownVariant(ValueError):
+class UnknownVariant(ConfigError):
     """A variant names a modification that no record defines (in this kernel)."""
 
 
@@ -96,9 +95,8 @@ _REGISTRY: dict[str, Variant] = {}
 
 
 def _registry() -> dict[str, Variant]:
-    """The records, the built-ins loaded on first use (helpers/clip/variants.py registers them when imported)."""
-    if BUILTINS_MODULE not in sys.modules:  # during that import it is there already: no recursion
-        importlib.import_module(BUILTINS_MODULE)
+    """The records: the built-ins (helpers/clip/variants.py registers them; the package helpers.clip imports it first)
+    and the student's."""
     return _REGISTRY
 
 
@@ -218,12 +216,12 @@ def parse_variant(variant: str) -> frozenset[str]:
         raise UnknownVariant(_unknown_message(repr(variant), unknown))
     repeated = sorted({f for f in given if given.count(f) > 1})
     if repeated:
-        raise ValueError(f"VARIANT={variant!r}: {', '.join(repeated)} given twice; name each modification once")
+        raise ConfigError(f"VARIANT={variant!r}: {', '.join(repeated)} given twice; name each modification once")
     names = [f for token in given for f in (known[token].combines or (token,))]
     for hook in SINGLE_HOOKS:
         setting = [n for n in known if n in names and getattr(known[n], hook) is not None]  # in registry order
         if len(setting) > 1:
-            raise ValueError(f"VARIANT={variant!r}: {' and '.join(setting)} both replace the {hook}; they are alternatives, pick one")
+            raise ConfigError(f"VARIANT={variant!r}: {' and '.join(setting)} both replace the {hook}; they are alternatives, pick one")
     return frozenset(names)
 
 

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import resolution
-from .flags import Recipe, parse_variant
-from .markdown import duration
+from ..clip.flags import Recipe, parse_variant
+from ..core import resolution
+from ..core.markdown import duration
 
 T4_TRAIN_IMG_S = (295.0, 425.0)  # ResNet-50, 224 px, mixed precision: derived above (slow end, fast end)
 T4_SIZE = 224
