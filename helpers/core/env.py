@@ -172,11 +172,13 @@ def hardware_summary(paths: Paths | None = None) -> dict[str, object]:
 
 
 def _version_of(module: str) -> str | None:
+    """The installed version of a third-party package (read from its metadata: nothing is imported)."""
+    import importlib.metadata
+
     try:
-        mod = __import__(module)
-    except Exception:
+        return importlib.metadata.version({"PIL": "pillow"}.get(module, module))
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return getattr(mod, "__version__", None)
 
 
 def _total_ram_bytes() -> int:
