@@ -91,8 +91,8 @@ def test_every_built_in_record_is_complete():
 def test_two_records_that_replace_the_same_part_cannot_combine(registered):
     registered("myhead", "a head", "why", head=variants.head_bn)
     with pytest.raises(ConfigError, match="head_ln and myhead both replace the head"):
-        config.from_params(VARIANT="myhead+head_ln")
-    assert config.from_params(VARIANT="myhead+augment").variant == "augment+myhead"  # built-ins first, then the student's
+        run_identity(config.from_params(VARIANT="myhead+head_ln"))  # the names are checked when a run is resolved
+    assert flags.canonical("myhead+augment") == "augment+myhead"  # built-ins first, then the student's
 
 
 class TinyHead(nn.Module):
@@ -126,7 +126,7 @@ def test_a_students_source_is_part_of_the_run_identity(registered, workspace):
 
 
 def test_a_kernel_without_the_students_cell_names_the_cell_to_run():
-    code = "from helpers.core import config; config.from_params(VARIANTS=['head_ln', 'mine'])"
+    code = "from helpers.clip import identity; from helpers.core import config; identity.run_identity(config.from_params(VARIANT='mine'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0
     assert "unknown variant(s) ['mine']" in out.stderr and "the cell tagged `student-modification` in 04_ablation.ipynb" in out.stderr
@@ -213,7 +213,7 @@ def test_the_docs_example_registers_a_working_loss(tmp_path):
         img, txt = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
         value = record.loss(img, txt, 14.3, None)
         assert value.item() > 0 and record.loss_text == "symmetric InfoNCE, label smoothing 0.1"
-        assert config.from_params(VARIANT="smooth+head_ln").variant == "head_ln+smooth"
+        assert flags.canonical("smooth+head_ln") == "head_ln+smooth"
     finally:
         flags.unregister("smooth")
 

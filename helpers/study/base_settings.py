@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clip.flags import BASELINE
+from ..clip.flags import BASELINE, canonical
 from ..core import markdown
 from ..core.artifacts import ArtifactError, load_json
 from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params, with_lab
@@ -96,6 +96,7 @@ def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
             overrides[name] = {"base": theirs, "here": ours}
         else:
             values[name] = theirs
+    values["variants"] = [canonical(v) for v in values["variants"]]  # each known (yours registered), in one spelling
     cfg = with_lab(from_params({**values, "variant": BASELINE, "run_name": None}), LabCode.from_kernel(namespace))  # 04's cells
     if run is not None:  # the lab code the base run trained with (notebook 02's cells as they were): every row trains with it
         cfg = with_lab(cfg, LabCode.from_record(trained_lab(run).sources(TRAINING), fallback=LabCode.from_kernel(namespace)))
