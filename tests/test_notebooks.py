@@ -171,8 +171,13 @@ def test_notebook_02_trains_and_then_skips(nb01):
 
 
 def test_an_edit_to_02s_loss_cell_is_a_new_run_that_trains_with_it(nb01):
-    """The loss cell doubled: 02 logs twice the loss of the lab's run, under a new name; the lab's run is kept."""
+    """The loss cell doubled: 02 logs twice the loss of the lab's run on the same first batch, under a new name that the
+    unedited cells would not give; the lab's run is kept."""
+    from helpers.core import config, env
+    from helpers.store import runs
+
     _, params, out = nb01
+    lab_run = _baseline_of_02(params, out)  # the lab's cells, the same seed, data and first batch
     nb = nbformat.read(ROOT / "02_train_clip.ipynb", as_version=4)
     cell = next(c for c in nb.cells if c.get("id") == "clip-loss")
     assert "lab" in cell.metadata.get("tags", [])
@@ -180,23 +185,20 @@ def test_an_edit_to_02s_loss_cell_is_a_new_run_that_trains_with_it(nb01):
     assert "return 2 * 0.5 * (" in cell.source
     nbformat.write(nb, out / "02_doubled.ipynb")
     settings = dict(ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], **{**TINY_TRAINING, "EPOCHS": 1},
-                    MAX_STEPS_PER_EPOCH=3, LIVE_PLOT=False)  # fmt: skip
+                    MAX_STEPS_PER_EPOCH=3)  # fmt: skip
     runs_dir = Path(params["ARTIFACTS_DIR"], "runs")
     before = set(runs_dir.glob("*"))
     try:
-        (out / "nb02-lab").mkdir()
-        run_notebook("02_train_clip.ipynb", out / "nb02-lab", **settings)
         (out / "nb02-doubled").mkdir()
-        run_notebook("02_train_clip.ipynb", out / "nb02-doubled", source=out / "02_doubled.ipynb", **settings)
+        run_notebook("02_train_clip.ipynb", out / "nb02-doubled", source=out / "02_doubled.ipynb", LIVE_PLOT=False, **settings)
         new = sorted(set(runs_dir.glob("*")) - before)
-        assert len(new) == 2, new  # two runs: the edit did not reuse the lab's
-        metrics = {r: json.loads((r / "metrics.json").read_text()) for r in new}
-        doubled = next(r for r, m in metrics.items() if m.get("lab_edited"))
-        lab = next(r for r in new if r != doubled)
-        assert list(metrics[doubled]["lab_edited"]) == ["02:clip-loss"]
-        assert "return 2 * 0.5 * (" in metrics[doubled]["lab_code"]["02:clip-loss"]
-        assert not metrics[lab]["lab_edited"]
-        first = [json.loads((r / "history.json").read_text())["steps"][0]["loss"] for r in (lab, doubled)]
+        assert len(new) == 1, new
+        unedited = config.from_params({k: v for k, v in settings.items() if k != "IMAGE_SIZE"}, image_size=64)
+        assert new[0].name != runs.RunDir.for_config(env.resolve_paths(unedited), unedited).name  # the edit named a new run
+        metrics = json.loads((new[0] / "metrics.json").read_text())
+        assert list(metrics["lab_edited"]) == ["02:clip-loss"] and "return 2 * 0.5 * (" in metrics["lab_code"]["02:clip-loss"]
+        assert not json.loads((lab_run / "metrics.json").read_text())["lab_edited"] and (lab_run / "best.pt").exists()
+        first = [json.loads((r / "history.json").read_text())["steps"][0]["loss"] for r in (lab_run, new[0])]
         assert first[1] == pytest.approx(2 * first[0], rel=1e-4)  # the same first batch and weights: twice the loss
     finally:  # the newest baseline run otherwise: 04 would take its settings in the next test, whether this one passed or not
         for run in set(runs_dir.glob("*")) - before:
