@@ -200,6 +200,11 @@ def test_an_edit_to_02s_loss_cell_is_a_new_run_that_trains_with_it(nb01):
         assert not json.loads((lab_run / "metrics.json").read_text())["lab_edited"] and (lab_run / "best.pt").exists()
         first = [json.loads((r / "history.json").read_text())["steps"][0]["loss"] for r in (lab_run, new[0])]
         assert first[1] == pytest.approx(2 * first[0], rel=1e-4)  # the same first batch and weights: twice the loss
+        from helpers.study import report
+
+        written = report.build_report(Path(params["ARTIFACTS_DIR"])).path.read_text()  # the report shows the code that trained
+        assert "edited: `clip-loss` (02)" in written and "as in the notebooks" in written  # the doubled run, the lab's run
+        assert "### The lab cells you edited" in written and "return 2 * 0.5 * (" in written
     finally:  # the newest baseline run otherwise: 04 would take its settings in the next test, whether this one passed or not
         for run in set(runs_dir.glob("*")) - before:
             shutil.rmtree(run)

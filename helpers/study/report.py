@@ -19,6 +19,7 @@ from ..core import markdown, resolution
 from ..core.artifacts import ArtifactError, ArtifactMissing, try_load_json
 from ..core.config import check_run_name
 from ..core.env import Paths
+from ..core.lab import LabCode
 from ..core.provenance import splits_digest
 from ..core.storage import atomic_write_text
 from ..data.text_tower import display_name, parameter_count
@@ -373,6 +374,12 @@ def hyperparameters_section(b: _Builder, runs: dict[str, RunArtifacts], main: Ru
     if columns:
         absent = "— : does not apply to that run. " if any("—" in row for row in rows) else ""  # only where the symbol is
         b.add(f"{absent}Settings are those the trainer used (a variant's own changes included).", "")
+    edits = {n: (described[n].metrics or {}).get("lab_edited") or {} for n in order}
+    if any(edits.values()):  # the code that trained, where a student changed a lab cell: read from the run, as it ran
+        b.add("### The lab cells you edited, as each run trained with them", "")
+        for name, cells in edits.items():
+            for key, source in cells.items():
+                b.add(f"`{name}`, cell `{key.split(':', 1)[1]}` of notebook {key.split(':', 1)[0]}:", "", f"```python\n{source}\n```", "")
 
 
 def _variant_of(run: RunArtifacts) -> str:
@@ -391,7 +398,8 @@ def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | No
     flags = set(str(c.get("variant", "baseline")).split("+"))  # stored in its canonical spelling: presets expanded
     arch = metrics.get("arch") or {}
     rows: dict[str, str | None] = {"variant": f"`{c.get('variant')}`", "text model (frozen)": f"`{display_name(str(c.get('text_model')))}`"}
-    model = metrics.get("model") or (describe(arch) if arch else None)  # the trainer's record: a student's head needs no code here
+    lab = LabCode.from_record(metrics.get("lab_code"))  # the cells the run trained with (a run of an older kit: the notebooks')
+    model = metrics.get("model") or (describe(arch, lab) if arch else None)  # the trainer's record: a student's head needs no code here
     text = text_parameters(str(c.get("text_model"))) if arch else None
     rows["embedding width"] = str(arch["embed_dim"]) if arch else None
     rows["image tower"] = f"{c.get('image_backbone')} ({c.get('image_weights') or 'random init'})"
@@ -420,6 +428,11 @@ def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | No
     rows["train / val images"] = f"{metrics['num_train_images']:,} / {metrics['num_val_images']:,}" if counted else None
     rows["steps per epoch (capped)"] = str(c["max_steps_per_epoch"]) if c.get("max_steps_per_epoch") else None
     rows["seed"] = str(c.get("seed"))
+    edited = metrics.get("lab_edited") or {}
+    rows["lab code (the notebooks' cells)"] = (
+        "edited: " + ", ".join(f"`{key.split(':', 1)[1]}` ({key.split(':', 1)[0]})" for key in edited) if edited
+        else "as in the notebooks" if "lab_code" in metrics else None
+    )
     return rows
 
 
