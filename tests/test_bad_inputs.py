@@ -176,7 +176,7 @@ ROWS = [
     Row("TEMPERATURE=1e-6", _params(TEMPERATURE=1e-6), ConfigError, r"TEMPERATURE=1e-06 is out of range: 0.01 < TEMP", "TEMPERATURE <= 1"),
     Row("TEMPERATURE=1e9", _params(TEMPERATURE=1e9), ConfigError, r"TEMPERATURE=1000000000.0 is out of range", "TEMPERATURE <= 1"),
     Row("--set BATCH_SIZE=1", _headless_train("BATCH_SIZE=1"), ConfigError, r"BATCH_SIZE=1 .*needs >= 2 pairs", "needs >= 2 pairs"),
-    Row("VARIANT=head_ln+head_ln", _params(VARIANT="head_ln+head_ln"), ConfigError, r"head_ln given twice", "given twice"),
+    Row("VARIANT=head_ln+head_ln", _headless_train("VARIANT=head_ln+head_ln"), ConfigError, r"head_ln given twice", "given twice"),
     Row("QUERIES=[]", _params(QUERIES=[]), ConfigError, r"QUERIES=\[\] is out of range: at least one", "QUERIES=[]"),
     Row("EVAL_SPLIT='train'", _params(EVAL_SPLIT="train"), ConfigError, r"EVAL_SPLIT='train' is not one of", "is not one of"),
     Row("DATA_SOURCE='s3'", _params(DATA_SOURCE="s3"), ConfigError, r"DATA_SOURCE='s3' is not one of", "is not one of"),

@@ -79,6 +79,7 @@ def test_a_kernels_edited_cell_is_taken_as_run_and_names_a_new_run():
     namespace = _as_a_kernel_ran(shipped.cell("02:projection-head").source, "/tmp/ipykernel_1/111.py")
     namespace.update(_as_a_kernel_ran(edited, "/tmp/ipykernel_1/222.py"), EPOCHS=3)  # the model cell: not run in this kernel
     lab = LabCode.from_kernel(namespace)
+    edited = edited.rstrip("\n")  # a cell's text in one spelling, without a final newline (the .ipynb's)
     assert lab.cell("02:clip-loss").source == edited and lab.edited() == {"02:clip-loss": edited}
     assert lab.cell("02:training-step").source == shipped.cell("02:training-step").source  # not run here: the notebook's
     cfg = config.from_notebook(namespace)  # LOSS_FACTOR and the cells' F, MAX_LOGIT_SCALE are code, not unknown settings
