@@ -15,7 +15,7 @@ from ..clip.identity import run_identity
 from ..core.config import Config
 from ..core.env import Paths
 from ..data.dataset import with_data_code
-from ..store.runs import RunDir
+from ..store.runs import RunDir, run_name_for
 
 
 @dataclass(frozen=True)
@@ -33,4 +33,5 @@ def plan_run(cfg: Config, paths: Paths) -> RunPlan:
     variant = Recipe.of(cfg.variant, cfg.lab)
     resolved = variant.overrides(cfg.to_dict())  # e.g. bigbatch: batch 256 and a larger LR
     overrides = {k: {"requested": getattr(cfg, k), "resolved": v} for k, v in resolved.items()}
-    return RunPlan(cfg.replace(**resolved), RunDir.for_config(paths, cfg), run_identity(cfg), variant, overrides)
+    run = RunDir(paths.runs_dir / run_name_for(cfg))  # cfg reads 01's recorded cells already: the caption cache read once
+    return RunPlan(cfg.replace(**resolved), run, run_identity(cfg), variant, overrides)
