@@ -68,8 +68,12 @@ class Diagnosis:
 
 
 def _span(t4_minutes: tuple[float, float]) -> str:
+    """A T4 range as m:ss-m:ss; one figure where both ends print alike, and "under 1 s" for a tiny run (not 0:01-0:01)."""
     slow, fast = t4_minutes
-    return f"{budget.minutes_text(fast)}-{budget.minutes_text(slow)}"
+    if 60 * slow < 1:
+        return "under 1 s"
+    low, high = budget.minutes_text(fast), budget.minutes_text(slow)
+    return low if low == high else f"{low}-{high}"
 
 
 def plan_rows(p: budget.Plan) -> list[list[str]]:
@@ -83,7 +87,8 @@ def plan_rows(p: budget.Plan) -> list[list[str]]:
     if p.variants:
         rows.append([f"predicted: the study ({len(p.variants)} variant(s); the baseline is this run)",
                      f"{budget.minutes_text(p.study_minutes)} here; {_span(p.study_t4_minutes)} on a T4"])  # fmt: skip
-    rows.append(["predicted: the whole lab on a T4 (prep, these trainings, evaluation)", _span(p.lab_t4_minutes)])
+    prepared = "all of COCO 2014" if p.prep_images is None else f"{p.prep_images:,} images"
+    rows.append([f"predicted: the whole lab on a T4 (prep of {prepared}, these trainings, evaluation)", _span(p.lab_t4_minutes)])
     return rows
 
 
@@ -132,7 +137,9 @@ def image_counts(cfg: Config, paths: Paths) -> dict[str, int]:
 
     try:
         splits = load_splits(paths)
-        return {"train_images": len(splits.train), "val_images": len(splits.val), "restval_images": len(splits.restval)}
+        prepared = len(splits.train) + len(splits.val) + len(splits.test) + len(splits.restval)  # what 01 cached
+        return {"train_images": len(splits.train), "val_images": len(splits.val), "restval_images": len(splits.restval),
+                "prepared_images": prepared}  # fmt: skip
     except ArtifactError:
         return {"train_images": cfg.train_images or TRAIN_IMAGES_FULL, "val_images": cfg.val_images or VAL_IMAGES_FULL}
 
@@ -259,7 +266,8 @@ def plan_for(cfg: Config, facts: dict[str, Any], rates: budget.Rates) -> budget.
     """The run of ``cfg`` and its study of VARIANTS, here and on a T4: the one computation behind the doctor's figures
     and notebook 04's plan."""
     extra = {"restval": facts["restval_images"]} if facts.get("restval_images") else None
-    return budget.plan(cfg.to_dict(), cfg.variants, rates, facts["train_images"], facts["val_images"], extra)
+    return budget.plan(cfg.to_dict(), cfg.variants, rates, facts["train_images"], facts["val_images"], extra,
+                       prep_images=facts.get("prepared_images"))  # fmt: skip
 
 
 def study_plan(cfg: Config, paths: Paths, rates: budget.Rates | None = None, steps: int = 3) -> budget.Plan:

@@ -10,13 +10,17 @@ notebook. A failure stops the run and names the notebook and the cell that faile
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from .core.env import shown
 from .core.markdown import duration
+from .core.progress import HEADLESS
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]  # ipykernel's warning about TCP without encryption, once per notebook
@@ -45,6 +49,89 @@ class NotebookFailed(RuntimeError):
     pass
 
 
+HEARTBEAT_SECONDS = 15.0  # the longest silence while a notebook runs: a quiet cell still says it is alive
+
+
+def cell_titles(notebook: Path) -> list[str]:
+    """Per cell of the executed notebook (papermill adds its injected-parameters cell after the ``parameters`` cell): the
+    nearest Markdown heading above it, so "cell 19/24 (Train and evaluate every variant)" tells where a run is."""
+    import nbformat
+
+    titles, heading = [], "setup"
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            lines = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            heading = lines[-1] if lines else heading
+        titles.append(heading)
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            titles.append("parameters")
+    return titles
+
+
+class Relay(logging.Handler):
+    """Relays a running notebook to the terminal: each line it prints (indented), and after every HEARTBEAT_SECONDS of
+    silence a line with the cell it is in and the time elapsed, so a long training never looks hung. It hears which cell
+    runs from papermill's log (``log_output``) and what it prints as papermill's ``stdout_file``."""
+
+    def __init__(self, name: str, titles: list[str], out=print, heartbeat: float = HEARTBEAT_SECONDS):
+        super().__init__(logging.INFO)
+        self.name, self.titles, self.out, self.heartbeat = name, titles, out, heartbeat
+        self.cell, self.pending = 0, ""
+        self.start = self.last = time.monotonic()
+        self.relay_lock, self.done = threading.RLock(), threading.Event()  # logging.Handler's own self.lock is left alone
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Relay:
+        logger = logging.getLogger("papermill")
+        self.saved = logger.level, logger.propagate
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # papermill's own INFO lines (every output again) stay out of the terminal
+        logger.addHandler(self)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self.flush()
+        logger = logging.getLogger("papermill")
+        logger.removeHandler(self)
+        logger.setLevel(self.saved[0])
+        logger.propagate = self.saved[1]
+
+    def emit(self, record: logging.LogRecord) -> None:  # papermill's "Executing Cell 12----": where the notebook is
+        message = record.getMessage()
+        if message.startswith("Executing Cell "):
+            self.cell = int(message.split()[2].rstrip("-") or 0)
+
+    def write(self, text: str) -> None:  # the notebook's stdout, as it prints
+        with self.relay_lock:
+            self.pending += text.replace("\r", "\n")
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                if line.strip():
+                    self._say(f"    | {line.rstrip()}")
+
+    def flush(self) -> None:
+        with self.relay_lock:  # also called by logging at exit, under logging's lock of this handler: a separate one
+            if self.pending.strip():
+                self._say(f"    | {self.pending.rstrip()}")
+            self.pending = ""
+
+    def _say(self, line: str) -> None:
+        self.out(line)
+        self.last = time.monotonic()
+
+    def _beat(self) -> None:
+        while not self.done.wait(1.0):
+            with self.relay_lock:
+                now = time.monotonic()
+                if now - self.last >= self.heartbeat:
+                    title = self.titles[self.cell - 1] if 0 < self.cell <= len(self.titles) else "starting"
+                    where = f"cell {self.cell}/{len(self.titles)} ({title})" if self.cell else "starting the kernel"
+                    self._say(f"    … {self.name}: {where}, {duration(now - self.start)} elapsed")
+
+
 def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str, str]:
     """Synthetic COCO layout + tiny text tower under ``root`` (reused when present)."""
     from .data.synthetic import all_captions, make_synthetic_coco, make_tiny_text_tower
@@ -58,11 +145,11 @@ def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str
 
 
 def run_notebooks(
-    parameters: dict[str, Any], artifacts: Path, notebooks: tuple[str, ...] = NOTEBOOKS, log=print, cell_timeout: int | None = None
+    parameters: dict[str, Any], artifacts: Path, notebooks: tuple[str, ...] = NOTEBOOKS, log=print, cell_timeout: int | None = None,
+    relay=print,
 ) -> Path:
-    """Execute ``notebooks`` in order; return the folder of executed copies."""
-    import logging
-
+    """Execute ``notebooks`` in order; return the folder of executed copies. ``log`` gets two lines per notebook (started,
+    done in m:ss); ``relay`` what each prints as it runs, and a line for every HEARTBEAT_SECONDS of silence."""
     import papermill as pm
 
     logging.getLogger("papermill").setLevel(logging.ERROR)  # shared parameters are "unknown" to some notebooks: expected
@@ -70,26 +157,37 @@ def run_notebooks(
     out_dir = artifacts / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {**parameters, "ARTIFACTS_DIR": str(artifacts)}
-    for i, name in enumerate(notebooks, 1):
-        t0 = time.perf_counter()
-        log(f"[{i}/{len(notebooks)}] {name} ...")
-        try:
-            pm.execute_notebook(
-                str(ROOT / name),
-                str(out_dir / name),
-                parameters=params,
-                cwd=str(ROOT),
-                progress_bar=False,
-                kernel_name="python3",
-                execution_timeout=cell_timeout,
-                extra_arguments=KERNEL_QUIET,
-            )
-        except pm.PapermillExecutionError as exc:
-            raise NotebookFailed(
-                f"{name} failed in cell {exc.exec_count} (code cell #{exc.cell_index}): {exc.ename}: {exc.evalue}\n"
-                f"See the executed notebook: {out_dir / name}"
-            ) from None
-        log(f"[{i}/{len(notebooks)}] {name} done in {duration(time.perf_counter() - t0)} -> {shown(out_dir / name, artifacts)}")
+    before = os.environ.get(HEADLESS)
+    os.environ[HEADLESS] = "1"  # the kernels inherit it: text progress bars, whose exported state is their last
+    try:
+        for i, name in enumerate(notebooks, 1):
+            t0 = time.perf_counter()
+            log(f"[{i}/{len(notebooks)}] {name} ...")
+            try:
+                with Relay(name, cell_titles(ROOT / name), out=relay) as relayed:
+                    pm.execute_notebook(
+                        str(ROOT / name),
+                        str(out_dir / name),
+                        parameters=params,
+                        cwd=str(ROOT),
+                        progress_bar=False,
+                        log_output=True,  # papermill names each cell as it starts: the relay's "cell 12/24"
+                        stdout_file=relayed,
+                        kernel_name="python3",
+                        execution_timeout=cell_timeout,
+                        extra_arguments=KERNEL_QUIET,
+                    )
+            except pm.PapermillExecutionError as exc:
+                raise NotebookFailed(
+                    f"{name} failed in cell {exc.exec_count} (code cell #{exc.cell_index}): {exc.ename}: {exc.evalue}\n"
+                    f"See the executed notebook: {out_dir / name}"
+                ) from None
+            log(f"[{i}/{len(notebooks)}] {name} done in {duration(time.perf_counter() - t0)} -> {shown(out_dir / name, artifacts)}")
+    finally:
+        if before is None:
+            os.environ.pop(HEADLESS, None)
+        else:
+            os.environ[HEADLESS] = before
     return out_dir
 
 
@@ -100,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="parameters for every notebook (JSON values)")
     parser.add_argument("--only", nargs="*", default=None, metavar="NN", help="run only these notebooks, e.g. --only 01 02")
     args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # piped (`| tee`, CI logs): each progress line as it happens
 
     from .core.config import from_params, parse_sets
 
@@ -125,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nAll {len(notebooks)} notebooks ran in {duration(time.perf_counter() - t0)}. Executed notebooks: "
           f"{shown(out, artifacts)}/")  # fmt: skip
     report = artifacts / "report" / "report.md"
-    if report.exists():
+    if report.exists() and "05_report.ipynb" in notebooks:
         print(f"Report: {shown(report, artifacts)}" + ("  (numbers from SYNTHETIC data)" if args.demo else ""))
+    elif report.exists():  # --only without 05: the report on disk predates what just ran
+        print(f"The report at {shown(report, artifacts)} was written before this run and does not include it: "
+              "add 05 (--only ... 05) to rebuild it.")  # fmt: skip
     return 0
 
 

@@ -1,5 +1,6 @@
 """Ablation summary and the report assembled from artifacts (complete and with pieces missing)."""
 
+import json
 import re
 import shutil
 
@@ -166,3 +167,70 @@ def test_the_study_order_survives_a_students_modification_from_a_kernel_that_is_
     assert list(rows) == ["baseline", "mine-gone", "head_ln"] and list(records) == ["mine-gone", "head_ln"]
     old = {"table": table, "variants": described}  # an ablation.json written before "order": the baseline first
     assert next(iter(ablation.in_order(old)[0])) == "baseline"
+
+
+def _even(variant, seed, val, test):
+    """A run whose six Recall@K are all ``test`` on test and ``val`` on val (fractions)."""
+    metrics = {**{k: test for k in ablation.RECALL_KEYS}, "rsum": 6 * test}
+    return RunOutcome(variant, seed, f"{variant}-s{seed}", metrics, 1.0, False, {**{k: val for k in ablation.RECALL_KEYS}, "rsum": 6 * val})
+
+
+@pytest.mark.parametrize("better_on", ["val", "test"])
+def test_the_generated_comparison_is_computed_and_flips_with_the_figures(better_on):
+    """2.5.3's summary: each sentence follows the figures. The same study with val and test swapped says the opposite:
+    the change's direction on each split, the variant val chooses, where test ranks it, whether test agrees."""
+    high, low = (0.6, 0.4) if better_on == "val" else (0.4, 0.6)
+    table = ablation.summarise([_even("baseline", 0, 0.5, 0.5), _even("head_ln", 0, high, low)])
+    lines = ablation.comparison_summary(table)
+    val_word, test_word = ("rose", "fell") if better_on == "val" else ("fell", "rose")
+    assert lines[0].startswith("**head_ln** against the baseline:")
+    assert f"On val, rsum {val_word} by 60.0 points of 600 (I→T R@1 {100 * (high - 0.5):+.1f}" in lines[0]
+    assert f"On test, rsum {test_word} by 60.0 points of 600" in lines[0]
+    assert "With one seed the spread across seeds is unknown" in lines[0]
+    chosen, other = ("head_ln", "baseline") if better_on == "val" else ("baseline", "head_ln")
+    assert lines[-1].startswith(f"Val chooses **{chosen}** (val rsum {600 * max(high, 0.5):.1f} of 600")
+    assert f"on test it ranks 2 of 2 by rsum. Test would rank **{other}** first" in lines[-1]
+    md = ablation.comparison_markdown(table)
+    assert md.startswith("**Generated comparison**") and md.count("\n- ") == 2
+
+
+@pytest.mark.parametrize("spread", [0.001, 0.2])
+def test_the_generated_comparison_says_whether_a_change_is_outside_the_seed_spread(spread):
+    """Two seeds: a +6 rsum change (of 600) against seeds that differ by 0.6 is outside the spread; against seeds that
+    differ by 120, within it. Test agrees with val when both rank the variant first."""
+    outcomes = [_even("baseline", s, 0.5 + d, 0.5 + d) for s, d in ((0, 0), (1, spread))]
+    outcomes += [_even("augment", s, 0.51 + d, 0.51 + d) for s, d in ((0, 0), (1, spread))]
+    lines = ablation.comparison_summary(ablation.summarise(outcomes))
+    where = "outside" if spread < 0.01 else "within"
+    assert f"Across 2 seeds, the val rsum change is {where} the spread" in lines[0]
+    assert ("14 of the 14 changes listed are outside it" if where == "outside" else "0 of the 14 changes") in lines[0]
+    assert lines[-1].startswith("Val chooses **augment**") and lines[-1].endswith("Test agrees.")
+
+
+def test_a_new_study_keeps_the_previous_one_and_the_report_names_both(tmp_path, full_artifacts, trained):
+    """Two studies in a row with different VARIANTS (04 run twice): both tables stay under ablation/studies/, the top
+    holds the newest, and the report says which study it shows and names the other."""
+    from helpers.core.env import Paths
+
+    art = shutil.copytree(full_artifacts, tmp_path / "art")
+    base = BaseSettings(trained[0], Paths.for_artifacts(art), "shared", "test")
+    studies = {}
+    for variants in (["augment"], ["head_ln", "optim"]):
+        outcomes = [_with_val(_outcome(v, 0, 0.3 + 0.01 * i), 3.0) for i, v in enumerate(["baseline", *variants])]
+        for o in outcomes:
+            o.run_name = "shared"  # the report checks each row's weights: all rows score the one run of this workspace
+            o.checkpoint = json.loads((art / "ablation" / "ablation.json").read_text())["runs"][0]["checkpoint"]
+        ablation.save(ablation.summarise(outcomes), outcomes, base, art / "ablation")
+        studies[tuple(variants)] = json.loads((art / "ablation" / "ablation.json").read_text())["study"]
+    kept = ablation.kept_studies(art / "ablation")
+    assert set(studies.values()) <= set(kept) and len(set(studies.values())) == 2
+    for variants, name in studies.items():
+        table = json.loads((art / "ablation" / "studies" / name / "ablation.json").read_text())["table"]
+        assert set(table) == {"baseline", *variants}
+        md = (art / "ablation" / "studies" / name / "ablation.md").read_text()
+        assert all(re.search(rf"\| (\*\*)?{v}(\*\*)?( ★)? \|", md) for v in ("baseline", *variants)) and "Generated comparison" in md
+    text = report.build_report(art, "shared").path.read_text()
+    section = text.split("## 10. Ablation", 1)[1].split("\n## ", 1)[0]
+    newest, older = studies[("head_ln", "optim")], studies[("augment",)]
+    assert f"Study `{newest}`: the newest notebook 04 wrote" in section and f"`{older}`" in section
+    assert "| optim |" in section and "| augment |" not in section

@@ -9,11 +9,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import pytest
 from conftest import SLOWDOWN
+from PIL import Image
 
 from helpers.clip import flags
 from helpers.clip import variants as variant_records  # noqa: F401  (registers the built-ins)
@@ -39,9 +42,48 @@ def demo(tmp_path_factory):
     cmd = [sys.executable, "-m", "helpers.run_all", "--demo", "--artifacts", str(art), "--set", "MAX_STEPS_PER_EPOCH=4"]
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "KAGGLE_USERNAME": "student", "KAGGLE_KEY": SECRET,
                "HF_HUB_OFFLINE": "1"}  # fmt: skip
-    out = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=1200 * SLOWDOWN)
+    out = _run_timed(cmd, environ, tmp / "stderr.txt", timeout=1200 * SLOWDOWN)
     assert out.returncode == 0, out.stderr[-3000:]
     return out, art, tmp
+
+
+def _run_timed(cmd: list[str], environ: dict[str, str], stderr_path: Path, timeout: float) -> SimpleNamespace:
+    """Run ``cmd`` as a student's terminal shows it: each stdout line with the second it arrived (``times``)."""
+    start = time.monotonic()
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        lines, times = [], []
+        for line in proc.stdout:
+            lines.append(line)
+            times.append(time.monotonic() - start)
+        proc.wait(timeout=timeout)
+    return SimpleNamespace(returncode=proc.returncode, stdout="".join(lines), stderr=stderr_path.read_text(),
+                           times=[0.0, *times, time.monotonic() - start])  # fmt: skip
+
+
+def test_the_demo_never_looks_hung(demo):
+    """No 30 s pass without a line: what each notebook prints is relayed, and a quiet cell gets a heartbeat line."""
+    out, _, _ = demo
+    gaps = [b - a for a, b in zip(out.times, out.times[1:])]
+    assert max(gaps) < 30, f"{max(gaps):.0f} s without a line of output, after: {out.stdout.splitlines()[gaps.index(max(gaps)) - 1]!r}"
+    assert "    | " in out.stdout  # the notebooks' own lines, relayed
+
+
+def test_every_pasteable_result_of_the_demo_says_synthetic(demo):
+    """The report's title and first lines, each run's CSV, 04's table (ablation.md and the executed notebook), 05's
+    preview, and a mark in every figure (its PNG says so; test_synthetic_mark checks the mark is visible)."""
+    _, art, _ = demo
+    report = (art / "report" / "report.md").read_text()
+    assert "SYNTHETIC" in report.splitlines()[0] and "**SYNTHETIC DATA.**" in report.splitlines()[2]
+    csvs = sorted(art.glob("runs/*/eval_*.csv"))
+    assert csvs and all(p.read_text().lower().count("synthetic") > 0 for p in csvs)
+    assert "synthetic" in (art / "ablation" / "ablation.md").read_text().lower()
+    assert "SYNTHETIC DATA: every figure below" in _texts(art / "executed" / "04_ablation.ipynb")
+    assert "SYNTHETIC demo data" in _texts(art / "executed" / "05_report.ipynb")
+    figures = sorted(art.rglob("*.png"))
+    assert len(figures) > 10 and all("SYNTHETIC" in Image.open(p).info.get("Description", "") for p in figures), [
+        p.name for p in figures if "SYNTHETIC" not in Image.open(p).info.get("Description", "")
+    ]
 
 
 def test_full_demo_runs_offline_and_never_leaks_a_kaggle_key(demo):
@@ -142,3 +184,32 @@ def test_what_the_student_reads_speaks_one_vocabulary_with_quiet_paths(demo):
         assert readings[name].count(f"ARTIFACTS_DIR: {art}") == 1, name
     assert "IPKernelApp" not in out.stderr and "WARNING" not in out.stderr  # no kernel warning per notebook
     assert "out of 600" in readings["02_train_clip.ipynb"] and "| T→I R@10 |" in readings["02_train_clip.ipynb"]
+
+
+def test_exported_notebooks_keep_each_progress_bar_at_its_final_state(demo):
+    """run_all's kernels draw text bars (a widget's exported state is its first: a frozen 0%): in every executed notebook
+    no widget output is left, and each bar's last drawn state is not 0% (a bar that does not stay is cleared)."""
+    _, art, _ = demo
+    bars = 0
+    for name in NOTEBOOKS:
+        for cell in json.loads((art / "executed" / name).read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), (name, output)
+                text = "".join(output.get("text", ""))
+                for line in text.split("\n"):
+                    states = [s for s in line.split("\r") if s.strip()]
+                    if states and re.search(r"\d+%\|", states[-1]):
+                        bars += 1
+                        assert not re.search(r"(?<!\d)0%\|", states[-1]), (name, states[-1])
+    assert bars > 0  # the bars are there, at their end
+
+
+def test_only_never_presents_an_older_report_as_current(demo):  # last: it runs 03 again in the demo's folder
+    """``--only 03`` after the demo: the report on disk predates that run, and run_all says so instead of naming it."""
+    _, art, _ = demo
+    cmd = [sys.executable, "-m", "helpers.run_all", "--demo", "--artifacts", str(art), "--only", "03"]
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                         text=True, timeout=600 * SLOWDOWN)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Report: report/report.md" not in out.stdout
+    assert "was written before this run and does not include it: add 05" in out.stdout

@@ -1,5 +1,7 @@
 """The doctor: real figures on this CPU, sane predictions, and each warning on a simulated condition."""
 
+import re
+
 import pytest
 
 from helpers import doctor
@@ -113,3 +115,21 @@ def test_headless_doctor_prints_the_table(workspace, capsys):
     assert doctor.main(["--config", str(path), "--steps", "1", "--set", "BATCH_SIZE=4"]) == 0
     out = capsys.readouterr().out
     assert "| training step at 64 px (4 images, fp32) |" in out and "predicted: this run (EPOCHS=10" in out
+
+
+def test_a_tiny_runs_plan_scales_preparation_to_its_data_and_prints_a_figure_that_means_something():
+    """The demo's data (a few hundred images): 01's preparation and each evaluation cost their share of COCO's, not the
+    16-31 min of all of COCO, and a run of seconds prints as such, never as "0:01-0:01"."""
+    values = config.from_params(EPOCHS=1, IMAGE_SIZE=64).to_dict()
+    rates = budget.Rates("CPU", {64: 11.0})
+    tiny = budget.plan(values, ["head_ln"], rates, 40, 10, prep_images=600)
+    coco = budget.plan(values, ["head_ln"], rates, 40, 10)  # before 01: all of COCO is to prepare
+    assert coco.lab_t4_minutes[1] >= budget.PREP_MINUTES[0] > 50 * tiny.lab_t4_minutes[0]
+    share = 600 / 123_287
+    trainings = sum(r.t4_minutes[0] for r in (tiny.run, *tiny.variants))
+    assert tiny.lab_t4_minutes[0] == pytest.approx(trainings + (budget.PREP_MINUTES[1] + 2 * budget.EVAL_MINUTES_PER_RUN) * share)
+    rows = dict(doctor.plan_rows(tiny))
+    assert "predicted: the whole lab on a T4 (prep of 600 images, these trainings, evaluation)" in rows
+    assert all(not re.search(r"(\d+:\d\d)-\1\b", text) for text in rows.values()), rows  # no "0:01-0:01"
+    assert doctor._span((0.001, 0.0005)) == "under 1 s" and doctor._span((2.0, 1.0)) == "1:00-2:00"
+    assert "prep of all of COCO 2014" in " ".join(dict(doctor.plan_rows(coco)))

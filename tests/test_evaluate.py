@@ -159,9 +159,12 @@ def test_zero_shot_image_tower(tmp_path, evaluated):
 def test_class_bars_print_their_values(index):
     from helpers.evaluation import qualitative
 
-    fig = qualitative.classification_figure(index, index.image_ids[:2], ["a red shape", "a blue shape"])
+    classes = ["a red shape", "a blue shape", "a green shape"]
+    fig = qualitative.classification_figure(index, index.image_ids[:2], classes)
     values = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert len(values) == 4 and all(0 <= float(v) <= 1 for v in values)
+    assert len(values) == 6 and all(0 <= float(v) <= 1 for v in values)
+    for bars in fig.axes[1::2]:  # every row lists the classes in the order given, the first at the top
+        assert [t.get_text() for t in bars.get_yticklabels()] == classes[::-1]
 
 
 def test_run_name_none_picks_the_newest_finished_baseline(workspace, tmp_path, capsys):

@@ -333,6 +333,9 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
     assert after["baseline"] == before["baseline"] and after["head_ln"] == before["head_ln"]
     assert (art / "runs" / before["mine"] / "best.pt").exists()  # the old run is kept under its own name
     assert "0.25 * self.shortcut" in json.loads((art / "runs" / after["mine"] / "metrics.json").read_text())["variant_sources"]["mine"]
+    studies = ablation.kept_studies(art / "ablation")  # the edited modification made another study: the first one is kept
+    first = json.loads((art / "ablation" / "studies" / studies[0] / "ablation.json").read_text())
+    assert len(studies) == 2 and {o["variant"]: o["run_name"] for o in first["runs"]} == before
 
     (out / "nb05").mkdir()
     nb5 = run_notebook("05_report.ipynb", out / "nb05", ARTIFACTS_DIR=params["ARTIFACTS_DIR"])

@@ -1,5 +1,9 @@
 """The headless runner: parameters, progress lines, and failures that name the notebook and cell."""
 
+import logging
+import re
+import time
+
 import pytest
 
 from helpers import run_all
@@ -50,3 +54,29 @@ def test_each_notebook_prints_the_two_progress_lines_the_readme_shows(tmp_path):
 
 def test_caption_caching_leaves_no_parts_folder_behind(prepared):
     assert not (prepared["paths"].artifacts_dir / "text_embeds_parts").exists()  # docs/artifacts.md: "the folder is removed at the end"
+
+
+def test_the_relay_passes_on_what_a_notebook_prints_and_a_line_for_each_silence():
+    """What a notebook prints comes through as it runs (indented); a cell that stays quiet for a heartbeat gets a line
+    that names the cell, its section heading and the time elapsed, so a long training never looks hung."""
+    from conftest import ROOT
+
+    lines = []
+    titles = run_all.cell_titles(ROOT / "02_train_clip.ipynb")
+    train_cell = next(i for i, t in enumerate(titles, 1) if t.startswith("Train"))
+    with run_all.Relay("02_train_clip.ipynb", titles, out=lines.append, heartbeat=0.3) as relay:
+        logging.getLogger("papermill").info(f"Executing Cell {train_cell}-----------")
+        relay.write("epoch 1/4 ")
+        relay.write("loss 3.2\nval rsum")
+        time.sleep(1.6)
+    assert lines[0] == "    | epoch 1/4 loss 3.2" and lines[-1] == "    | val rsum"  # a partial line is kept until the end
+    beats = lines[1:-1]
+    assert beats and all(
+        re.fullmatch(rf"    … 02_train_clip.ipynb: cell {train_cell}/{len(titles)} \(Train.*\), 0:0\d elapsed", b) for b in beats
+    ), beats
+    assert not logging.getLogger("papermill").handlers  # the relay leaves papermill's logger as it found it
+    relay.acquire()  # what logging.shutdown does to every handler at exit: flush under the handler's lock, no deadlock
+    try:
+        relay.flush()
+    finally:
+        relay.release()

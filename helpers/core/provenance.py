@@ -94,14 +94,39 @@ def tower_of(text: dict[str, Any]) -> str:
     return str(text.get("model_id", text["model"]))
 
 
-def source_record(tables: dict[str, Any], file_bytes: dict[str, dict[int, int]]) -> dict[str, dict[str, str]]:
-    """Per COCO folder: the sha256 of its caption file and a digest of its usable images (id, file name, size)."""
-    out = {}
+def source_record(tables: dict[str, Any], file_bytes: dict[str, dict[int, int]]) -> dict[str, dict[str, Any]]:
+    """Per COCO folder: the sha256 of its caption file and a digest of its usable images (id, file name, size); and
+    ``synthetic: True`` where the caption file says it was generated (real COCO's record is unchanged by that key)."""
+    out: dict[str, dict[str, Any]] = {}
     for folder, table in tables.items():
         sizes = file_bytes.get(folder, {})
         files = sorted((i, name, sizes.get(i, -1)) for i, name in table.image_files.items())
         out[folder] = {"annotations_sha256": table.annotations_sha256, "images": digest(files)}
+        if getattr(table, "synthetic", False):
+            out[folder]["synthetic"] = True
     return out
+
+
+SYNTHETIC_WORDS = "SYNTHETIC DATA"  # the mark on every figure, table and report made from generated images
+
+
+def is_synthetic(source: dict[str, Any] | None) -> bool:
+    """Whether a ``source`` record (splits.json's, a cache's) names generated data: its provenance, not a setting."""
+    return any(isinstance(part, dict) and part.get("synthetic") is True for part in (source or {}).values())
+
+
+def synthetic_artifacts(path: str | Path) -> bool:
+    """Whether the ARTIFACTS_DIR holding ``path`` (the nearest folder above it with a ``splits.json``) was made from
+    synthetic data. A figure, CSV or report knows what it shows from where it is written, so no caller can forget it."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        record_path = folder / "splits.json"
+        if record_path.is_file():
+            try:
+                return is_synthetic(json.loads(record_path.read_text()).get("source"))
+            except (OSError, ValueError, AttributeError):
+                return False  # a damaged splits.json is reported by its own reader
+    return False
 
 
 def splits_digest(record: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ class CaptionTable:
     captions: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     annotations_sha256: str = ""  # of the caption file read: the source every later artifact records
+    synthetic: bool = False  # the file says it was generated (helpers.data.synthetic): every result made from it says so
 
     def captions_by_image(self) -> dict[int, list[int]]:
         """image_id -> row indices into ``captions``."""
@@ -63,6 +64,7 @@ def load_captions(data_dir: str | Path, folder: str) -> CaptionTable:
         annotations_sha256=sha256_file(path),
         image_files={int(i): img["file_name"] for i, img in coco.imgs.items()},
         coco_urls={int(i): img.get("coco_url", "") for i, img in coco.imgs.items()},
+        synthetic=is_generated(coco.dataset.get("info")),
     )
     dropped: dict[str, list[int]] = {"empty_caption": [], "unknown_image": [], "non_text_caption": []}
     for ann in sorted(coco.dataset["annotations"], key=lambda a: a.get("id", 0)):
@@ -87,6 +89,14 @@ def load_captions(data_dir: str | Path, folder: str) -> CaptionTable:
                 f"{path.name}: dropped {len(ids)} caption(s): {reason.replace('_', ' ')} (annotation ids {_some(ids)})", stacklevel=2
             )
     return table
+
+
+def is_generated(info: object) -> bool:
+    """A caption file's ``info`` names generated data: ``"synthetic": true`` (this kit's generator) or a description
+    that says "synthetic" (the generator of earlier versions). COCO's own files say neither."""
+    if not isinstance(info, dict):
+        return False
+    return info.get("synthetic") is True or "synthetic" in str(info.get("description", "")).lower()
 
 
 def _some(ids: list, n: int = 5) -> str:

@@ -170,17 +170,19 @@ def classification_figure(index: RetrievalIndex, image_ids: list[int], classes: 
 
     fig, axes = plt.subplots(len(image_ids), 2, figsize=(8, 2.6 * len(image_ids)), squeeze=False, gridspec_kw={"width_ratios": [1, 1.6]})
     for r, image_id in enumerate(image_ids):
-        scores = index.classify(index.feature_of(image_id), classes)
+        scores = dict(index.classify(index.feature_of(image_id), classes))
         axes[r][0].imshow(index.cache.load_pil(image_id))
         axes[r][0].axis("off")
         axes[r][0].set_title(_wrap((index.captions_by_image.get(image_id) or [""])[0], 36, 2), fontsize=7)
-        names, probs = zip(*reversed(scores))
-        axes[r][1].barh(names, probs, color="tab:blue")
+        names = list(reversed(classes))  # the classes in the order given, the first at the top, in every row alike
+        probs = [scores[name] for name in names]
+        best = max(probs)
+        axes[r][1].barh(names, probs, color=["tab:orange" if p == best else "tab:blue" for p in probs])  # the choice stands out
         for y, p in enumerate(probs):  # the value at the end of each bar
             axes[r][1].text(min(p + 0.02, 0.9), y, f"{p:.2f}", va="center", fontsize=7)
         axes[r][1].set_xlim(0, 1)
         axes[r][1].set_xlabel("probability")
-    fig.suptitle("Image → best-matching class (prompt ensembling over templates)", fontsize=11)
+    fig.suptitle("Image → its probability for each class (the best in orange; prompt ensembling over templates)", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -243,7 +245,7 @@ def success_failure_grids(
         ("Failures: the caption's image is not in the top 5", failures),
     ):
         cols = k + 2  # the query, its top k, the true image with its rank
-        fig, axes = plt.subplots(max(1, len(chosen)), cols, figsize=(2.5 * cols, 2.8 * max(1, len(chosen))), squeeze=False)
+        fig, axes = plt.subplots(max(1, len(chosen)), cols, figsize=(2.5 * cols, 3.3 * max(1, len(chosen))), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for r, j in enumerate(chosen):
@@ -268,6 +270,6 @@ def success_failure_grids(
         if not chosen:
             axes[0][0].text(0, 0.5, "no such example in the sample", fontsize=9)
         fig.suptitle(title + f" (text → image over {len(index.image_ids):,} images)", fontsize=11)
-        fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title above the first row's captions
+        fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.6)  # room for the title, and between a row's titles and the images above
         figs.append(fig)
     return figs[0], figs[1]

@@ -50,6 +50,11 @@ def training_curves_figure(history: list[dict[str, Any]], steps: list[dict[str, 
     ax_acc.set(title="Retrieval: in-batch top-1 and val R@1", xlabel="epoch", ylabel="%", ylim=(0, 100))
     ax_lr.set(title="Learning rate", xlabel="epoch", ylabel="lr")
     ax_t.set(title="Temperature τ (1 / logit scale)", xlabel="epoch", ylabel="τ")
+    for ax, key in ((ax_lr, "lr"), (ax_t, "temperature")):  # from zero: a constant reads as flat at its value, not as noise
+        top = max((s[key] for s in steps), default=0.0)
+        if top > 0:
+            ax.set_ylim(0, 1.15 * top)
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     for ax in (ax_loss, ax_acc):
         if ax.lines:
             ax.legend(fontsize=8)

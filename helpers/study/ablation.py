@@ -11,6 +11,7 @@ is flagged as noise.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..core.artifacts import ArtifactError
 from ..core.config import Config
 from ..core.env import Paths
 from ..core.figures import save_figure
+from ..core.provenance import SYNTHETIC_WORDS, digest, synthetic_artifacts
 from ..core.storage import atomic_write_json, atomic_write_text
 from ..evaluation.evaluate import RECALL_KEYS, evaluate
 from ..store.runs import RunDir, load_eval, seal
@@ -80,7 +82,7 @@ def trained_with(metrics: dict[str, Any]) -> dict[str, Any]:
 def base_record(base: BaseSettings, outcomes: list[RunOutcome]) -> dict[str, Any]:
     """``ablation.json``'s ``base``: the base run, and each override of 04 with the rows it does *not* hold for
     (``not_held_by``: {row: the value that row trained with}), so the table never claims more than happened."""
-    record = base.record()
+    record = {**base.record(), "synthetic": synthetic_artifacts(base.paths.artifacts_dir)}  # the data's own record says
     several = len({o.seed for o in outcomes}) > 1
     for name, override in record["overrides"].items():
         override["not_held_by"] = {
@@ -112,14 +114,16 @@ def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:
             row[key] = statistics.fmean(values)
             row[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         row["train_minutes"] = statistics.fmean(r.train_minutes for r in runs)
-        if all(r.val_metrics for r in runs):
-            values = [100 * r.val_metrics["rsum"] for r in runs]
-            row["val_rsum"] = statistics.fmean(values)
-            row["val_rsum_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if all(r.val_metrics for r in runs):  # val: every Recall@K too (the comparison summary reads them)
+            for key in METRIC_KEYS:
+                values = [100 * r.val_metrics[key] for r in runs if key in r.val_metrics]
+                if len(values) == len(runs):
+                    row["val_" + key] = statistics.fmean(values)
+                    row["val_" + key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         table[variant] = row
     base = table.get(BASELINE)
     for row in table.values():
-        keys = METRIC_KEYS + (("val_rsum",) if "val_rsum" in row and base and "val_rsum" in base else ())
+        keys = METRIC_KEYS + tuple("val_" + k for k in METRIC_KEYS if "val_" + k in row and base and "val_" + k in base)
         for key in keys:
             row[key + "_delta"] = row[key] - base[key] if base else None
             spread = max(row[key + "_std"], base[key + "_std"]) if base else 0.0
@@ -138,6 +142,7 @@ def table_markdown(table: dict[str, dict[str, Any]], base: dict[str, Any] | None
     then the base run and every setting the study overrode (``base``: :meth:`BaseSettings.record`)."""
     multi = any(len(r["seeds"]) > 1 for r in table.values())
     chosen = chosen_variant(table)
+    synthetic = [f"**{SYNTHETIC_WORDS}: every figure below comes from generated images (the offline demo), not MS COCO.**", ""]
 
     def cell(row: dict[str, Any], key: str) -> str:
         if key not in row:
@@ -155,7 +160,7 @@ def table_markdown(table: dict[str, dict[str, Any]], base: dict[str, Any] | None
          markdown.duration(60 * row["train_minutes"])]
         for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE)  # baseline first, then the table's order
     ]  # fmt: skip
-    lines = [markdown.table(header, rows, numeric=range(1, len(header)))]
+    lines = [*(synthetic if (base or {}).get("synthetic") else []), markdown.table(header, rows, numeric=range(1, len(header)))]
     seeds = sorted({s for r in table.values() for s in r["seeds"]})
     lines += [
         "",
@@ -183,6 +188,75 @@ def questions_markdown() -> str:
     """The comparison the student writes, as a marked quote block of the handout's questions (nothing is answered)."""
     lines = ["> **Your comparison: write it yourself.** Answer from the table and the chart, in your own words:", ">"]
     return "\n".join([*lines, *(f"> - {q}" for q in COMPARISON_QUESTIONS)])
+
+
+SHORT_NAMES = {"i2t_R@1": "I→T R@1", "i2t_R@5": "R@5", "i2t_R@10": "R@10", "t2i_R@1": "T→I R@1", "t2i_R@5": "R@5", "t2i_R@10": "R@10"}
+
+
+def _moved(delta: float, unit: str) -> str:
+    """A change in words, from its sign: "rose by 3.2 points", "fell by 0.4 points", "did not change"."""
+    if round(delta, 1) == 0:
+        return "did not change (±0.0)"
+    return f"{'rose' if delta > 0 else 'fell'} by {abs(delta):.1f} {unit}"
+
+
+def _split_changes(row: dict[str, Any], prefix: str) -> str | None:
+    """One split's changes against the baseline: rsum in words, then the six Recall@K as signed figures."""
+    if row.get(prefix + "rsum_delta") is None:
+        return None
+    shown = [k for k in RECALL_KEYS if row.get(prefix + k + "_delta") is not None]
+    recalls = ", ".join(f"{SHORT_NAMES[k]} {row[prefix + k + '_delta']:+.1f}" for k in shown)
+    return f"rsum {_moved(row[prefix + 'rsum_delta'], 'points of 600')}" + (f" ({recalls})" if recalls else "")
+
+
+def _spread_sentence(row: dict[str, Any]) -> str:
+    """Whether the changes are outside the spread across seeds, or that one seed cannot tell."""
+    if len(row["seeds"]) < 2:
+        return "With one seed the spread across seeds is unknown: no change here can be told from noise."
+    keys = [k for k in ("val_rsum", *(("val_" + k) for k in RECALL_KEYS), "rsum", *RECALL_KEYS) if k + "_within_noise" in row]
+    outside = [k for k in keys if not row[k + "_within_noise"]]
+    val_rsum = "outside" if "val_rsum" in outside else "within"
+    return (
+        f"Across {len(row['seeds'])} seeds, the val rsum change is {val_rsum} the spread (standard deviation); "
+        f"{len(outside)} of the {len(keys)} changes listed are outside it."
+    )
+
+
+def comparison_summary(table: dict[str, dict[str, Any]]) -> list[str]:
+    """The handout's generated comparison (2.5.3): per modification its val and test changes against the baseline (rsum
+    and each Recall@K), whether they are outside the seeds' spread, then the variant val chooses and where test puts it.
+    Every sentence is computed from ``table`` (:func:`summarise`); the interpretation stays the student's."""
+    if BASELINE not in table:
+        return ["No baseline row in this study: no change can be computed."]
+    lines = []
+    for variant, row in table.items():
+        if variant == BASELINE:
+            continue
+        parts = [f"**{variant}** against the baseline:"]
+        for split, prefix in (("val", "val_"), ("test", "")):
+            changes = _split_changes(row, prefix)
+            parts.append(f"On {split}, {changes}." if changes else f"On {split}, not scored.")
+        parts.append(_spread_sentence(row))
+        lines.append(" ".join(parts))
+    chosen = chosen_variant(table)
+    if chosen is None:
+        lines.append("Val chooses no variant: the study has no val figures.")
+        return lines
+    by_test = sorted(table, key=lambda v: table[v]["rsum"], reverse=True)
+    best_test = by_test[0]
+    verdict = "Test agrees" if best_test == chosen else f"Test would rank **{best_test}** first (test is reported, never used to choose)"
+    lines.append(
+        f"Val chooses **{chosen}** (val rsum {table[chosen]['val_rsum']:.1f} of 600"
+        + ("" if chosen == BASELINE else f", {table[chosen]['val_rsum_delta']:+.1f} against the baseline")
+        + f"); on test it ranks {by_test.index(chosen) + 1} of {len(table)} by rsum. {verdict}."
+    )
+    return lines
+
+
+def comparison_markdown(table: dict[str, dict[str, Any]]) -> str:
+    """:func:`comparison_summary` as a Markdown list under its heading words: computed, not written by anyone."""
+    return "\n".join(["**Generated comparison** (computed from the table; the interpretation is yours):", "",
+                      *(f"- {line}" for line in comparison_summary(table))])  # fmt: skip
 
 
 def in_order(record: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -216,13 +290,14 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
     fig, (ax_val, ax) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(RECALL_KEYS) + 4), 4.4), gridspec_kw={"width_ratios": [1, 3]})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     with_val = [v for v in variants if table[v].get("val_rsum_delta") is not None]
-    ax_val.bar(
+    val_bars = ax_val.bar(
         range(len(with_val)),
         [table[v]["val_rsum_delta"] for v in with_val],
         yerr=[table[v]["val_rsum_std"] for v in with_val] if any(table[v]["val_rsum_std"] for v in with_val) else None,
         color=[colours[variants.index(v) % len(colours)] for v in with_val],
         capsize=3,
     )
+    ax_val.bar_label(val_bars, fmt="%+.1f", fontsize=7, padding=2)  # a +0.0 change is a labelled bar, not missing data
     ax_val.set_xticks(range(len(with_val)), with_val, rotation=30, ha="right", fontsize=8)
     ax_val.set(title="val rsum change (compares)", ylabel="change vs baseline (rsum points, of 600)")
     width = 0.8 / max(1, len(variants))
@@ -231,10 +306,11 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
         row = table[variant]
         deltas = [row[k + "_delta"] or 0.0 for k in RECALL_KEYS]
         errors = [row[k + "_std"] for k in RECALL_KEYS]
-        ax.bar(
+        bars = ax.bar(
             x + (i - (len(variants) - 1) / 2) * width, deltas, width, yerr=errors if any(errors) else None, label=variant, capsize=3,
             color=colours[i % len(colours)],
         )  # fmt: skip
+        ax.bar_label(bars, fmt="%+.1f", fontsize=6 if len(variants) > 2 else 7, padding=2)
     ax.set_xticks(x, [k.replace("i2t_", "I→T ").replace("t2i_", "T→I ") for k in RECALL_KEYS])
     ax.set(title="test Recall@K change (reported, never used to choose)", ylabel="change vs baseline (Recall@K, percentage points)")
     if variants:
@@ -242,13 +318,37 @@ def delta_chart(table: dict[str, dict[str, Any]]) -> Any:
     for a in (ax_val, ax):
         a.axhline(0, color="black", linewidth=0.8)
         a.grid(axis="y", alpha=0.3)
+        low, high = a.get_ylim()
+        pad = 0.12 * (high - low) or 1.0  # room for the value labels on both sides of zero (bars stick to 0 otherwise)
+        a.set_ylim(min(low, 0) - pad, max(high, 0) + pad)
     fig.suptitle("Ablation against the baseline")
     fig.tight_layout()
     return fig
 
 
+STUDIES = "studies"  # ablation/studies/<study>/: every study's files, kept when the next one is written
+
+
+def study_name(record: dict[str, Any]) -> str:
+    """A study's folder name: its base run, its variants and seeds in words, and a digest of all that defines it (the
+    base run's overrides, the runs it compares). The same study run again gets the same name; any other study, another."""
+    variants = ",".join(v for v in record["order"] if v != BASELINE) or BASELINE
+    seeds = "-".join(str(s) for s in sorted({o["seed"] for o in record["runs"]}))
+    words = re.sub(r"[^A-Za-z0-9_.,+=-]", "-", f"{record['base'].get('run') or 'defaults'}__{variants}__seeds-{seeds}")[:100]
+    runs = sorted(str(o["run_name"]) for o in record["runs"])  # each names its code: an edited modification is another study
+    return f"{words}__{digest([record['order'], seeds, record['base'].get('run'), record['base'].get('overrides'), runs])[:8]}"
+
+
+def kept_studies(out_dir: Path) -> list[str]:
+    """The studies kept under ``ablation/studies/`` (those with an ablation.json), oldest first."""
+    folders = [p for p in (out_dir / STUDIES).glob("*/ablation.json")] if (out_dir / STUDIES).is_dir() else []
+    return [p.parent.name for p in sorted(folders, key=lambda p: (p.stat().st_mtime, p.parent.name))]
+
+
 def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: BaseSettings, out_dir: Path) -> Path:
-    """``ablation.json`` (+ ``ablation.md``): the table, every run, the config and the base run with the overrides, for notebook 05."""
+    """``ablation.json`` (+ ``ablation.md``, the chart): the table, every run, the config and the base run with the
+    overrides, for notebook 05. Written twice: into ``studies/<study>/`` (kept when another study follows) and at the top
+    of ``out_dir`` (the newest study, the one the report shows). Returns the chart at the top."""
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "table": table,
@@ -259,12 +359,14 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: Bas
         "order": list(table),  # the baseline, then VARIANTS' order: every reader shows the rows so (JSON sorts keys)
         "chart": "ablation_recall_delta.png",
     }
+    record["study"] = study_name(record)
     record = seal(record)  # a hand edit of the table is noticed by the report
-    atomic_write_json(out_dir / "ablation.json", record)
-    atomic_write_text(out_dir / "ablation.md", table_markdown(table, record["base"]) + "\n")
     import matplotlib.pyplot as plt
 
     fig = delta_chart(table)
-    path = save_figure(fig, out_dir / "ablation_recall_delta.png")
+    for folder in (out_dir / STUDIES / record["study"], out_dir):  # the kept copy first: the top is never ahead of it
+        save_figure(fig, folder / record["chart"])
+        atomic_write_text(folder / "ablation.md", "\n\n".join([table_markdown(table, record["base"]), comparison_markdown(table)]) + "\n")
+        atomic_write_json(folder / "ablation.json", record)
     plt.close(fig)  # the notebook shows the saved PNG once; an open figure would be drawn a second time
-    return path
+    return out_dir / record["chart"]

@@ -126,13 +126,18 @@ def find_base_run(paths: Paths, name: str | None) -> tuple[RunDir | None, str]:
 
 
 def _runs_trained_by_the_ablation(paths: Paths) -> set[str]:
-    """Runs an earlier ablation trained from its base with overrides: never the base of the next one."""
-    try:
-        summary = load_json(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
-    except (ArtifactError, OSError):
-        return set()
-    base = (summary.get("base") or {}).get("run")
-    return {str(o.get("run_name")) for o in summary.get("runs", [])} - {base}
+    """Runs an earlier ablation (the newest, or any study kept under ``ablation/studies/``) trained from its base with
+    overrides: never the base of the next one."""
+    folder = paths.artifacts_dir / "ablation"
+    out: set[str] = set()
+    for path in [folder / "ablation.json", *sorted(folder.glob("studies/*/ablation.json"))]:
+        try:
+            summary = load_json(path, "ablation")
+        except (ArtifactError, OSError):
+            continue
+        base = (summary.get("base") or {}).get("run")
+        out |= {str(o.get("run_name")) for o in summary.get("runs", [])} - {base}
+    return out
 
 
 def _stored_config(run: RunDir) -> Config:

@@ -20,7 +20,7 @@ from ..core.artifacts import ArtifactError, ArtifactMissing, try_load_json
 from ..core.config import check_run_name
 from ..core.env import Paths
 from ..core.lab import LabCode
-from ..core.provenance import splits_digest
+from ..core.provenance import SYNTHETIC_WORDS, is_synthetic, splits_digest, synthetic_artifacts
 from ..core.storage import atomic_write_text
 from ..data.text_tower import display_name, parameter_count
 from ..evaluation.evaluate import results_markdown
@@ -231,7 +231,12 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     ablation = b.load(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
     runs = in_study_order(runs, main, ablation)
 
-    b.add("# CLIP fine-tuning on MS COCO 2014: lab report", "")
+    trained_on = ((main.metrics or {}).get("data") or {}) if main else {}
+    synthetic = synthetic_artifacts(paths.artifacts_dir) or bool(trained_on.get("synthetic"))
+    if synthetic:  # from the data's own record (splits.json, the run's metrics): no setting can forget it
+        b.add("# CLIP fine-tuning on SYNTHETIC demo data (not MS COCO 2014): lab report", "", SYNTHETIC_REPORT, "")
+    else:
+        b.add("# CLIP fine-tuning on MS COCO 2014: lab report", "")
     for problem in b.damaged:
         b.missing.append(problem)
         b.add(f"_Left out of this report: {problem}_", "")
@@ -249,6 +254,14 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     b.add(*[f"> {line}" if line else ">" for line in REFLECTION.splitlines()], "")
     path = atomic_write_text(out / "report.md", "\n".join(b.lines) + "\n")
     return Report(path, b.figures, b.missing)
+
+
+SYNTHETIC_REPORT = (
+    f"> **{SYNTHETIC_WORDS}.** Every number and figure in this report comes from generated images of coloured shapes "
+    "(`helpers.data.synthetic`, the offline demo) and a tiny random text tower, not from MS COCO 2014 and CLIP: they show "
+    "that the pipeline runs, not how well a model retrieves, and they do not compare with the published rows. Do not "
+    "hand them in as COCO results."
+)
 
 
 def in_study_order(runs: dict[str, RunArtifacts], main: RunArtifacts | None, ablation: dict[str, Any] | None) -> dict[str, RunArtifacts]:
@@ -340,8 +353,10 @@ def data_section(
     else:
         b.missing_note("splits.json", "01_dataset_prep.ipynb")
         return
+    synthetic = bool(data.get("synthetic")) if data else is_synthetic((splits or {}).get("source"))
+    kind, layout = ("SYNTHETIC ", " layout, generated") if synthetic else ("", "")
     b.add(
-        f"Split protocol: `{protocol}`. Train {sizes['train']:,} images (train2014), val {sizes['val']:,} "
+        f"Split protocol: `{protocol}`. Train {sizes['train']:,} {kind}images (train2014{layout}), val {sizes['val']:,} "
         f"(model selection), test {sizes['test']:,} (reported), restval {sizes['restval']:,}; {source}.",
         "",
     )
@@ -508,7 +523,7 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
     if not ablation:
         b.missing_note("ablation results", "04_ablation.ipynb")
         return
-    from .ablation import in_order, table_markdown
+    from .ablation import in_order, kept_studies, table_markdown
 
     if "seal" in ablation and not is_sealed(ablation):
         problem = (
@@ -529,6 +544,10 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         b.add(f"_Left out of this report: {problem}_", "")
         return
     table, described = in_order(ablation)  # the baseline, then VARIANTS' order (the file's keys are alphabetical)
+    others = [name for name in kept_studies(paths.artifacts_dir / "ablation") if name != ablation.get("study")]
+    if ablation.get("study"):
+        b.add(f"Study `{ablation['study']}`: the newest notebook 04 wrote (`ablation/studies/{ablation['study']}/`)."
+              + (f" Earlier studies kept beside it, not shown: {', '.join(f'`{n}`' for n in others)}." if others else ""), "")  # fmt: skip
     b.add(table_markdown(table, ablation.get("base")), "")
     b.figure(
         paths.artifacts_dir / "ablation" / ablation["chart"],
@@ -536,7 +555,8 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         "Recall@K change against the baseline",
         "04_ablation.ipynb",
     )
-    from .ablation import questions_markdown, variants_markdown
+    from .ablation import comparison_markdown, questions_markdown, variants_markdown
 
+    b.add(comparison_markdown(table), "")
     b.add("What each variant run here changes, and its code:", "", variants_markdown(described), "")
     b.add(questions_markdown(), "")

@@ -46,6 +46,7 @@ T4_RATIOS: tuple[tuple[str, tuple[float, float], str], ...] = (
 # What notebook 01 costs before the first training, on Colab with all of COCO (docs/PERFORMANCE.md, time budget):
 # download 8-20 min, extraction 3-5, the image cache 4, the caption cache 1-2.
 PREP_MINUTES = (16.0, 31.0)
+COCO_2014_IMAGES = 123_287  # train2014 + val2014: what PREP_MINUTES prepares; a smaller dataset costs its share
 EVAL_MINUTES_PER_RUN = 1.0  # the 5k test split: 5k image forwards and Recall@K (< 1 min on a T4)
 COLAB_LOADER_IMG_S = 1_745.0  # the loader on 2 vCPUs (Colab's), measured: docs/PERFORMANCE.md
 # A free Colab session: runtimes last at most 12 h (Colab's FAQ), but GPU time is limited by unpublished, changing
@@ -114,6 +115,12 @@ class Plan:
     t4_basis: str
     session_minutes: float = FREE_SESSION_MINUTES
     suggestions: list[tuple[str, tuple[float, float]]] = field(default_factory=list)  # (what to set, lab minutes on a T4)
+    prep_images: int | None = None  # the images notebook 01 prepares (None: all of COCO 2014, before 01 has run)
+
+    @property
+    def data_share(self) -> float:
+        """The data in hand as a share of COCO 2014's images: what notebook 01 and each evaluation cost of COCO's."""
+        return 1.0 if self.prep_images is None else min(1.0, self.prep_images / COCO_2014_IMAGES)
 
     @property
     def study_minutes(self) -> float:
@@ -126,7 +133,7 @@ class Plan:
     @property
     def lab_t4_minutes(self) -> tuple[float, float]:
         """Prep + the configured run + the study + one evaluation per run, on a T4 (slow end, fast end)."""
-        return lab_minutes(self.run, self.variants)
+        return lab_minutes(self.run, self.variants, self.data_share)
 
     def fits(self) -> bool | None:
         """True: the lab fits one free session even at the T4's slow end; False: not even at its fast end; None: between."""
@@ -150,10 +157,13 @@ def minutes_text(minutes: float) -> str:
     return duration(60 * minutes)
 
 
-def lab_minutes(run: RunCost, variants: Sequence[RunCost]) -> tuple[float, float]:
+def lab_minutes(run: RunCost, variants: Sequence[RunCost], share: float = 1.0) -> tuple[float, float]:
+    """On a T4 (slow end, fast end): notebook 01's preparation and one evaluation per run, both at ``share`` of their
+    cost for all of COCO (the data in hand against COCO's images), plus every run's training."""
     runs = [run, *variants]
-    slow = PREP_MINUTES[1] + sum(r.t4_minutes[0] for r in runs) + EVAL_MINUTES_PER_RUN * len(runs)
-    fast = PREP_MINUTES[0] + sum(r.t4_minutes[1] for r in runs) + EVAL_MINUTES_PER_RUN * len(runs)
+    evaluation = EVAL_MINUTES_PER_RUN * share * len(runs)
+    slow = PREP_MINUTES[1] * share + sum(r.t4_minutes[0] for r in runs) + evaluation
+    fast = PREP_MINUTES[0] * share + sum(r.t4_minutes[1] for r in runs) + evaluation
     return slow, fast
 
 
@@ -195,7 +205,7 @@ def sizes_needed(settings: dict[str, Any], variants: Sequence[str]) -> list[int]
 
 def plan(settings: dict[str, Any], variants: Sequence[str], rates: Rates, train_images: int, val_images: int,
          extra_images: dict[str, int] | None = None, session_minutes: float = FREE_SESSION_MINUTES, suggest: bool = True,
-         ) -> Plan:  # fmt: skip
+         prep_images: int | None = None) -> Plan:  # fmt: skip
     """The run of ``settings`` and one run per entry of ``variants`` (the baseline is the run itself), cheapest first;
     ``extra_images``: images a variant adds (restval's count, when known). When the lab does not fit one session, what
     would, each with the lab's predicted minutes on a T4."""
@@ -209,10 +219,10 @@ def plan(settings: dict[str, Any], variants: Sequence[str], rates: Rates, train_
     costs = [cost(v, resolved(settings, v)) for v in variants]
     ordered = sorted(costs, key=lambda c: c.minutes)  # stable: equal costs keep VARIANTS' order
     t4_basis = t4_rate_at_size(rates, int(settings["image_size"]))[1]
-    out = Plan(run, ordered, t4_basis, session_minutes)
+    out = Plan(run, ordered, t4_basis, session_minutes, prep_images=prep_images)
     if suggest and out.fits() is not True:
         out.suggestions = suggestions(settings, variants, out, lambda s, v: plan(s, v, rates, train_images, val_images, extra,
-                                                                                session_minutes, suggest=False))  # fmt: skip
+                                                                                session_minutes, False, prep_images))  # fmt: skip
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..clip.flags import Recipe
 from ..core.config import Config, ConfigError
 from ..core.env import Paths
-from ..core.provenance import check_sources, run_inputs
+from ..core.provenance import check_sources, is_synthetic, run_inputs
 from ..data.dataset import load_text_embeds, with_data_code, with_images_from  # noqa: F401  (with_data_code: notebook 02)
 from ..data.image_cache import ImageCache, cached_image_size, failures, restore_cache
 from ..data.splits import Splits, load_splits
@@ -32,7 +32,8 @@ class TrainingData:
     def facts(self) -> dict[str, Any]:
         """What metrics.json records of the data (the report's section 2)."""
         return {"splits": self.splits.sizes(), "image_size": self.cache.image_size, "cache_quality": self.cache.quality,
-                "text_model": self.inputs["text_model"], "skipped_images": len(failures(self.cache.manifest))}  # fmt: skip
+                "text_model": self.inputs["text_model"], "skipped_images": len(failures(self.cache.manifest)),
+                "synthetic": is_synthetic(self.splits.source)}  # fmt: skip
 
 
 def at_cache_size(cfg: Config, paths: Paths, log: Callable[[str], None] = print) -> Config:
