@@ -144,6 +144,44 @@ def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str
     return {"DATA_DIR": str(coco), "TEXT_MODEL": str(tower)}
 
 
+def settle_streams(notebook: Path) -> None:
+    """Each run of stream outputs of one kind in a cell merged into one, and every line that a progress bar redrew
+    with ``\r`` reduced to what a terminal shows at the end: an exported notebook keeps a bar's final state, once (the
+    kernel sent each redraw as its own output, which some viewers show one by one from the first, 0%)."""
+    import nbformat
+
+    if not notebook.exists():
+        return
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        merged: list[Any] = []
+        for output in cell.get("outputs", []):
+            last = merged[-1] if merged else None
+            if output.output_type == "stream" and last is not None and last.output_type == "stream" and last.name == output.name:
+                last.text += output.text
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.output_type == "stream" and "\r" in output.text:
+                lines = output.text.split("\n")  # not splitlines(): it splits at "\r" too
+                output.text = "".join(_as_drawn(line + "\n") for line in lines[:-1]) + _as_drawn(lines[-1])
+        if "outputs" in cell:
+            cell.outputs = [o for o in merged if o.output_type != "stream" or o.text]
+    nbformat.write(nb, notebook)
+
+
+def _as_drawn(line: str) -> str:
+    """A line as a terminal leaves it: each ``\r`` returns to its start and the next text overwrites from there; a line
+    a bar cleared (``leave=False``) is gone."""
+    if "\r" not in line:
+        return line
+    end = "\n" if line.endswith("\n") else ""
+    shown = ""
+    for part in line.rstrip("\n").split("\r"):
+        shown = part + shown[len(part):]
+    return shown.rstrip() + end if shown.strip() else ""
+
+
 def run_notebooks(
     parameters: dict[str, Any], artifacts: Path, notebooks: tuple[str, ...] = NOTEBOOKS, log=print, cell_timeout: int | None = None,
     relay=print,
@@ -182,6 +220,8 @@ def run_notebooks(
                     f"{name} failed in cell {exc.exec_count} (code cell #{exc.cell_index}): {exc.ename}: {exc.evalue}\n"
                     f"See the executed notebook: {out_dir / name}"
                 ) from None
+            finally:
+                settle_streams(out_dir / name)
             log(f"[{i}/{len(notebooks)}] {name} done in {duration(time.perf_counter() - t0)} -> {shown(out_dir / name, artifacts)}")
     finally:
         if before is None:

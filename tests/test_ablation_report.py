@@ -118,11 +118,12 @@ def test_variants_are_chosen_on_val_even_when_test_disagrees():
     assert [a.get_title() for a in fig.axes][:2] == ["val rsum change (compares)", "test Recall@K change (reported, never used to choose)"]
 
 
-def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_applies(tmp_path, full_artifacts, tiny_tower):
+def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_applies(tmp_path, full_artifacts, tiny_tower, trained):
     import json
 
     from helpers.clip.flags import Recipe
     from helpers.clip.loss import CLIP_LOSS_TEXT
+    from helpers.core.env import Paths
     from helpers.data.text_tower import parameter_count
 
     art = tmp_path / "art"
@@ -136,12 +137,21 @@ def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_ap
             if "loss" in data:  # metrics.json: the trainer's words for the loss that trained
                 data["loss"] = Recipe.of(variant).loss_text(CLIP_LOSS_TEXT)
             (art / "runs" / name / file).write_text(json.dumps(data))
+    (art / "runs" / "stale").mkdir()  # a folder of no study: named once, never a column
+    shutil.copy(art / "runs" / "shared" / "metrics.json", art / "runs" / "stale" / "metrics.json")
+    scored = read_json(art / "ablation" / "ablation.json")["runs"][0]["checkpoint"]  # the copies hold the same weights
+    outcomes = [RunOutcome(v, seed, name, {**{k: 0.5 for k in ablation.RECALL_KEYS}, "rsum": 3.0}, 1.0, True, checkpoint=scored)
+                for v, seed, name in (("baseline", 0, "shared"), ("baseline", 1, "aa-other"), ("bank+temp", 0, "zz-bank"))]  # fmt: skip
+    copy = Paths.for_artifacts(art)
+    ablation.save(ablation.summarise(outcomes), outcomes, BaseSettings(trained[0], copy, "shared", "test"), art / "ablation")
     text = report.build_report(art, "shared").path.read_text()
     section = text.split("## 3. Hyperparameters", 1)[1].split("\n## ", 1)[0]
     header = next(line for line in section.splitlines() if line.startswith("| setting"))
     assert header.index("`shared`") < header.index("`aa-other`") < header.index("`zz-bank`")  # main run, then baselines
+    assert "`stale`" not in header and "`augment-s0`" not in header  # the runs of this study only
+    assert text.count("`stale`") == 1 and "Other runs in `runs/`, not part of this report: `augment-s0`, `stale`" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
-    assert rows["bank size"].endswith("| — | — | — | 32,768 |")  # only the bank run has a bank (augment-s0: a baseline copy)
+    assert rows["bank size"].endswith("| — | — | 32,768 |")  # only the bank run has a bank
     assert "learned, from 0.07" in rows["temperature τ"] and "0.07 (fixed)" in rows["temperature τ"]
     assert "| float32 |" in rows["precision"] and "True" not in rows["precision"]  # the dtype used (CPU), not AMP=True
     metrics = read_json(art / "runs" / "shared" / "metrics.json")

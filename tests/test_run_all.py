@@ -80,3 +80,31 @@ def test_the_relay_passes_on_what_a_notebook_prints_and_a_line_for_each_silence(
         relay.flush()
     finally:
         relay.release()
+
+
+def test_an_exported_notebook_keeps_each_bars_final_state_once(tmp_path):
+    """The kernel sends every redraw of a bar as its own output: merged and drawn as a terminal would, the bar reads
+    100% once, a bar that cleared itself is gone, and the prints and displays around them keep their order."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    cell = new_code_cell("work()")
+    cell.outputs = [
+        new_output("stream", name="stdout", text="starting\n"),
+        new_output("stream", name="stderr", text="\rCaching:   0%|          | 0/600"),
+        new_output("stream", name="stderr", text="\rCaching: 100%|##########| 600/600\n"),
+        new_output("display_data", data={"text/plain": "a table"}),
+        new_output("stream", name="stderr", text="\repoch 1/4:  50%|#####     | 6/12"),
+        new_output("stream", name="stderr", text="\r                                  \r"),
+        new_output("stream", name="stdout", text="epoch 1/4 done\n"),
+    ]
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(new_notebook(cells=[cell]), path)
+    run_all.settle_streams(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in outputs] == [
+        ("stream", "stdout", "starting\n"),
+        ("stream", "stderr", "Caching: 100%|##########| 600/600\n"),
+        ("display_data", None, None),
+        ("stream", "stdout", "epoch 1/4 done\n"),
+    ]

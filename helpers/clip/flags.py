@@ -192,7 +192,8 @@ def _unknown_message(variant: str, unknown: list[str]) -> str:
     own = [n for n, r in _registry().items() if not r.builtin]
     hint = (
         f" If {', '.join(map(repr, unknown))} is your own modification, run {STUDENT_CELL} first (it defines and registers "
-        "it; after a kernel restart it must run again), or, outside the notebooks, pass its .py file with --modification."
+        "it; after a kernel restart it must run again; `python -m helpers.run_all --set VARIANTS=...` runs that cell too, "
+        "so write it there), or, with `python -m helpers.train`, pass its .py file with --modification."
     )
     return (
         f"VARIANT={variant}: unknown variant(s) {unknown}. Use 'baseline', or names joined by '+' from the built-ins "

@@ -230,6 +230,7 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     manifest = b.load(paths.image_cache_dir / "manifest.json", "manifest")
     ablation = b.load(paths.artifacts_dir / "ablation" / "ablation.json", "ablation")
     runs = in_study_order(runs, main, ablation)
+    study, others = of_this_study(runs, main, ablation)
 
     trained_on = ((main.metrics or {}).get("data") or {}) if main else {}
     synthetic = synthetic_artifacts(paths.artifacts_dir) or bool(trained_on.get("synthetic"))
@@ -242,13 +243,15 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
         b.add(f"_Left out of this report: {problem}_", "")
     summary_section(b, main)
     data_section(b, paths, main, splits, manifest)
-    hyperparameters_section(b, runs, main)
-    hardware_section(b, runs)
+    if others:  # named once: the tables below describe this study's runs only
+        b.add(f"_Other runs in `runs/`, not part of this report: {', '.join(f'`{n}`' for n in others)}._", "")
+    hyperparameters_section(b, study, main)
+    hardware_section(b, study)
     b.add("## 5. The CLIP loss: intuition", "", *draft(LOSS_INTUITION))
     results_section(b, main)
     curves_section(b, main)
     qualitative_section(b, main)
-    observations_section(b, runs, main)
+    observations_section(b, study, main)
     ablation_section(b, paths, ablation)
     b.add("## 11. Reflection on LLM use", "", "> **Template: complete it yourself.** Answer each prompt; delete this line.", ">")
     b.add(*[f"> {line}" if line else ">" for line in REFLECTION.splitlines()], "")
@@ -262,6 +265,15 @@ SYNTHETIC_REPORT = (
     "that the pipeline runs, not how well a model retrieves, and they do not compare with the published rows. Do not "
     "hand them in as COCO results."
 )
+
+
+def of_this_study(runs: dict[str, RunArtifacts], main: RunArtifacts | None, ablation: dict[str, Any] | None,
+                  ) -> tuple[dict[str, RunArtifacts], list[str]]:  # fmt: skip
+    """The runs this report is about, in the report's order: the main run and the runs of the study it shows (the
+    newest ablation.json); and the names of every other run in the folder (stale or unrelated: named once, not tabled)."""
+    wanted = {main.run.name} if main else set()
+    wanted |= {str(o.get("run_name")) for o in (ablation or {}).get("runs") or []}
+    return {n: r for n, r in runs.items() if n in wanted}, [n for n in runs if n not in wanted]
 
 
 def in_study_order(runs: dict[str, RunArtifacts], main: RunArtifacts | None, ablation: dict[str, Any] | None) -> dict[str, RunArtifacts]:
