@@ -19,3 +19,8 @@ __version__ = "0.1.0"
 # The GitHub repository (owner/name): the one place the Colab badges and the bootstrap's clone URL come from
 # (tests/test_notebooks.py checks both). A fork changes it here, in the badges and in the bootstrap cell.
 REPOSITORY = "clip-coco-lab/clip-coco-lab"
+
+if __import__("os").environ.get("CLIP_LAB_HEADLESS") == "1":  # python -m helpers.run_all's kernels (core/progress.py):
+    from .core.progress import text_bars_when_headless  # text bars, whose exported state is their last, not a frozen 0%
+
+    text_bars_when_headless()

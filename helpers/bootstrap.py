@@ -37,9 +37,6 @@ def setup(project_dir: str | os.PathLike) -> None:
         (project_dir / INSTALLED_MARK).touch()
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
-    from helpers.core.progress import text_bars_when_headless
-
-    text_bars_when_headless()  # run_all's kernels: bars whose exported state is their last, not a frozen 0%
     # returns nothing: the cell's last line must not echo a value. A clone elsewhere is named; the usual case is one word
     print("helpers beside this notebook" if project_dir.absolute() == Path.cwd().absolute() else f"helpers from {project_dir}")
 

@@ -236,11 +236,13 @@ def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
         text = load_text_embeds(paths.text_embeds_path("train"))
     except (ArtifactError, OSError):
         return None
-    ids = [i for i in cache.image_ids if i in set(text["image_ids"].tolist())][: cfg.batch_size * (batches + 1)]
-    if len(ids) < 2 * cfg.batch_size:
+    captioned = set(text["image_ids"].tolist())
+    ids = [i for i in cache.image_ids if i in captioned][: cfg.batch_size * (batches + 1)]
+    batch = min(cfg.batch_size, len(ids) // 2)  # a batch larger than half the cache: timed on smaller batches (img/s)
+    if batch < 1:
         return None
     dataset = data_code(text).CocoCacheDataset(cache, text, ids, "train", cfg.seed)  # notebook 01's, as 01 ran it
-    loader = make_loader(dataset, cfg.batch_size, True, num_workers=cfg.num_workers)
+    loader = make_loader(dataset, batch, True, num_workers=cfg.num_workers)
     it = iter(loader)
     next(it)  # workers start
     t0, n = time.perf_counter(), 0
@@ -320,6 +322,19 @@ def diagnose(cfg: Config, paths: Paths, steps: int = 3, batch: int | None = None
     return Diagnosis(facts, timings, plan, warnings_for(facts, plan))
 
 
+def _at_least_one(text: str) -> int:
+    """``--steps``: a whole number of timed steps, 1 or more (0 would divide by zero, a negative predict nothing)."""
+    import argparse
+
+    try:
+        steps = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps {text}: give a whole number of training steps to time, e.g. --steps 3") from None
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"--steps {steps}: at least 1 training step must be timed (the default is 3)")
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -329,8 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check the machine and the caches, and predict the training time.")
     parser.add_argument("--config", default=None, help="a JSON config file (Config.save); default: the lab's defaults")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, values as JSON")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps")
+    parser.add_argument("--steps", type=_at_least_one, default=3, help="timed training steps (1 or more)")
+    parser.add_argument(
+        "--modification", action="append", default=[], metavar="FILE.py",
+        help="a .py file that registers your own modification (as python -m helpers.train takes it), loaded before the config",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    from .training.train import load_modification
+
+    for path in args.modification:
+        load_modification(path)
     overrides = config_mod.parse_sets(args.set)
     cfg = config_mod.load(args.config, **overrides) if args.config else config_mod.from_params(overrides)
     paths = env.resolve_paths(cfg)

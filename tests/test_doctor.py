@@ -133,3 +133,46 @@ def test_a_tiny_runs_plan_scales_preparation_to_its_data_and_prints_a_figure_tha
     assert all(not re.search(r"(\d+:\d\d)-\1\b", text) for text in rows.values()), rows  # no "0:01-0:01"
     assert doctor._span((0.001, 0.0005)) == "under 1 s" and doctor._span((2.0, 1.0)) == "1:00-2:00"
     assert "prep of all of COCO 2014" in " ".join(dict(doctor.plan_rows(coco)))
+
+
+def test_the_doctors_suggestions_take_a_bounded_number_of_plans_whatever_epochs_is():
+    """EPOCHS=1,000,000 on a T4: the suggestion of the most EPOCHS that fit is found in ~log2(EPOCHS) plans (one plan per
+    smaller EPOCHS was quadratic: the doctor hung), and it is the right one (one more would not fit)."""
+    values = config.from_params(EPOCHS=1_000_000).to_dict()
+    rates = budget.Rates("Tesla T4", {224: 425.0})
+    current = budget.plan(values, ["head_ln"], rates, COCO["train_images"], COCO["val_images"], suggest=False)
+    plans = []
+
+    def replan(settings, variants):
+        plans.append(settings["epochs"])
+        return budget.plan(settings, variants, rates, COCO["train_images"], COCO["val_images"], suggest=False)
+
+    advice = dict(budget.suggestions(values, ["head_ln"], current, replan))
+    assert len(plans) <= 25, len(plans)
+    epochs = int(next(k for k in advice if k.startswith("EPOCHS=")).split("=")[1])
+    assert replan({**values, "epochs": epochs}, ["head_ln"]).fits() and not replan({**values, "epochs": epochs + 1}, ["head_ln"]).fits()
+
+
+@pytest.mark.parametrize("steps", ["0", "-2", "three"])
+def test_the_doctor_refuses_a_step_count_that_times_nothing(steps, capsys):
+    with pytest.raises(SystemExit):
+        doctor.main(["--steps", steps])
+    err = capsys.readouterr().err
+    assert ("give a whole number" if steps == "three" else "at least 1 training step must be timed") in err
+
+
+def test_the_doctor_takes_modification_and_times_the_loader_for_any_batch(workspace, tmp_path, capsys):
+    """``--modification mine.py`` as helpers.train takes it (the variant is known to the plan), and a batch larger than
+    half the cache still gets a loader figure (smaller batches), not "no cache"."""
+    cfg, paths = workspace
+    mine = tmp_path / "doctor_mine.py"
+    mine.write_text(
+        "from torch import nn\nfrom helpers.clip.variants import register\n\n\n"
+        "def wide(in_dim, hidden_dim, embed_dim):\n    return nn.Sequential(nn.Linear(in_dim, embed_dim))\n\n\n"
+        "register('doctor_wide', changes='a linear head', why='a test', head=wide)\n"
+    )
+    config_file = cfg.replace(variant="doctor_wide", batch_size=200).save(tmp_path / "run.json")  # 320 cached: > half
+    assert doctor.main(["--config", str(config_file), "--steps", "1", "--modification", str(mine)]) == 0
+    out = capsys.readouterr().out
+    assert "predicted: this run" in out and "| loader | no cache |" not in out
+    assert doctor.time_loader(cfg.replace(batch_size=10_000), paths) > 0  # any batch, however large

@@ -231,14 +231,31 @@ def test_the_report_never_shows_figures_metrics_or_ablation_rows_of_an_earlier_m
     fresh = report.build_report(paths, "r").path.read_text()
     assert "r_text_queries.png" in fresh and "Recall@K change against the baseline" in fresh  # all current: all shown
     assert "best epoch **1** of 1" in fresh
-    for record in (result.data.run.eval_json("test"), paths.artifacts_dir / "ablation" / "ablation.json"):  # edited by hand
+    records = [result.data.run.eval_json("test"), paths.artifacts_dir / "ablation" / "ablation.json"]
+    for record, unsealed in ((r, u) for r in records for u in (False, True)):  # edited by hand; edited with its seal removed
         original = record.read_text()
         edited = json.loads(original)
         (edited["metrics"] if "metrics" in edited else edited["table"]["baseline"])["i2t_R@1"] = 0.999
+        if unsealed:
+            del edited["seal"]  # no seal is no proof: treated exactly like a broken one
         record.write_text(json.dumps(edited))
         text = report.build_report(paths, "r").path.read_text()
         assert "99.9" not in text and f"{record.name} was edited after it was written" in text, record.name  # never shown
         record.write_text(original)
+    for name, read in (("metrics.json", runs.load_metrics), ("history.json", runs.load_history)):  # the run's own records
+        path = result.data.run.path / name
+        original = path.read_text()
+        unsealed = json.loads(original)
+        del unsealed["seal"]
+        unsealed["epochs" if name == "metrics.json" else "run_name"] = 99 if name == "metrics.json" else "another"
+        path.write_text(json.dumps(unsealed))
+        if name == "metrics.json":
+            with pytest.raises(runs.StaleArtifact, match="edited after it was written \\(or its seal removed\\)"):
+                read(result.data.run)
+        else:
+            with pytest.warns(UserWarning, match="edited after it was written \\(or its seal removed\\): rewritten"):
+                assert read(result.data.run)["run_name"] == "r"  # rewritten from the checkpoint, not believed
+        path.write_text(original)
 
     def killed_after_the_checkpoint(trainer):  # the session dies after epoch 2's checkpoint, before metrics.json
         raise KeyboardInterrupt
@@ -379,13 +396,12 @@ def test_a_summary_that_is_not_the_checkpoints_own_is_noticed_and_written_again_
 
 
 def test_weights_of_another_run_in_the_folder_and_an_edited_history_are_noticed(chain):
-    from helpers.core.artifacts import StaleArtifact
 
     cfg, paths = chain
     other = quiet(cfg.replace(run_name="other", seed=5), paths)  # another run of the same settings, another seed
     run = runs.RunDir(paths.runs_dir / "r")
     shutil.copy2(other.run_dir / "best.pt", run.best)  # its weights copied over r's
-    with pytest.raises(StaleArtifact, match="describes another model than"):
+    with pytest.raises(ArtifactError, match=r"best\.pt is not this run's best epoch"):  # the weights file against the run's
         evaluate.evaluate(cfg.replace(eval_split="test"), paths, device="cpu", progress=False)  # 03 never scores them as r
     with pytest.raises(ArtifactError, match=r"best\.pt is not this run's best epoch .* copied in or restored from elsewhere"):
         quiet(cfg, paths)  # 02 never reuses them as r
@@ -394,7 +410,8 @@ def test_weights_of_another_run_in_the_folder_and_an_edited_history_are_noticed(
     history = json.loads(run.history.read_text())
     history["epochs"][0]["val_rsum"] = 5.99  # a better curve, typed in
     run.history.write_text(json.dumps(history))
-    with pytest.warns(UserWarning, match="history.json was edited after it was written: rewritten from checkpoint.pt"):
+    edited = r"history.json was edited after it was written \(or its seal removed\): rewritten from checkpoint.pt"
+    with pytest.warns(UserWarning, match=edited):
         assert runs.load_history(run)["epochs"][0]["val_rsum"] != 5.99  # the report's curves come from the checkpoint
 
 

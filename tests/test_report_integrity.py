@@ -100,3 +100,25 @@ def test_saved_figures_carry_the_run_name(tmp_path):
     ax.plot([0, 1])
     path = save_figure(fig, tmp_path / "runs" / "my-run" / "f.png")
     assert any(t.get_text() == "run my-run" for t in fig.texts) and Image.open(path).size[0] > 0
+
+
+def test_another_runs_best_pt_is_refused_by_03_and_02_also_without_metrics_json(trained, tmp_path):
+    """best.pt copied in from another run and metrics.json gone: 03 does not score the foreign weights as this run,
+    and 02 writes no summary for them (the check is the weights file against the run's own checkpoint)."""
+    from helpers.core.artifacts import ArtifactError
+    from helpers.core.env import Paths
+
+    cfg, paths, _ = trained
+    art = shutil.copytree(paths.artifacts_dir, tmp_path / "art", ignore=shutil.ignore_patterns("figures_*", "eval_*"))
+    copy = Paths.for_artifacts(art)
+    mine = cfg.replace(artifacts_dir=str(art))
+    other = mine.replace(epochs=1, max_steps_per_epoch=2, run_name="other", seed=7)
+    train.train(other, copy, progress=False, log=lambda m: None)
+    run = art / "runs" / "shared"
+    shutil.copy(art / "runs" / "other" / "best.pt", run / "best.pt")
+    (run / "metrics.json").unlink()
+    with pytest.raises(ArtifactError, match="best.pt is not this run's best epoch .*copied in or restored from elsewhere"):
+        evaluate.evaluate(mine, copy, device="cpu", progress=False)
+    with pytest.raises(ArtifactError, match="best.pt is not this run's best epoch"):
+        train.train(mine, copy, progress=False, log=lambda m: None)
+    assert not (run / "metrics.json").exists() and not (run / "eval_test.json").exists()

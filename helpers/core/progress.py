@@ -17,7 +17,7 @@ HEADLESS = "CLIP_LAB_HEADLESS"
 
 def text_bars_when_headless() -> bool:
     """In a headless kernel, make ``tqdm.auto.tqdm`` the text bar (redrawn at most every 5 s, so the saved stream stays
-    short); returns whether it did. Called by the setup cell (helpers.bootstrap.setup), before any bar is made."""
+    short); returns whether it did. Called when ``helpers`` is first imported (the setup cell), before any bar."""
     if os.environ.get(HEADLESS) != "1":
         return False
     import tqdm.auto

@@ -22,7 +22,7 @@ from torch import nn
 from ..clip.embed import encode_images
 from ..clip.metrics import RECALL_KEYS, fold_metrics, retrieval_metrics
 from ..core import markdown
-from ..core.artifacts import load_json
+from ..core.artifacts import load_json, load_torch
 from ..core.config import Config, TrainingDiverged, divergence_advice
 from ..core.env import Paths
 from ..core.lab import EVALUATION
@@ -31,7 +31,7 @@ from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import data_code, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
-from ..store.runs import RunDir, find_run, load_metrics, load_trained, seal, start_figures, weights_sha256
+from ..store.runs import RunDir, check_own_best, find_run, load_metrics, load_trained, seal, start_figures, weights_sha256
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,8 @@ def split_image_ids(splits: Splits, split: str, cache: ImageCache, trained: set[
 def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     run = find_run(cfg, paths)
     ckpt_path = run.weights
+    if run.best.exists() and run.checkpoint.exists():  # best.pt is this run's best epoch, metrics.json or not
+        check_own_best(run, load_torch(run.checkpoint, "checkpoint"))
     if run.is_finished():
         load_metrics(run)  # best.pt is the one the run's own summary describes (not copied in), and the summary unedited
     model, state = load_trained(ckpt_path, device)

@@ -243,21 +243,31 @@ def write_best(run: RunDir, saved: dict[str, Any], record: dict[str, Any], paths
     save_checkpoint({**{k: saved[k] for k in keys}, "epoch": record["epoch"], "val": record}, run.best, paths)
 
 
+def check_own_best(run: RunDir, saved: dict[str, Any]) -> None:
+    """``best.pt``, when there is one, is this run's best epoch: its identity is the checkpoint's and its epoch and val
+    record are the best of the checkpoint's history. A best.pt copied in from another run, or restored from an older
+    version, is refused on every read (02 resuming or finishing, 03 scoring), with or without a metrics.json."""
+    if not run.best.exists():
+        return
+    kept = load_torch(run.best, "best")
+    best = best_record(saved["history"]) if saved.get("history") else None
+    if kept.get("identity") == saved.get("identity") and kept.get("epoch") == saved.get("epoch", 0) + 1:
+        return  # the next epoch's best, written just before a checkpoint that never landed: that epoch trains again
+    if kept.get("identity") != saved.get("identity") or best is None or kept.get("epoch") != best["epoch"] or kept.get("val") != best:
+        raise ArtifactError(
+            f"{run.best} is not this run's best epoch (its settings or epoch record differ from {run.checkpoint.name}'s: "
+            f"epoch {kept.get('epoch')} vs {best['epoch'] if best else 'none yet'}): it was copied in or restored from "
+            f"elsewhere. Delete it and re-run 02_train_clip.ipynb: it is rewritten when the last epoch was the best, else "
+            f"retrain with FORCE_RETRAIN=True (RUN_NAME={run.name!r})."
+        )
+
+
 def repair_finished(run: RunDir, saved: dict[str, Any], paths: Paths) -> list[str]:
     """A finished run whose best.pt or config.json is gone or damaged: rebuilt from its checkpoint ``saved`` (the
     source of truth), or a clear error when the best epoch's weights are lost. A metrics.json that is not the
     checkpoint's summary (:func:`metrics_belong`) is removed, for the trainer to write again. Returns the events to log."""
     events = []
-    if run.best.exists():  # the weights in the folder are this run's: best.pt of another run (copied over) is refused
-        kept = load_torch(run.best, "best")
-        best = best_record(saved["history"])
-        if kept.get("identity") != saved.get("identity") or kept.get("epoch") != best["epoch"] or kept.get("val") != best:
-            raise ArtifactError(
-                f"{run.best} is not this run's best epoch (its settings or epoch record differ from {run.checkpoint.name}'s: "
-                f"epoch {kept.get('epoch')} vs {best['epoch']}): it was copied in or restored from elsewhere. Delete it "
-                f"and re-run 02_train_clip.ipynb: it is rewritten when the last epoch was the best, else retrain with "
-                f"FORCE_RETRAIN=True (RUN_NAME={run.name!r})."
-            )
+    check_own_best(run, saved)
     if not run.best.exists():
         best = best_record(saved["history"])
         if best["epoch"] != saved["epoch"]:
@@ -339,9 +349,9 @@ def load_history(run: RunDir | str | os.PathLike) -> dict[str, Any]:
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     try:
         record = load_json(run.history, "history")
-        if "seal" not in record or is_sealed(record):
+        if is_sealed(record):
             return record
-        problem = "edited after it was written"
+        problem = "edited after it was written (or its seal removed)"
         if not run.checkpoint.exists():
             raise StaleArtifact(f"{run.history} was {problem}, and there is no {CHECKPOINT} to write it again from")
     except ArtifactError as exc:
@@ -364,9 +374,9 @@ def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     path = run.eval_json(split)
     record = load_json(path, "eval")
-    if "seal" in record and not is_sealed(record):
+    if not is_sealed(record):  # a record without its seal is one whose seal was removed: believed no more than an edit
         raise StaleArtifact(
-            f"{path} was edited after it was written: its figures are not shown. Re-run 03_evaluate_clip.ipynb with "
+            f"{path} was edited after it was written (or its seal removed): its figures are not shown. Re-run 03_evaluate_clip.ipynb with "
             f"RUN_NAME={run.name!r} and EVAL_SPLIT={split!r}."
         )
     if not scores_current_weights(run, record["checkpoint"]):
@@ -437,7 +447,10 @@ def seal(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_sealed(record: dict[str, Any]) -> bool:
-    return record.get("seal") == digest({k: v for k, v in record.items() if k != "seal"})
+    """Whether ``record`` carries its seal and the seal matches the rest. A record without one is not sealed: every
+    record the kit writes is sealed, so a missing seal means a tool or a hand removed it. The seal guards against
+    accidents (an edit, a merge, a file from elsewhere), not a person forging on purpose (docs/artifacts.md)."""
+    return "seal" in record and record.get("seal") == digest({k: v for k, v in record.items() if k != "seal"})
 
 
 def metrics_belong(record: dict[str, Any], saved: dict[str, Any], best: Path) -> str | None:
@@ -458,9 +471,10 @@ def metrics_belong(record: dict[str, Any], saved: dict[str, Any], best: Path) ->
 def load_metrics(run: RunDir) -> dict[str, Any]:
     """``metrics.json`` of a finished run, *only* if it describes the run's current ``best.pt`` and was not edited."""
     record = load_json(run.metrics, "metrics")
-    if "seal" in record and not is_sealed(record):
+    if not is_sealed(record):  # no seal at all reads as an edit too
         raise StaleArtifact(
-            f"{run.metrics} was edited after it was written: not shown. Re-run 02_train_clip.ipynb with RUN_NAME={run.name!r}: "
+            f"{run.metrics} was edited after it was written (or its seal removed): not shown. "
+            f"Re-run 02_train_clip.ipynb with RUN_NAME={run.name!r}: "
             "it writes the summary again from the checkpoint."
         )
     if record.get("best_sha256") != weights_sha256(run.best):

@@ -537,9 +537,10 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
         return
     from .ablation import in_order, kept_studies, table_markdown
 
-    if "seal" in ablation and not is_sealed(ablation):
+    if not is_sealed(ablation):  # edited, or its seal removed
         problem = (
-            f"{paths.artifacts_dir / 'ablation' / 'ablation.json'} was edited after it was written: its figures are not shown. "
+            f"{paths.artifacts_dir / 'ablation' / 'ablation.json'} was edited after it was written (or its seal removed): "
+            "its figures are not shown. "
             "Re-run 04_ablation.ipynb (finished runs are reused: it only writes the comparison again)."
         )
         b.missing.append(problem)

@@ -22,6 +22,7 @@ that is an upper bound, not measured on a T4.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,12 +174,12 @@ def run_cost(name: str, settings: dict[str, Any], train_images: int, val_images:
     epochs, sizes, image_size = int(settings["epochs"]), list(settings.get("train_sizes") or []), int(settings["image_size"])
     (t4_slow, t4_fast), _ = t4_rate_at_size(rates, image_size)
 
+    epochs_at = Counter(sizes[:epochs])  # epochs per training size: a sum over sizes, not a loop over every epoch
+    epochs_at[image_size] += max(0, epochs - len(sizes))  # after the schedule: the cached size
+
     def minutes(rate_at: Any, loader: float | None) -> float:
-        total = 0.0
-        for epoch in range(epochs):
-            rate = rate_at(resolution.size_at(epoch, sizes, image_size))
-            total += train_images / min(rate, loader or math.inf) + val_images / (3 * rate_at(image_size))
-        return total / 60
+        training = sum(n * train_images / min(rate_at(size), loader or math.inf) for size, n in epochs_at.items())
+        return (training + epochs * val_images / (3 * rate_at(image_size))) / 60
 
     def t4(rate: float) -> Any:
         return lambda size: rate * (image_size / size) ** 2  # compute-bound: the pixel ratio
@@ -234,11 +235,16 @@ def suggestions(settings: dict[str, Any], variants: Sequence[str], current: Plan
         if schedule:
             trial = replan({**settings, "train_sizes": schedule}, variants)
             out.append((f"TRAIN_SIZES={schedule} (the resolution schedule) in 02 and 04", trial.lab_t4_minutes))
-    for epochs in range(int(settings["epochs"]) - 1, 0, -1):
-        trial = replan({**settings, "epochs": epochs}, variants)
+    low, high, found = 1, int(settings["epochs"]) - 1, None  # the most EPOCHS that fit: fewer epochs never cost more,
+    while low <= high:  # so a binary search, ~log2(EPOCHS) plans (a plan per smaller EPOCHS was quadratic: it hung)
+        middle = (low + high) // 2
+        trial = replan({**settings, "epochs": middle}, variants)
         if trial.fits():
-            out.append((f"EPOCHS={epochs}", trial.lab_t4_minutes))
-            break
+            found, low = (middle, trial), middle + 1
+        else:
+            high = middle - 1
+    if found:
+        out.append((f"EPOCHS={found[0]}", found[1].lab_t4_minutes))
     if len(variants) > 1:
         first = [current.variants[0].name]  # the cheapest
         out.append((f"VARIANTS={first!r} (one modification)", replan(settings, first).lab_t4_minutes))

@@ -42,6 +42,7 @@ from ..store.runs import (
     SELECTION_METRIC,
     TrainResult,
     best_record,
+    check_own_best,
     check_same_run,
     load_history,
     repair_finished,
@@ -171,6 +172,7 @@ class Trainer:
         saved = load_torch(self.run.checkpoint, "checkpoint")
         check_same_run(self.run, saved, self.identity, self.inputs, self.paths)
         check_same_architecture(saved["arch"], self.arch, str(self.run.checkpoint))
+        check_own_best(self.run, saved)  # a best.pt from elsewhere never gets a summary, whatever metrics.json says
         self.state = self.new_state(saved["batch_size"], saved["lr"], pretrained=False).restore(saved, self.run.checkpoint)
         done = saved["epoch"]
         if done >= self.cfg.epochs and self.run.metrics.exists():
