@@ -57,6 +57,21 @@ def test_from_notebook_takes_uppercase_globals_only():
         config.from_notebook({"EPOCHZ": 2})
 
 
+def test_a_code_cells_own_constants_are_not_settings_and_a_parameter_anywhere_still_is():
+    """A kernel's history (IPython's ``In``): the parameters cell, then a modification cell that defines a class and
+    assigns ``BIAS`` and imports ``F``. ``BIAS`` is the code's, not an unknown setting; ``EPOCHS`` written in that cell
+    is still the setting (never dropped silently); a misspelt parameter in the parameters cell is still refused."""
+    parameters = "EPOCHS = 2\nSEED = 7\n"
+    modification = "import torch.nn.functional as F\nBIAS = -10.0\nEPOCHS = 3\n\n\nclass Head:\n    pass\n"
+    ns = {"In": ["", parameters, modification], "EPOCHS": 3, "SEED": 7, "BIAS": -10.0, "F": json}
+    cfg = config.from_notebook(ns)
+    assert (cfg.epochs, cfg.seed) == (3, 7)
+    with pytest.raises(ConfigError, match="BIAS"):  # the same name in a cell of assignments only: a misspelt setting
+        config.from_notebook({"In": ["", parameters + "BIAS = 1\n"], "EPOCHS": 2, "BIAS": 1})
+    with pytest.raises(ConfigError, match="EPOCHZ"):
+        config.from_notebook({"In": ["", "EPOCHZ = 2\n", modification], "EPOCHZ": 2})
+
+
 def test_json_round_trip(tmp_path):
     cfg = config.from_params(EPOCHS=3, QUERIES=["a cat"], TRAIN_IMAGES=None, ARTIFACTS_DIR=tmp_path)
     path = cfg.save(tmp_path / "cfg.json")

@@ -125,6 +125,53 @@ def test_a_students_source_is_part_of_the_run_identity(registered, workspace):
     assert "variant_code" not in run_identity(cfg)  # built-ins: the kit's code, not a digest
 
 
+def _run_cell(text: str, cell: str) -> dict:
+    """Execute ``text`` as a notebook kernel runs a cell: compiled under a file name whose lines linecache holds."""
+    import linecache
+
+    filename = f"<ipython-input-{cell}>"
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(text, filename, "exec"), namespace)
+    return namespace
+
+
+STUDENT_CELL = """
+from torch import nn
+from helpers.clip.variants import register
+
+SCALE = {scale}  # a module-level constant: outside the class, inside the cell
+
+
+class ScaledHead(nn.Module):
+    def __init__(self, in_dim, hidden_dim, embed_dim):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, embed_dim)
+
+    def forward(self, features):
+        return SCALE * self.linear(features)
+
+
+mine = register("cellwide", changes="head: a scaled Linear", why="a test", head=ScaledHead)
+"""
+
+
+def test_the_whole_cell_of_a_students_modification_is_its_identity(workspace):
+    """A number outside the class (a module-level constant) changed in the cell: a new run, not the old one reused."""
+    cfg, _ = workspace
+    try:
+        _run_cell(STUDENT_CELL.format(scale=0.5), "a")
+        asked = config.from_params({**cfg.to_dict(), "variant": "cellwide"})
+        first, code = runs.run_name_for(asked), flags.record("cellwide").source
+        _run_cell(STUDENT_CELL.format(scale=0.5), "b")  # the same cell run again: the same run
+        assert runs.run_name_for(asked) == first
+        _run_cell(STUDENT_CELL.format(scale=0.25), "c")
+        assert flags.record("cellwide").source == code  # the class reads the same ...
+        assert runs.run_name_for(asked) != first  # ... but the cell differs: another run
+    finally:
+        flags.unregister("cellwide")
+
+
 def test_a_kernel_without_the_students_cell_names_the_cell_to_run():
     code = "from helpers.clip import identity; from helpers.core import config; identity.run_identity(config.from_params(VARIANT='mine'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -117,7 +117,8 @@ def register(name: str, changes: str, why: str, *, code: tuple[Any, ...] | None 
     source = "\n\n".join(source_of(obj) for obj in shown)
     if not record.combines and not source.strip():
         raise ValueError(f"Variant record {name!r}: no code to show (code=... names the functions and classes it runs)")
-    record = dataclasses.replace(record, code=shown, source=source, source_digest=hashlib.sha256(source.encode()).hexdigest()[:16])
+    identity = source if builtin else "\n\n".join([source, *defining_texts(shown)])  # a student's: the whole cell or file
+    record = dataclasses.replace(record, code=shown, source=source, source_digest=hashlib.sha256(identity.encode()).hexdigest()[:16])
     existing = _REGISTRY.get(name)
     if existing is not None and (existing.builtin or builtin):
         raise ValueError(f"A variant named {name!r} exists already (built in): pick another name for your modification")
@@ -152,6 +153,28 @@ def _check_record(record: Variant) -> None:
         raise ValueError(f"{where}: a loss needs loss_text=... (the report's loss row)")
     if record.negatives is not None and not record.negatives_text:
         raise ValueError(f"{where}: extra negatives need negatives_text=... (the report's loss row)")
+
+
+def defining_texts(objects: tuple[Any, ...]) -> list[str]:
+    """The whole text of each notebook cell or .py file that defines ``objects`` (once each, in order): a student's
+    modification is identified by all of it, so a module-level constant, a closure's argument or a helper it calls
+    changed there is a new run, never a silent reuse of the old one."""
+    texts: list[str] = []
+    for obj in objects:
+        if isinstance(obj, LabHook):
+            continue  # a lab cell: identified by its own text (student_sources)
+        codes = [getattr(obj, "__code__", None)]
+        if isinstance(obj, type):
+            codes += [getattr(getattr(m, "__func__", m), "__code__", None) for m in vars(obj).values()]
+        files = [c.co_filename for c in codes if c is not None]
+        try:
+            files.append(inspect.getsourcefile(obj) or "")
+        except TypeError:
+            pass
+        text = next(("".join(lines) for f in files if f and (lines := linecache.getlines(f))), "")
+        if text and text not in texts:
+            texts.append(text)
+    return texts
 
 
 def source_of(obj: Any) -> str:

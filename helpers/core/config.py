@@ -170,7 +170,29 @@ def from_notebook(namespace: dict[str, Any]) -> Config:
     with ``-p``) is reported instead of silently ignored.
     """
     lab = LabCode.from_kernel(namespace)
-    return with_lab(from_params(notebook_params(namespace, code=lab.binds())), lab)
+    return with_lab(from_params(notebook_params(namespace, code={*lab.binds(), *code_constants(namespace)})), lab)
+
+
+def code_constants(namespace: dict[str, Any]) -> set[str]:
+    """UPPERCASE names that a code cell of this kernel assigns (a cell that defines a function or a class: the student's
+    modification or step, say ``BIAS = -10.0``), that are no parameter: the code's own constants, not settings. The
+    kernel's cell history (IPython's ``In``) says which cell assigned what; a parameter name (``EPOCHS``) stays a
+    setting wherever it is written, so no setting is ever dropped silently."""
+    import ast
+
+    parameters = {name.upper() for name in FIELD_NAMES}
+    out: set[str] = set()
+    for text in namespace.get("In") or []:
+        try:
+            body = ast.parse(text).body if isinstance(text, str) else []
+        except SyntaxError:  # IPython magics and the like
+            continue
+        if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for node in body):
+            continue
+        for node in body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            out |= {t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper() and t.id not in parameters}
+    return out
 
 
 def with_lab(cfg: Config, lab: LabCode) -> Config:
