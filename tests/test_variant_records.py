@@ -307,3 +307,31 @@ def test_a_students_modification_resumes_after_sigkill_to_the_same_state(workspa
     finally:
         flags.unregister("gated")
         flags.unregister("smoothed")
+
+
+def per_pair_loss(image_features, text_features, logit_scale, negatives=None):
+    """A student's slip: the per-pair losses, not their mean."""
+    return 1 - (image_features.float() * text_features.float()).sum(dim=-1)
+
+
+class TooNarrowHead(nn.Module):
+    def __init__(self, in_dim, hidden_dim, embed_dim):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, embed_dim // 2)
+
+    def forward(self, features):
+        return self.linear(features)
+
+
+def test_a_students_loss_or_head_that_returns_the_wrong_shape_is_named_not_a_torch_traceback(registered, workspace):
+    from helpers.training.assemble import YourCodeError
+
+    cfg, paths = workspace
+    registered("perpair", "loss: per pair", "a test", loss=per_pair_loss, loss_text="per-pair")
+    registered("narrow", "head: too narrow", "a test", head=TooNarrowHead)
+    short = dict(epochs=1, max_steps_per_epoch=1, run_name=None)
+    with pytest.raises(YourCodeError, match=r"Your loss `per_pair_loss` .* returned a tensor of shape \(32,\) .*one floating-point"):
+        train.train(cfg.replace(variant="perpair", **short), paths, progress=False, log=lambda m: None)
+    narrow = r"returned a tensor of shape \(32, 32\) .* caption embeddings are a tensor of shape \(32, 64\)"
+    with pytest.raises(YourCodeError, match=narrow):
+        train.train(cfg.replace(variant="narrow", **short), paths, progress=False, log=lambda m: None)

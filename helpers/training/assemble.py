@@ -32,9 +32,49 @@ class RunParts:
     step_fn: Callable[..., tuple[float, torch.Tensor]]  # notebook 02's training_step
 
 
+class YourCodeError(RuntimeError):
+    """The lab's code as the student wrote it (a notebook cell, a modification) returned something the run cannot use:
+    the message names the cell and what came back, instead of an error from deep inside torch."""
+
+
 def loss_and_step(cfg: Config, variant: Recipe) -> tuple[Callable[..., torch.Tensor], Callable[..., Any]]:
-    """The run's loss (a modification's, or notebook 02's ``clip_loss``) and its step (02's ``training_step``)."""
-    return variant.single("loss") or cfg.lab.clip_loss, cfg.lab.training_step
+    """The run's loss (a modification's, or notebook 02's ``clip_loss``) and its step (02's ``training_step``), the loss
+    checked on its first call (:func:`checked_loss`)."""
+    own = variant.single("loss")
+    where = (f"your loss `{getattr(own, '__name__', own)}` (the modification's record, registered in its cell)" if own
+             else "the loss of notebook 02's cell `clip-loss`")  # fmt: skip
+    return checked_loss(own or cfg.lab.clip_loss, where), cfg.lab.training_step
+
+
+def _shape(value: Any) -> str:
+    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
+
+
+def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str) -> Callable[..., torch.Tensor]:
+    """``loss_fn``, whose first call checks what reaches it and what it returns: image features as wide as the caption
+    embeddings, one per caption (else the head or model cell is named), and one floating-point number back (else the
+    loss is named, with what it returned). Later calls pass straight through."""
+    checked = False
+
+    def loss(image_features: Any, text_features: Any, logit_scale: Any, negatives: Any = None) -> torch.Tensor:
+        nonlocal checked
+        if not checked and (not torch.is_tensor(image_features) or image_features.shape != text_features.shape):
+            raise YourCodeError(
+                f"The image model returned {_shape(image_features)} for a batch whose caption embeddings are "
+                f"{_shape(text_features)}: check your head or model (notebook 02's cells `projection-head` and `image-model`, "
+                "or your modification's head): it must return one feature per image, as wide as the caption embeddings."
+            )
+        out = loss_fn(image_features, text_features, logit_scale, negatives)
+        if not checked:
+            if not torch.is_tensor(out) or out.numel() != 1 or not out.is_floating_point():
+                raise YourCodeError(f"{where[0].upper()}{where[1:]} returned {_shape(out)}: a loss is one floating-point number "
+                                    "(a 0-dim tensor, e.g. the mean over the batch), from which the step computes gradients.")  # fmt: skip
+            checked = True
+        return out
+
+    loss.__name__ = getattr(loss_fn, "__name__", "loss")
+    loss.__wrapped__ = loss_fn  # type: ignore[attr-defined]
+    return loss
 
 
 def assemble(cfg: Config, variant: Recipe, arch: dict[str, Any], device: torch.device, lr: float, amp_dtype: torch.dtype | None,
