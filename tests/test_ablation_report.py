@@ -149,7 +149,7 @@ def test_hyperparameters_show_what_each_run_used_main_run_first_and_only_what_ap
     header = next(line for line in section.splitlines() if line.startswith("| setting"))
     assert header.index("`shared`") < header.index("`aa-other`") < header.index("`zz-bank`")  # main run, then baselines
     assert "`stale`" not in header and "`augment-s0`" not in header  # the runs of this study only
-    assert text.count("`stale`") == 1 and "Other runs in `runs/`, not part of this report: `augment-s0`, `stale`" in text
+    assert text.count("`stale`") == 1 and "Other runs in `runs/`, not part of this report: `augment-s0` (finished), `stale` (" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
     assert rows["bank size"].endswith("| — | — | 32,768 |")  # only the bank run has a bank
     assert "learned, from 0.07" in rows["temperature τ"] and "0.07 (fixed)" in rows["temperature τ"]

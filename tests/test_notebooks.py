@@ -202,9 +202,10 @@ def test_an_edit_to_02s_loss_cell_is_a_new_run_that_trains_with_it(nb01):
         assert first[1] == pytest.approx(2 * first[0], rel=1e-4)  # the same first batch and weights: twice the loss
         from helpers.study import report
 
-        written = report.build_report(Path(params["ARTIFACTS_DIR"])).path.read_text()  # the report shows the code that trained
-        assert "edited: `clip-loss` (02)" in written and "as in the notebooks" in written  # the doubled run, the lab's run
+        written = report.build_report(Path(params["ARTIFACTS_DIR"]), new[0].name).path.read_text()  # the code that trained
+        assert "edited: `clip-loss` (02)" in written  # the doubled run, its hyperparameters row
         assert "### The lab cells you edited" in written and "return 2 * 0.5 * (" in written
+        assert f"`{lab_run.name}` (finished)" in written.split("## 3.", 1)[0]  # the lab's run: not of this report, named once
     finally:  # the newest baseline run otherwise: 04 would take its settings in the next test, whether this one passed or not
         for run in set(runs_dir.glob("*")) - before:
             shutil.rmtree(run)
@@ -261,7 +262,8 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
         edited = run_notebook("03_evaluate_clip.ipynb", out / "nb03-edited", source=out / "03_edited.ipynb", EVAL_SPLIT="val",
                               ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline",
                               NUM_WORKERS=0)  # fmt: skip
-        assert re.search(r"\| this run \(nb-baseline\) \| val: \d+ images \|( 100\.0 \|){6} 600\.0 \|", _text(edited))
+        table_row = r"\| this run \(nb-baseline\) \| val: \d+ SYNTHETIC images \(not COCO\) \|( 100\.0 \|){6} 600\.0 \|"
+        assert re.search(table_row, _text(edited))  # the synthetic data said in the row itself
         record = json.loads((run / "eval_val.json").read_text())
         assert list(record["lab_code"]["edited"]) == ["03:recall-at-k"] and record["lab_code"]["digest"] != scored["lab_code"]["digest"]
     finally:
@@ -298,6 +300,7 @@ def test_notebooks_04_and_05_ablation_and_report(nb01):
             "epochs": {"base": 2, "here": 1, "not_held_by": {}},  # held by every row: none reused otherwise
             "max_steps_per_epoch": {"base": None, "here": 3, "not_held_by": {}},
         },
+        "synthetic": True,  # the generator's data: 04's table says so
     }
     for outcome in summary["runs"]:
         trained = json.loads((art / "runs" / outcome["run_name"] / "config.json").read_text())

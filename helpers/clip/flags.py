@@ -169,7 +169,7 @@ def defining_texts(objects: tuple[Any, ...]) -> list[str]:
         files = [c.co_filename for c in codes if c is not None]
         try:
             files.append(inspect.getsourcefile(obj) or "")
-        except TypeError:
+        except (TypeError, OSError):  # a class of a notebook cell: its module __main__ has no file (its methods say)
             pass
         text = next(("".join(lines) for f in files if f and (lines := linecache.getlines(f))), "")
         if text and text not in texts:

@@ -136,6 +136,19 @@ class RunArtifacts:
         figures = b.lenient(load_figures, run, "test")
         return cls(run, config, metrics, b.lenient(load_history, run), b.lenient(load_eval, run, "test"), figures)
 
+    def status(self) -> str:
+        """The run in a few words for the report's note: finished, unfinished (epochs done of those asked), or failed
+        before its first epoch finished (no history at all)."""
+        if self.metrics:
+            return "finished"
+        done = len((self.history or {}).get("epochs") or [])
+        asked = (self.config or {}).get("epochs")
+        if done and asked and done >= asked:
+            return f"all {asked} epochs trained, no summary yet: re-run the notebook that trained it to finish it"
+        if done:
+            return f"unfinished: {done} of {asked} epochs" if asked else f"unfinished: {done} epoch(s)"
+        return "failed or stopped before its first epoch ended"
+
 
 LOSS_TOLERANCE = 1e-3  # relative: a validation loss within 0.1% of its minimum has not "risen"
 
@@ -244,7 +257,7 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     summary_section(b, main)
     data_section(b, paths, main, splits, manifest)
     if others:  # named once: the tables below describe this study's runs only
-        b.add(f"_Other runs in `runs/`, not part of this report: {', '.join(f'`{n}`' for n in others)}._", "")
+        b.add(f"_Other runs in `runs/`, not part of this report: {', '.join(f'`{n}` ({runs[n].status()})' for n in others)}._", "")
     hyperparameters_section(b, study, main)
     hardware_section(b, study)
     b.add("## 5. The CLIP loss: intuition", "", *draft(LOSS_INTUITION))
