@@ -244,3 +244,18 @@ def test_a_new_study_keeps_the_previous_one_and_the_report_names_both(tmp_path, 
     newest, older = studies[("head_ln", "optim")], studies[("augment",)]
     assert f"Study `{newest}`: the newest notebook 04 wrote" in section and f"`{older}`" in section
     assert "| optim |" in section and "| augment |" not in section
+
+
+def test_a_replaced_step_is_shown_as_such_in_the_hyperparameters(full_artifacts):
+    """A run whose step cell was edited: the report cannot know whether that step clips, so the row says the step decides
+    (an unedited run still reads "none")."""
+    from helpers.store.runs import RunDir
+
+    metrics = read_json(full_artifacts / "runs" / "shared" / "metrics.json")
+    run = report.RunArtifacts(RunDir(full_artifacts / "runs" / "shared"), metrics["config"], metrics, None, None, None)
+    assert report.hyperparameters(run, lambda _: None)["gradient clipping"] == "none"
+    edited = {**metrics, "lab_edited": {"02:training-step": "def training_step(...): ..."}}
+    run = report.RunArtifacts(RunDir(full_artifacts / "runs" / "shared"), metrics["config"], edited, None, None, None)
+    row = report.hyperparameters(run, lambda _: None)
+    assert row["gradient clipping"].startswith("your step decides (`training-step` edited")
+    assert row["lab code (the notebooks' cells)"] == "edited: `training-step` (02)"

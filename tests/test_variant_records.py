@@ -335,3 +335,34 @@ def test_a_students_loss_or_head_that_returns_the_wrong_shape_is_named_not_a_tor
     narrow = r"returned a tensor of shape \(32, 32\) .* caption embeddings are a tensor of shape \(32, 64\)"
     with pytest.raises(YourCodeError, match=narrow):
         train.train(cfg.replace(variant="narrow", **short), paths, progress=False, log=lambda m: None)
+
+
+def log_of_zero_loss(image_features, text_features, logit_scale, negatives=None):
+    """A student's slip: the log of a probability that can be 0."""
+    return -torch.log(torch.zeros((), device=image_features.device)) * 0.0
+
+
+class DoubleHead(nn.Module):
+    """A head that switches the whole session to float64 (instead of giving its own layers a dtype)."""
+
+    def __init__(self, in_dim, hidden_dim, embed_dim):
+        super().__init__()
+        torch.set_default_dtype(torch.float64)
+        self.linear = nn.Linear(in_dim, embed_dim)
+
+    def forward(self, features):
+        return self.linear(features)
+
+
+def test_a_students_nan_loss_or_global_dtype_change_is_named_as_theirs(registered, workspace):
+    from helpers.training.assemble import YourCodeError
+
+    cfg, paths = workspace
+    registered("logzero", "loss: log of zero", "a test", loss=log_of_zero_loss, loss_text="log 0")
+    registered("double", "head: float64 everywhere", "a test", head=DoubleHead)
+    short = dict(epochs=1, max_steps_per_epoch=1, run_name=None)
+    with pytest.raises(YourCodeError, match=r"Your loss `log_of_zero_loss` .* returned nan on the first step, .*not a learning rate"):
+        train.train(cfg.replace(variant="logzero", **short), paths, progress=False, log=lambda m: None)
+    with pytest.raises(YourCodeError, match=r"changed torch's default dtype from torch.float32 to torch.float64: .* restored"):
+        train.train(cfg.replace(variant="double", **short), paths, progress=False, log=lambda m: None)
+    assert torch.get_default_dtype() == torch.float32

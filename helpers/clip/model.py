@@ -26,7 +26,7 @@ from torch import nn
 
 from ..core import markdown
 from ..core.config import Config
-from ..core.lab import LabCode
+from ..core.lab import LabCode, YourCodeError
 from .flags import Recipe, canonical
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
@@ -145,8 +145,17 @@ def build_model(arch: dict[str, Any], lab: LabCode, pretrained: bool = True) -> 
     pooling = variant.single("pooling")  # a variant's pooling, instead of global average pooling
     if pooling is not None:
         trunk.avgpool = _Pooled(pooling(in_dim))
+    dtype = torch.get_default_dtype()
     head = (variant.single("head") or lab.projection_head)(in_dim, arch["hidden_dim"], arch["embed_dim"])
     model = lab.ClipImageModel(trunk, head, arch["temperature"], bool(arch["learnable_temperature"]))
+    if torch.get_default_dtype() != dtype:  # a global change would make every later tensor of the session another type
+        changed = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        raise YourCodeError(
+            f"Your head or model (notebook 02's cells `projection-head`, `image-model`, or a modification's head) changed torch's "
+            f"default dtype from {dtype} to {changed}: give the layers a dtype of their own (nn.Linear(..., dtype=...)) instead "
+            "of torch.set_default_dtype. The default is restored."
+        )
     model.arch = dict(arch)
     return model
 

@@ -38,6 +38,11 @@ EVALUATION = ("03",)  # the cells 03 scores a run with
 ENCODING = "01:caption-encoding"  # the cell whose edit changes the cached embeddings (the others only read them)
 
 
+class YourCodeError(RuntimeError):
+    """The lab's code as the student wrote it (a notebook cell, a modification) returned something the run cannot use:
+    the message names the cell and what came back, instead of an error from deep inside torch."""
+
+
 class LabCodeError(RuntimeError):
     """A lab cell is missing, cannot run, or does not define what the kit calls."""
 

@@ -454,6 +454,8 @@ def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | No
     rows["optimizer"] = f"{c.get('optimizer')}, lr {c.get('lr'):g}, weight decay {c.get('weight_decay'):g}"
     rows["LR schedule"] = str(c.get("lr_schedule")) + (f", {c.get('warmup_steps')} warmup steps" if c.get("warmup_steps") else "")
     rows["gradient clipping"] = f"max norm {c.get('grad_clip'):g}" if c.get("grad_clip") is not None else "none"
+    if "02:training-step" in (metrics.get("lab_edited") or {}):  # the student's step decides (it may clip on its own)
+        rows["gradient clipping"] = f"your step decides (`training-step` edited; GRAD_CLIP={c.get('grad_clip')} passed to it)"
     history = (run.history or {}).get("epochs") or []
     if c.get("learnable_temperature"):
         final = f", {history[-1]['temperature']:.3f} after epoch {len(history)}" if history and "temperature" in history[-1] else ""

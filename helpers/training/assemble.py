@@ -18,6 +18,7 @@ from torch import nn
 from ..clip.flags import Recipe
 from ..clip.model import build_model
 from ..core.config import Config
+from ..core.lab import YourCodeError
 from .optim import make_optimizer
 
 
@@ -32,28 +33,26 @@ class RunParts:
     step_fn: Callable[..., tuple[float, torch.Tensor]]  # notebook 02's training_step
 
 
-class YourCodeError(RuntimeError):
-    """The lab's code as the student wrote it (a notebook cell, a modification) returned something the run cannot use:
-    the message names the cell and what came back, instead of an error from deep inside torch."""
-
-
 def loss_and_step(cfg: Config, variant: Recipe) -> tuple[Callable[..., torch.Tensor], Callable[..., Any]]:
     """The run's loss (a modification's, or notebook 02's ``clip_loss``) and its step (02's ``training_step``), the loss
     checked on its first call (:func:`checked_loss`)."""
     own = variant.single("loss")
     where = (f"your loss `{getattr(own, '__name__', own)}` (the modification's record, registered in its cell)" if own
              else "the loss of notebook 02's cell `clip-loss`")  # fmt: skip
-    return checked_loss(own or cfg.lab.clip_loss, where), cfg.lab.training_step
+    students = own is not None or "02:clip-loss" in cfg.lab.edited(("02",))  # the shipped loss at init never gives NaN
+    return checked_loss(own or cfg.lab.clip_loss, where, finite=students), cfg.lab.training_step
 
 
 def _shape(value: Any) -> str:
     return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
 
 
-def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str) -> Callable[..., torch.Tensor]:
+def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str, finite: bool = False) -> Callable[..., torch.Tensor]:
     """``loss_fn``, whose first call checks what reaches it and what it returns: image features as wide as the caption
     embeddings, one per caption (else the head or model cell is named), and one floating-point number back (else the
-    loss is named, with what it returned). Later calls pass straight through."""
+    loss is named, with what it returned); with ``finite`` (the student's own loss), a finite one: a NaN from freshly
+    initialised weights is the code's, not a learning rate's. Later calls pass straight through (the trainer's guard
+    skips a rare bad step)."""
     checked = False
 
     def loss(image_features: Any, text_features: Any, logit_scale: Any, negatives: Any = None) -> torch.Tensor:
@@ -69,6 +68,11 @@ def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str) -> Callable[.
             if not torch.is_tensor(out) or out.numel() != 1 or not out.is_floating_point():
                 raise YourCodeError(f"{where[0].upper()}{where[1:]} returned {_shape(out)}: a loss is one floating-point number "
                                     "(a 0-dim tensor, e.g. the mean over the batch), from which the step computes gradients.")  # fmt: skip
+            if finite and not torch.isfinite(out.detach()).all():
+                raise YourCodeError(
+                    f"{where[0].upper()}{where[1:]} returned {out.item()} on the first step, from freshly initialised weights: "
+                    "a division by zero or the log of 0 in it? (not a learning rate: no update has happened yet)"
+                )
             checked = True
         return out
 
