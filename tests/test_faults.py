@@ -23,6 +23,7 @@ KILL_POINTS = [
     "train_step:6",  # in the middle of epoch 2
     "validation:2",  # during epoch 2's validation
     "write:checkpoint.pt:2",  # half-way through writing epoch 2's checkpoint
+    "after_staged_best:1",  # epoch 1's best weights staged (best.next.pt), its checkpoint not yet written
     "after_checkpoint:2",  # checkpoint of epoch 2 on disk, history.json not yet updated
     "write:history.json:3",  # half-way through the last history write
 ]
@@ -63,6 +64,56 @@ def test_training_killed_at_any_moment_resumes_to_the_same_result(workspace, ref
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["val_rsum"] - b["val_rsum"]) < 1e-4
     ref_w, got_w = torch_load(reference.run_dir / "checkpoint.pt")["model"], torch_load(run / "checkpoint.pt")["model"]
     assert max((ref_w[k].float() - got_w[k].float()).abs().max().item() for k in ref_w) < 1e-4
+
+
+@pytest.mark.parametrize("failing", ["best.next.pt", "checkpoint.pt", "rename", "history.json", "metrics.json"])
+def test_a_continuation_on_a_full_disk_keeps_the_last_finished_result(workspace, monkeypatch, failing):
+    """A finished run continued to more EPOCHS on a disk that fills up at each write of the end of an epoch in turn: the
+    error says the disk is full, and going back to the old EPOCHS gives a finished run whose summary, best.pt and
+    checkpoint agree; when the new epoch's checkpoint never landed, that is the old result, byte for byte."""
+    from helpers.core import storage
+    from helpers.training import train as train_module
+
+    def last(history):  # every epoch is the best: each end of epoch writes best.pt (the riskiest path)
+        return history[-1]
+
+    monkeypatch.setattr(train_module, "best_record", last)
+    monkeypatch.setattr(runs, "best_record", last)
+    cfg, paths = workspace
+    base = cfg.replace(epochs=1, max_steps_per_epoch=2, run_name=f"disk-{failing.replace('.', '-')}")
+    run = runs.RunDir(paths.runs_dir / base.run_name)
+    train.train(base, paths, progress=False, log=lambda m: None)
+    before = runs.weights_sha256(run.best)
+
+    real_write, real_replace = storage._atomic_write, os.replace
+
+    def full_disk(path, write):
+        if path.name == failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, write)
+
+    def failing_rename(src, dst, *args, **kwargs):
+        if Path(src).name == "best.next.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    if failing == "rename":
+        monkeypatch.setattr(storage.os, "replace", failing_rename)
+    else:
+        monkeypatch.setattr(storage, "_atomic_write", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train.train(base.replace(epochs=2), paths, progress=False, log=lambda m: None)
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    monkeypatch.setattr(storage, "_atomic_write", real_write)
+
+    again = train.train(base, paths, progress=False, log=lambda m: None)  # back to the old EPOCHS
+    metrics = runs.load_metrics(run)  # sealed and describing the current best.pt
+    saved = torch_load(run.checkpoint)
+    runs.check_own_best(run, saved)  # best.pt is the checkpoint's best epoch
+    assert metrics["best_epoch"] == torch_load(run.best)["epoch"] == saved["epoch"] and not run.best_next.exists()
+    if failing in ("best.next.pt", "checkpoint.pt"):  # epoch 2 never counted: the finished result as it was
+        assert runs.weights_sha256(run.best) == before and metrics["epochs"] == 1 and saved["epoch"] == 1
+    assert again.metrics is not None
 
 
 def _cache_job(folder, out, kill=None):

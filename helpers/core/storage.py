@@ -147,6 +147,13 @@ def read_json(path: str | os.PathLike) -> Any:
     return with_retries(lambda: json.loads(path.read_text(encoding="utf-8")), f"reading {path}")
 
 
+def atomic_rename(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """``os.replace(src, dst)`` (atomic: ``dst`` is the old or the new file, never a part), retrying Drive's transient
+    I/O errors like every write here."""
+    with_retries(lambda: os.replace(src, dst), f"renaming {src} to {Path(dst).name}")
+    return Path(dst)
+
+
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy a (large) file to ``dst`` through a temporary name, retrying transient errors."""
     src, dst = Path(src), Path(dst)

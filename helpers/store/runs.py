@@ -32,11 +32,12 @@ from ..core.config import Config, ConfigError, check_run_name, identity_differen
 from ..core.env import Paths
 from ..core.lab import LabCode
 from ..core.provenance import check_inputs, digest
-from ..core.storage import atomic_copy, atomic_torch_save, atomic_write_json, sha256_file
+from ..core.storage import atomic_copy, atomic_rename, atomic_torch_save, atomic_write_json, sha256_file
 from ..data.dataset import with_data_code
 
 CHECKPOINT = "checkpoint.pt"  # the whole training state after the last finished epoch
 BEST = "best.pt"  # the weights of the epoch with the highest val rsum
+BEST_NEXT = "best.next.pt"  # a new best epoch's weights, staged until its checkpoint has landed (then renamed to best.pt)
 HISTORY = "history.json"
 METRICS = "metrics.json"  # written when the run finishes: its presence means "finished"
 CONFIG = "config.json"
@@ -84,6 +85,7 @@ class RunDir:
     config = _File(CONFIG)
     loss_curves = _File(LOSS_CURVES)
     lock = _File(LOCK)
+    best_next = _File(BEST_NEXT)
 
     def eval_json(self, split: str) -> Path:
         return self.path / f"eval_{split}.json"
@@ -119,7 +121,7 @@ class RunDir:
 
     def discard(self) -> None:
         """FORCE_RETRAIN: the model and every result of it go; results of a replaced model must never reach a report."""
-        for path in (self.checkpoint, self.best, self.history, self.metrics):
+        for path in (self.checkpoint, self.best, self.best_next, self.history, self.metrics):
             path.unlink(missing_ok=True)
         for stale in [*self.path.glob("eval_*.json"), *self.path.glob("eval_*.csv")]:
             stale.unlink()
@@ -237,10 +239,28 @@ def save_checkpoint(state: dict[str, Any], dest: Path, paths: Paths) -> None:
         atomic_torch_save(state, dest)
 
 
-def write_best(run: RunDir, saved: dict[str, Any], record: dict[str, Any], paths: Paths) -> None:
-    """``best.pt``: the weights and identity of the checkpoint ``saved``, with the epoch's val ``record``."""
+def write_best(run: RunDir, saved: dict[str, Any], record: dict[str, Any], paths: Paths, dest: Path | None = None) -> None:
+    """``best.pt`` (or ``dest``): the weights and identity of the checkpoint ``saved``, with the epoch's val ``record``."""
     keys = ("model", "arch", "config", "identity", "inputs")
-    save_checkpoint({**{k: saved[k] for k in keys}, "epoch": record["epoch"], "val": record}, run.best, paths)
+    save_checkpoint({**{k: saved[k] for k in keys}, "epoch": record["epoch"], "val": record}, dest or run.best, paths)
+
+
+def settle_staged_best(run: RunDir, saved: dict[str, Any]) -> str | None:
+    """A ``best.next.pt`` left by an end of epoch that stopped part-way (a full disk, a kill): promoted to ``best.pt``
+    when the checkpoint ``saved`` landed and names its epoch as the best (only the rename was missing), else deleted
+    (its checkpoint never landed: that epoch trains again). Returns what was done, for the run's events."""
+    if not run.best_next.exists():
+        return None
+    try:
+        staged = load_torch(run.best_next, "best")
+    except ArtifactError:
+        staged = {}
+    best = best_record(saved["history"]) if saved.get("history") else None
+    if best and staged.get("identity") == saved.get("identity") and staged.get("epoch") == best["epoch"] and staged.get("val") == best:
+        atomic_rename(run.best_next, run.best)
+        return f"{BEST_NEXT} of epoch {best['epoch']} promoted to {BEST} (its checkpoint had landed; the rename had not)"
+    run.best_next.unlink()
+    return f"{BEST_NEXT} discarded: its epoch's checkpoint never landed (that epoch trains again); {BEST} is untouched"
 
 
 def check_own_best(run: RunDir, saved: dict[str, Any]) -> None:
@@ -251,9 +271,12 @@ def check_own_best(run: RunDir, saved: dict[str, Any]) -> None:
         return
     kept = load_torch(run.best, "best")
     best = best_record(saved["history"]) if saved.get("history") else None
-    if kept.get("identity") == saved.get("identity") and kept.get("epoch") == saved.get("epoch", 0) + 1:
-        return  # the next epoch's best, written just before a checkpoint that never landed: that epoch trains again
     if kept.get("identity") != saved.get("identity") or best is None or kept.get("epoch") != best["epoch"] or kept.get("val") != best:
+        if run.best_next.exists():  # an end of epoch stopped between its checkpoint and the rename: not a foreign file
+            raise ArtifactError(
+                f"{run.path} holds an end of epoch that stopped part-way ({BEST_NEXT} is there, {BEST} is the previous best): "
+                f"re-run 02_train_clip.ipynb with RUN_NAME={run.name!r}, which finishes it, then this notebook."
+            )
         raise ArtifactError(
             f"{run.best} is not this run's best epoch (its settings or epoch record differ from {run.checkpoint.name}'s: "
             f"epoch {kept.get('epoch')} vs {best['epoch'] if best else 'none yet'}): it was copied in or restored from "

@@ -37,6 +37,7 @@ from ..core.config import Config, ConfigError, TrainingDiverged
 from ..core.env import Paths
 from ..core.faults import kill_point
 from ..core.lab import TRAINING
+from ..core.storage import atomic_rename
 from ..store.runlock import holding
 from ..store.runs import (
     SELECTION_METRIC,
@@ -48,6 +49,7 @@ from ..store.runs import (
     repair_finished,
     run_name_for,
     save_checkpoint,
+    settle_staged_best,
     write_best,
     write_history,
 )  # fmt: skip
@@ -167,13 +169,17 @@ class Trainer:
         the same data as asked for now; anything else is refused with the differences named.
         """
         if not self.run.checkpoint.exists():
+            self.run.best_next.unlink(missing_ok=True)  # staged by a first epoch whose checkpoint never landed
             self.state = self.new_state(self.cfg.batch_size, self.cfg.lr)
             return 0, False
         saved = load_torch(self.run.checkpoint, "checkpoint")
         check_same_run(self.run, saved, self.identity, self.inputs, self.paths)
         check_same_architecture(saved["arch"], self.arch, str(self.run.checkpoint))
+        settled = settle_staged_best(self.run, saved)  # an end of epoch that stopped part-way: finished or undone
         check_own_best(self.run, saved)  # a best.pt from elsewhere never gets a summary, whatever metrics.json says
         self.state = self.new_state(saved["batch_size"], saved["lr"], pretrained=False).restore(saved, self.run.checkpoint)
+        if settled:
+            self._event(settled)
         done = saved["epoch"]
         if done >= self.cfg.epochs and self.run.metrics.exists():
             for event in repair_finished(self.run, saved, self.paths):  # lost best.pt or config.json; metrics.json not its own
@@ -250,10 +256,14 @@ class Trainer:
         self.run.path.mkdir(parents=True, exist_ok=True)  # the folder deleted mid-run: written again, never left half
         if not self.run.config.exists():
             self.cfg.save(self.run.config)
-        if best_record(self.history) is record:
-            write_best(self.run, saved, record, self.paths)
-        save_checkpoint(saved, self.run.checkpoint, self.paths)  # last: the epoch now counts
+        is_best = best_record(self.history) is record
+        if is_best:  # staged under another name: best.pt stays the last finished result until the checkpoint lands
+            write_best(self.run, saved, record, self.paths, dest=self.run.best_next)
+            kill_point("after_staged_best")
+        save_checkpoint(saved, self.run.checkpoint, self.paths)  # the epoch now counts
         kill_point("after_checkpoint")
+        if is_best:
+            atomic_rename(self.run.best_next, self.run.best)  # best.pt is the old or the new file, never a part
         write_history(self.run, self.history, self.step_log, self.events)
         self.log(epochs.summary_line(epoch, record, self.cfg))
         if self.on_epoch is not None:
