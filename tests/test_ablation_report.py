@@ -259,3 +259,19 @@ def test_a_replaced_step_is_shown_as_such_in_the_hyperparameters(full_artifacts)
     row = report.hyperparameters(run, lambda _: None)
     assert row["gradient clipping"].startswith("your step decides (`training-step` edited")
     assert row["lab code (the notebooks' cells)"] == "edited: `training-step` (02)"
+
+
+def test_the_report_on_a_full_disk_says_so_and_what_to_free(full_artifacts, tmp_path, monkeypatch):
+    import errno
+
+    from helpers.core import storage
+
+    art = shutil.copytree(full_artifacts, tmp_path / "art")
+
+    def no_space(src, fh):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "_copy_into", no_space)  # the disk fills while the report copies its figures
+    with pytest.raises(storage.DiskSpaceError, match=r"No space left on the disk of .*report/figures.* Free space there \(run folders"):
+        report.build_report(art, "shared")
+    assert not list((art / "report").rglob(".*.tmp"))  # no half-written file left behind

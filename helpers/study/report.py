@@ -21,7 +21,7 @@ from ..core.config import check_run_name
 from ..core.env import Paths
 from ..core.lab import LabCode
 from ..core.provenance import SYNTHETIC_WORDS, is_synthetic, splits_digest, synthetic_artifacts
-from ..core.storage import atomic_write_text
+from ..core.storage import atomic_copy, atomic_write_text
 from ..data.text_tower import display_name, parameter_count
 from ..evaluation.evaluate import results_markdown
 from ..store.runs import (
@@ -88,9 +88,7 @@ class _Builder:
         if not src.exists():
             self.missing_note(f"figure {src.relative_to(self.artifacts) if src.is_relative_to(self.artifacts) else src}", notebook)
             return
-        dest = self.out / "figures" / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        dest = atomic_copy(src, self.out / "figures" / name)  # a full disk: said, with what to free (storage.disk_full)
         self.figures.append(dest)
         self.add(f"![{caption}](figures/{name})", f"*{caption}*", "")
 
