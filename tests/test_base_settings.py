@@ -118,3 +118,36 @@ def test_an_override_says_exactly_which_rows_of_the_study_it_holds_for(tmp_path)
     record = ablation.base_record(base, [outcome("baseline", 1), outcome("temp", 1)])
     assert "| `EPOCHS` | 2 | 1 | every run |" in base_settings.overrides_markdown(record)
     assert "the baseline included" not in base_settings.overrides_markdown(record)  # no claim beyond the rows
+
+
+def test_04_stops_before_writing_anything_while_a_baseline_is_being_trained(tmp_path):
+    """02 continues the baseline (its lock held by a live process): 04 says so and writes nothing; once the holder is
+    gone (its lock stale), 04 goes on."""
+    import socket
+    import subprocess
+    import sys
+
+    from helpers.store.runlock import RunLocked
+
+    art = tmp_path / "art"
+    run = _finished_run(art, "mine", 2_000)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": holder.pid, "host": socket.gethostname(), "purpose": "training", "started": "now"}
+        (run / "run.lock").write_text(json.dumps(lock))
+        before = sorted(p.name for p in (art / "runs").iterdir())
+        with pytest.raises(RunLocked, match=r"Run mine \(a baseline\) is being trained right now .*Let notebook 02 finish"):
+            base_settings.from_notebook(_notebook(art))
+        assert sorted(p.name for p in (art / "runs").iterdir()) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert base_settings.from_notebook(_notebook(art)).run == "mine"  # the holder is gone: its lock no longer stops 04
+
+
+def test_an_uppercase_constant_of_04s_modification_cell_is_not_a_setting(tmp_path):
+    art = tmp_path / "art"
+    _finished_run(art, "mine", 2_000)
+    cell = "import torch.nn.functional as F\nBIAS = -10.0\n\n\ndef my_loss(a, b, s, n=None):\n    return (a - b).sum() + BIAS\n"
+    namespace = {**_notebook(art), "In": ["", "VARIANTS = ['temp']\n", cell], "BIAS": -10.0, "F": json}
+    assert base_settings.from_notebook(namespace).run == "mine"  # no "unknown key BIAS"

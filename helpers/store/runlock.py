@@ -141,6 +141,15 @@ class RunLock:
         self.release()
 
 
+def live_holder(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The holder of a run folder's lock when it is another live process (training it now), else None."""
+    lock = RunLock(run_dir)
+    holder = lock.holder()
+    if not holder or (holder.get("pid") == lock.me["pid"] and holder.get("host") == lock.me["host"]):
+        return None
+    return holder if lock.stale_reason(holder) is None else None
+
+
 @contextlib.contextmanager
 def holding(run_dir: str | os.PathLike, purpose: str, enabled: bool = True, log: Callable[[str], None] = print) -> Iterator[None]:
     """Hold the run folder's lock for the block (``enabled=False``: DDP ranks other than 0)."""

@@ -17,10 +17,11 @@ from typing import Any
 from ..clip.flags import BASELINE, canonical
 from ..core import markdown
 from ..core.artifacts import ArtifactError, load_json
-from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, from_params, notebook_params, with_lab
+from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, code_constants, from_params, notebook_params, with_lab
 from ..core.env import Paths, resolve_paths
 from ..core.lab import TRAINING, LabCode
 from ..data.text_tower import display_name
+from ..store.runlock import RunLocked, live_holder
 from ..store.runs import RunDir, all_runs, newest_finished, trained_lab, trained_settings
 
 INHERITED = (*(f for f in IDENTITY_FIELDS if f not in ("variant", "seed")), "epochs")  # per run: variant and seed are the study's
@@ -81,11 +82,12 @@ def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
     Settings of where and how (ARTIFACTS_DIR, LIVE_PLOT, NUM_WORKERS, ...) simply apply; a setting that shapes a run
     and differs from the base run's is an override, recorded and shown.
     """
-    params = notebook_params(namespace)
+    params = notebook_params(namespace, code={*LabCode.from_kernel(namespace).binds(), *code_constants(namespace)})
     base_run = params.pop(BASE_RUN_KEY, None)
     here = from_params(params)  # a misspelt or mistyped key fails here, with its name
     given = {k.lower() for k in params}
     paths = resolve_paths(here)
+    refuse_while_a_baseline_trains(paths, base_run)
     run, chosen_by = find_base_run(paths, base_run)
     base = _stored_config(run) if run else Config()
     values = here.to_dict()
@@ -101,6 +103,21 @@ def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
     if run is not None:  # the lab code the base run trained with (notebook 02's cells as they were): every row trains with it
         cfg = with_lab(cfg, LabCode.from_record(trained_lab(run).sources(TRAINING), fallback=LabCode.from_kernel(namespace)))
     return BaseSettings(cfg, paths, run.name if run else None, chosen_by, overrides)
+
+
+def refuse_while_a_baseline_trains(paths: Paths, name: str | None) -> None:
+    """04 takes its settings from the baseline run 02 trained: while another process trains a baseline (02 continuing
+    it, or BASE_RUN), the study would start from the wrong run or collide with it. Stop before anything is written."""
+    for run in all_runs(paths):
+        if (name is not None and run.name != name) or (name is None and run.variant() != BASELINE):
+            continue
+        holder = live_holder(run.path)
+        if holder:
+            raise RunLocked(
+                f"Run {run.name} (a baseline) is being trained right now by {holder.get('purpose', 'a run')} (PID "
+                f"{holder.get('pid')} on {holder.get('host')!r}, since {holder.get('started')}): notebook 04 bases its study on "
+                "your baseline run, so it waits for that. Let notebook 02 finish, then run 04 again; nothing was written."
+            )
 
 
 def find_base_run(paths: Paths, name: str | None) -> tuple[RunDir | None, str]:
