@@ -25,12 +25,33 @@ def quiet(cfg, paths):
 )
 def test_every_variant_trains(workspace, variant):
     cfg, paths = workspace
-    result = quiet(cfg.replace(variant=variant, epochs=1, max_steps_per_epoch=3, run_name=None), paths)
+    epochs = 2 if variant == "lowres" else 1  # one epoch leaves lowres nothing to change (refused: the next test)
+    result = quiet(cfg.replace(variant=variant, epochs=epochs, max_steps_per_epoch=3, run_name=None), paths)
     assert result.run_dir.name.startswith(variants.canonical(variant) + "-resnet18")
     assert result.history[0]["train_loss"] > 0 and "val_rsum" in result.history[0]
     loaded, state = runs.load_trained(result.run_dir / "best.pt")
     assert state["arch"]["variant"] == variants.canonical(variant)  # stored in one spelling
     assert loaded.encode_image(torch.randn(2, 3, 64, 64)).shape == (2, 64)
+
+
+@pytest.mark.parametrize("settings", [{"epochs": 1}, {"epochs": 3, "train_sizes": [48, 56]}, {"batch_size": 256, "variant": "bigbatch"}])
+def test_a_variant_that_changes_nothing_for_the_settings_is_refused_in_02_and_04(workspace, settings, tmp_path):
+    """lowres with one epoch or under an explicit TRAIN_SIZES, bigbatch at batch 256: the baseline under another name.
+    02 refuses it before any folder is made; 04 refuses it before the study trains anything."""
+    from helpers.core.config import ConfigError
+    from helpers.study import base_settings
+
+    cfg, paths = workspace
+    asked = cfg.replace(**{"variant": "lowres", **settings}, run_name=None)
+    before = sorted(p.name for p in paths.runs_dir.iterdir()) if paths.runs_dir.exists() else []
+    with pytest.raises(ConfigError, match=rf"VARIANT='{asked.variant}' changes nothing with these settings .*leave it out of VARIANTS"):
+        quiet(asked, paths)
+    assert (sorted(p.name for p in paths.runs_dir.iterdir()) if paths.runs_dir.exists() else []) == before
+    art = tmp_path / "art"  # 04 with no baseline run yet: the lab's defaults, and these settings written in the notebook
+    namespace = {"ARTIFACTS_DIR": str(art), "BASE_RUN": None, "VARIANTS": [asked.variant], "SEEDS": [0], "LIVE_PLOT": False,
+                 **{k.upper(): v for k, v in settings.items() if k != "variant"}}  # fmt: skip
+    with pytest.raises(ConfigError, match="changes nothing with these settings"):
+        base_settings.from_notebook(namespace)
 
 
 def test_variant_code_is_what_it_claims(workspace):

@@ -325,6 +325,23 @@ class Recipe:
             changed.update(hook({**settings, **changed}))
         return {k: v for k, v in changed.items() if settings.get(k) != v}
 
+    def changes_nothing(self, settings: dict[str, Any]) -> str | None:
+        """Why this variant would train exactly the baseline with ``settings`` (a record that only changes settings,
+        all of which already hold: ``lowres`` with EPOCHS=1 or under an explicit TRAIN_SIZES, ``bigbatch`` at batch
+        256), or None when it changes something. Such a run would be the baseline under another name: refused."""
+        if not self.records or any(set(r.hooks()) - {"overrides", "notes"} for r in self.records):
+            return None  # no variant (the baseline), or one with code of its own: it changes the run
+        if self.overrides(settings):
+            return None
+        names = "+".join(r.name for r in self.records)
+        shown = ", ".join(f"{k.upper()}={settings.get(k)!r}" for k in ("epochs", "train_sizes", "batch_size", "image_size"))
+        return (
+            f"VARIANT={names!r} changes nothing with these settings ({shown}): it only changes settings "
+            f"({'; '.join(r.changes for r in self.records)}), and here they already hold, so it would train exactly the "
+            "baseline under another name. Change the settings it acts on (e.g. more EPOCHS, or no TRAIN_SIZES for lowres), "
+            "or leave it out of VARIANTS."
+        )
+
     def warmup(self, configured: int, total_steps: int) -> int:
         hooks = self.each("warmup")
         return configured if configured or not hooks else max(hook(total_steps) for hook in hooks)

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clip.flags import BASELINE, canonical
+from ..clip.flags import BASELINE, Recipe, canonical
 from ..core import markdown
 from ..core.artifacts import ArtifactError, load_json
-from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, code_constants, from_params, notebook_params, with_lab
+from ..core.config import FIELD_NAMES, IDENTITY_FIELDS, Config, ConfigError, code_constants, from_params, notebook_params, with_lab
 from ..core.env import Paths, resolve_paths
 from ..core.lab import TRAINING, LabCode
 from ..data.text_tower import display_name
@@ -99,6 +99,9 @@ def from_notebook(namespace: dict[str, Any]) -> BaseSettings:
         else:
             values[name] = theirs
     values["variants"] = [canonical(v) for v in values["variants"]]  # each known (yours registered), in one spelling
+    idle = [why for v in values["variants"] if (why := Recipe.of(v).changes_nothing({**values, "variant": v}))]
+    if idle:  # said before the study trains anything, not after the other variants
+        raise ConfigError(" ".join(idle))
     cfg = with_lab(from_params({**values, "variant": BASELINE, "run_name": None}), LabCode.from_kernel(namespace))  # 04's cells
     if run is not None:  # the lab code the base run trained with (notebook 02's cells as they were): every row trains with it
         cfg = with_lab(cfg, LabCode.from_record(trained_lab(run).sources(TRAINING), fallback=LabCode.from_kernel(namespace)))

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..clip.flags import Recipe, canonical
 from ..clip.identity import run_identity
-from ..core.config import Config
+from ..core.config import Config, ConfigError
 from ..core.env import Paths
 from ..data.dataset import with_data_code
 from ..store.runs import RunDir, run_name_for
@@ -31,6 +31,9 @@ def plan_run(cfg: Config, paths: Paths) -> RunPlan:
     cfg = with_data_code(cfg, paths)  # notebook 01's Dataset as 01 ran it (the caption cache records it): part of the name
     cfg = cfg.replace(variant=canonical(cfg.variant))  # its names known (a student's record registered), in one spelling
     variant = Recipe.of(cfg.variant, cfg.lab)
+    nothing = variant.changes_nothing(cfg.to_dict())
+    if nothing:  # the baseline under another name: refused, never trained nor reported as a modification
+        raise ConfigError(nothing)
     resolved = variant.overrides(cfg.to_dict())  # e.g. bigbatch: batch 256 and a larger LR
     overrides = {k: {"requested": getattr(cfg, k), "resolved": v} for k, v in resolved.items()}
     run = RunDir(paths.runs_dir / run_name_for(cfg))  # cfg reads 01's recorded cells already: the caption cache read once
