@@ -69,3 +69,16 @@ def test_each_epoch_trains_at_its_size_and_validation_and_evaluation_at_the_cach
 def test_lowres_killed_mid_schedule_resumes_to_the_uninterrupted_run(workspace, tmp_path):
     assert resolution.ramp(3, 64) == [48, 56]  # the kill after epoch 1 falls between the schedule's two sizes
     _kill_then_resume_matches(workspace, tmp_path, variant="lowres", epochs=3)
+
+
+def test_a_lowres_run_continued_to_more_epochs_keeps_the_schedule_it_trained_and_says_so(workspace):
+    """lowres over 2 epochs trains [48] then 64 px; continued to 5 EPOCHS, the schedule for 5 from the start would be
+    [48, 48, 48, 56]: the run keeps its own (epochs 1-2 trained it), records exactly what trained, and says which."""
+    cfg, paths = workspace
+    short = cfg.replace(variant="lowres", epochs=2, max_steps_per_epoch=2, run_name="lowres-continued")
+    train.train(short, paths, progress=False, log=lambda m: None)
+    longer = train.train(short.replace(epochs=5), paths, progress=False, log=lambda m: None)
+    assert [h["train_size"] for h in longer.history] == [48, 64, 64, 64, 64]  # as recorded: no size changed mid-run
+    assert longer.metrics["config"]["train_sizes"] == [48]
+    assert resolution.describe([48], 64, 5) in " ".join(longer.events)
+    assert any("kept as this run started it" in e and "would be another run" in e for e in longer.events)

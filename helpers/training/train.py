@@ -21,6 +21,7 @@ Model selection: ``best.pt`` holds the epoch with the highest validation **rsum*
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +126,7 @@ class Trainer:
         if cfg.force_retrain:
             self.run.discard()
         epoch, finished = self._resume_or_start()
+        cfg = self.cfg  # a continued run keeps the schedule it started with (_resume_or_start)
         if finished:
             if self.dist.is_main:
                 load_history(self.run)  # a damaged history.json is rewritten from the checkpoint
@@ -194,6 +196,17 @@ class Trainer:
             self._event(
                 f"EPOCHS changed from {saved['config'].get('epochs')} to {self.cfg.epochs}: continuing after epoch {done}"
                 + (" (the cosine schedule is stretched to the new length)" if self.cfg.lr_schedule == "cosine" else "")
+            )
+        recorded = list(saved["config"].get("train_sizes") or [])
+        if recorded != list(self.cfg.train_sizes or []) and done > 0:  # e.g. lowres: its schedule depends on EPOCHS
+            asked = list(self.cfg.train_sizes or [])
+            self.cfg = self.cfg.replace(train_sizes=recorded)  # what trained, and what the summary records
+            if "train_sizes" in self.overrides:
+                self.overrides["train_sizes"]["resolved"] = recorded
+            words = functools.partial(resolution.describe, image_size=self.cfg.image_size, epochs=self.cfg.epochs)
+            self._event(
+                f"resolution schedule kept as this run started it: {words(recorded)} (the schedule for {self.cfg.epochs} "
+                f"epochs from the start, {words(asked)}, would be another run: FORCE_RETRAIN=True trains it)"
             )
         if self.dist.is_main and self.history:
             write_history(self.run, self.history, self.step_log, self.events)  # a kill may have left them out of step
