@@ -386,3 +386,31 @@ def test_a_changed_shard_size_keeps_the_cache_layout(prepared, tmp_path):
     cache = ImageCache(paths.image_cache_dir)
     assert len(cache) == sum(s["count"] for p in manifest["parts"].values() for s in p["shards"].values())
     assert np.all([cache.load_uint8(i).shape[0] == 3 for i in cache.image_ids[::25]])
+
+
+def test_a_second_notebook_01_on_the_same_artifacts_dir_names_the_first_and_writes_nothing(prepared):
+    """Two 01s at once used to remove each other's temporary files (a raw FileNotFoundError): the second now stops at
+    its first long step, naming the first, and the first's lock is released when it ends."""
+    import socket
+    import subprocess
+    import sys
+
+    from helpers.data import prepare
+
+    cfg, paths, data, splits = prepared["cfg"], prepared["paths"], prepared["data"], prepared["splits"]
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = paths.artifacts_dir / prepare.PREPARE_LOCK
+    try:
+        lock.write_text(json.dumps({"pid": first.pid, "host": socket.gethostname(), "purpose": "notebook 01 (caching images)",
+                                    "started": "a minute ago"}))  # fmt: skip
+        before = {p: p.stat().st_mtime_ns for p in paths.artifacts_dir.rglob("*") if p.is_file() and p != lock}
+        for step in (prepare.cache_images, prepare.cache_captions):
+            with pytest.raises(RunLocked, match=rf"in use: notebook 01 \(caching images\) by PID {first.pid} .*Wait for that notebook 01"):
+                step(cfg, paths, data, splits, progress=False)
+        assert {p: p.stat().st_mtime_ns for p in paths.artifacts_dir.rglob("*") if p.is_file() and p != lock} == before
+    finally:
+        first.kill()
+        first.wait()
+        lock.unlink(missing_ok=True)
+    prepare.cache_captions(cfg, paths, data, splits, device="cpu", progress=False)  # alone again: it runs (up to date)
+    assert not lock.exists()  # released at the end

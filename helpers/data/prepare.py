@@ -20,6 +20,7 @@ import torch
 from ..core import markdown
 from ..core.config import Config
 from ..core.env import Paths
+from ..core.folderlock import FolderLock
 from ..core.lab import DATA, ENCODING
 from ..core.provenance import source_record, splits_digest, text_tower_id
 from ..core.storage import atomic_torch_save, atomic_write_json, read_json, torch_load
@@ -85,10 +86,25 @@ def cache_parts(cfg: Config, data: CocoData, splits: Splits) -> list[CachePart]:
     ]
 
 
+PREPARE_LOCK = "prepare.lock"  # ARTIFACTS_DIR/prepare.lock: one notebook 01 writes the caches of an ARTIFACTS_DIR at a time
+
+
+def preparing(paths: Paths, step: str) -> FolderLock:
+    """The ARTIFACTS_DIR's lock for one of 01's long steps: a second notebook 01 on the same folder stops at once and
+    names the first (two used to remove each other's temporary files and end in a raw FileNotFoundError)."""
+    advice = "Wait for that notebook 01 to finish: it prepares this same ARTIFACTS_DIR (or stop it), then re-run."
+    return FolderLock(paths.artifacts_dir / PREPARE_LOCK, f"notebook 01 ({step})", advice=advice)
+
+
 def cache_images(
     cfg: Config, paths: Paths, data: CocoData, splits: Splits, workers: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Build the image cache locally, publish it to ARTIFACTS_DIR/image_cache. Returns the manifest."""
+    with preparing(paths, "caching images"):
+        return _cache_images(cfg, paths, data, splits, workers, progress)
+
+
+def _cache_images(cfg: Config, paths: Paths, data: CocoData, splits: Splits, workers: int | None, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     manifest = build_image_cache(
         cache_parts(cfg, data, splits),
@@ -177,6 +193,12 @@ def cache_captions(
 
     Skips a split whose cache exists with the same TEXT_MODEL and caption ids.
     """
+    with preparing(paths, "encoding captions"):
+        return _cache_captions(cfg, paths, data, splits, device, progress)
+
+
+def _cache_captions(cfg: Config, paths: Paths, data: CocoData, splits: Splits, device: str | None, progress: bool,
+                    ) -> dict[str, dict[str, Any]]:  # fmt: skip
     parts = {p.name: p for p in cache_parts(cfg, data, splits)}
     todo = {}
     summary: dict[str, dict[str, Any]] = {}
