@@ -366,3 +366,17 @@ def test_a_students_nan_loss_or_global_dtype_change_is_named_as_theirs(registere
     with pytest.raises(YourCodeError, match=r"changed torch's default dtype from torch.float32 to torch.float64: .* restored"):
         train.train(cfg.replace(variant="double", **short), paths, progress=False, log=lambda m: None)
     assert torch.get_default_dtype() == torch.float32
+
+
+def broken_loss(image_features, text_features, logit_scale, negatives=None):
+    return image_features @ text_features  # a slip: no transpose
+
+
+def test_an_exception_in_a_students_loss_is_named_as_theirs(registered, workspace):
+    from helpers.training.assemble import YourCodeError
+
+    cfg, paths = workspace
+    registered("broken", "loss: broken", "a test", loss=broken_loss, loss_text="broken")
+    with pytest.raises(YourCodeError, match=r"Your loss `broken_loss` .* raised RuntimeError on the first step: .*mat1 and mat2"):
+        train.train(cfg.replace(variant="broken", epochs=1, max_steps_per_epoch=1, run_name=None), paths, progress=False,
+                    log=lambda m: None)

@@ -63,7 +63,14 @@ def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str, finite: bool 
                 f"{_shape(text_features)}: check your head or model (notebook 02's cells `projection-head` and `image-model`, "
                 "or your modification's head): it must return one feature per image, as wide as the caption embeddings."
             )
-        out = loss_fn(image_features, text_features, logit_scale, negatives)
+        if checked:
+            return loss_fn(image_features, text_features, logit_scale, negatives)
+        try:
+            out = loss_fn(image_features, text_features, logit_scale, negatives)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the trainer halves the batch: never the code's fault
+        except Exception as exc:  # the first call: an error of the code, named as the student's
+            raise YourCodeError(f"{where[0].upper()}{where[1:]} raised {type(exc).__name__} on the first step: {exc}") from exc
         if not checked:
             if not torch.is_tensor(out) or out.numel() != 1 or not out.is_floating_point():
                 raise YourCodeError(f"{where[0].upper()}{where[1:]} returned {_shape(out)}: a loss is one floating-point number "
