@@ -172,7 +172,12 @@ def test_the_doctor_takes_modification_and_times_the_loader_for_any_batch(worksp
         "register('doctor_wide', changes='a linear head', why='a test', head=wide)\n"
     )
     config_file = cfg.replace(variant="doctor_wide", batch_size=200).save(tmp_path / "run.json")  # 320 cached: > half
-    assert doctor.main(["--config", str(config_file), "--steps", "1", "--modification", str(mine)]) == 0
+    try:
+        assert doctor.main(["--config", str(config_file), "--steps", "1", "--modification", str(mine)]) == 0
+    finally:  # the registry is the process's: no other test may see this record
+        from helpers.clip import flags
+
+        flags.unregister("doctor_wide")
     out = capsys.readouterr().out
     assert "predicted: this run" in out and "| loader | no cache |" not in out
     assert doctor.time_loader(cfg.replace(batch_size=10_000), paths) > 0  # any batch, however large

@@ -61,7 +61,7 @@ def test_a_loss_variant_is_one_record_and_every_consumer_shows_it(registered, wo
     assert "def sigmoid_loss(" in variants.code_markdown(["sigmoid"])
     # and the loss is the one that trained: validation reports it too (not clip_loss)
     trainer = train.Trainer(cfg.replace(variant="sigmoid", epochs=1, run_name="sig-check"), paths, progress=False, log=lambda m: None)
-    assert trainer.loss_fn is sigmoid_loss
+    assert trainer.loss_fn.__wrapped__ is sigmoid_loss
 
 
 def test_a_record_with_a_missing_part_is_refused():
