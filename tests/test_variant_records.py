@@ -323,20 +323,6 @@ class TooNarrowHead(nn.Module):
         return self.linear(features)
 
 
-def test_a_students_loss_or_head_that_returns_the_wrong_shape_is_named_not_a_torch_traceback(registered, workspace):
-    from helpers.training.assemble import YourCodeError
-
-    cfg, paths = workspace
-    registered("perpair", "loss: per pair", "a test", loss=per_pair_loss, loss_text="per-pair")
-    registered("narrow", "head: too narrow", "a test", head=TooNarrowHead)
-    short = dict(epochs=1, max_steps_per_epoch=1, run_name=None)
-    with pytest.raises(YourCodeError, match=r"Your loss `per_pair_loss` .* returned a tensor of shape \(32,\) .*one floating-point"):
-        train.train(cfg.replace(variant="perpair", **short), paths, progress=False, log=lambda m: None)
-    narrow = r"returned a tensor of shape \(32, 32\) .* caption embeddings are a tensor of shape \(32, 64\)"
-    with pytest.raises(YourCodeError, match=narrow):
-        train.train(cfg.replace(variant="narrow", **short), paths, progress=False, log=lambda m: None)
-
-
 def log_of_zero_loss(image_features, text_features, logit_scale, negatives=None):
     """A student's slip: the log of a probability that can be 0."""
     return -torch.log(torch.zeros((), device=image_features.device)) * 0.0
@@ -354,29 +340,31 @@ class DoubleHead(nn.Module):
         return self.linear(features)
 
 
-def test_a_students_nan_loss_or_global_dtype_change_is_named_as_theirs(registered, workspace):
-    from helpers.training.assemble import YourCodeError
-
-    cfg, paths = workspace
-    registered("logzero", "loss: log of zero", "a test", loss=log_of_zero_loss, loss_text="log 0")
-    registered("double", "head: float64 everywhere", "a test", head=DoubleHead)
-    short = dict(epochs=1, max_steps_per_epoch=1, run_name=None)
-    with pytest.raises(YourCodeError, match=r"Your loss `log_of_zero_loss` .* returned nan on the first step, .*not a learning rate"):
-        train.train(cfg.replace(variant="logzero", **short), paths, progress=False, log=lambda m: None)
-    with pytest.raises(YourCodeError, match=r"changed torch's default dtype from torch.float32 to torch.float64: .* restored"):
-        train.train(cfg.replace(variant="double", **short), paths, progress=False, log=lambda m: None)
-    assert torch.get_default_dtype() == torch.float32
-
-
 def broken_loss(image_features, text_features, logit_scale, negatives=None):
     return image_features @ text_features  # a slip: no transpose
 
 
-def test_an_exception_in_a_students_loss_is_named_as_theirs(registered, workspace):
+YOUR_CODE_CASES = {  # a student's record, and the message that must name it (not a torch traceback, not the LR)
+    "perpair": (dict(loss=per_pair_loss, loss_text="per-pair"),
+                r"Your loss `per_pair_loss` .* returned a tensor of shape \(32,\) .*one floating-point"),
+    "narrow": (dict(head=TooNarrowHead), r"returned a tensor of shape \(32, 32\) .* caption embeddings are a tensor of shape \(32, 64\)"),
+    "logzero": (dict(loss=log_of_zero_loss, loss_text="log 0"),
+                r"Your loss `log_of_zero_loss` .* returned nan on the first step, .*not a learning rate"),
+    "double": (dict(head=DoubleHead), r"changed torch's default dtype from torch.float32 to torch.float64: .* restored"),
+    "broken": (dict(loss=broken_loss, loss_text="broken"),
+               r"Your loss `broken_loss` .* raised RuntimeError on the first step: .*mat1 and mat2"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(YOUR_CODE_CASES))
+def test_a_students_wrong_shape_nan_exception_or_dtype_change_is_named_as_theirs(registered, workspace, name):
+    """A loss of the wrong shape, a head too narrow, a NaN on the first step, an exception, a changed default dtype."""
     from helpers.training.assemble import YourCodeError
 
     cfg, paths = workspace
-    registered("broken", "loss: broken", "a test", loss=broken_loss, loss_text="broken")
-    with pytest.raises(YourCodeError, match=r"Your loss `broken_loss` .* raised RuntimeError on the first step: .*mat1 and mat2"):
-        train.train(cfg.replace(variant="broken", epochs=1, max_steps_per_epoch=1, run_name=None), paths, progress=False,
-                    log=lambda m: None)
+    hooks, message = YOUR_CODE_CASES[name]
+    registered(name, "a student's slip", "a test", **hooks)
+    with pytest.raises(YourCodeError, match=message):
+        train.train(cfg.replace(variant=name, epochs=1, max_steps_per_epoch=1, run_name=None), paths, progress=False,
+                    log=lambda m: None)  # fmt: skip
+    assert torch.get_default_dtype() == torch.float32  # restored, whatever the head did

@@ -137,11 +137,11 @@ def split_image_ids(splits: Splits, split: str, cache: ImageCache, trained: set[
 def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     run = find_run(cfg, paths)
     ckpt_path = run.weights
+    model, state = load_trained(ckpt_path, device)
     if run.best.exists() and run.checkpoint.exists():  # best.pt is this run's best epoch, metrics.json or not
-        check_own_best(run, load_torch(run.checkpoint, "checkpoint"))
+        check_own_best(run, load_torch(run.checkpoint, "checkpoint"), kept=state if ckpt_path == run.best else None)
     if run.is_finished():
         load_metrics(run)  # best.pt is the one the run's own summary describes (not copied in), and the summary unedited
-    model, state = load_trained(ckpt_path, device)
     cache = ImageCache(restore_cache(paths.image_cache_dir, paths.cache_dir))
     text = load_text_embeds(paths.text_embeds_path("val"), cfg.text_model)
     splits = load_splits(paths)

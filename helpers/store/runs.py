@@ -263,13 +263,14 @@ def settle_staged_best(run: RunDir, saved: dict[str, Any]) -> str | None:
     return f"{BEST_NEXT} discarded: its epoch's checkpoint never landed (that epoch trains again); {BEST} is untouched"
 
 
-def check_own_best(run: RunDir, saved: dict[str, Any]) -> None:
+def check_own_best(run: RunDir, saved: dict[str, Any], kept: dict[str, Any] | None = None) -> None:
     """``best.pt``, when there is one, is this run's best epoch: its identity is the checkpoint's and its epoch and val
     record are the best of the checkpoint's history. A best.pt copied in from another run, or restored from an older
-    version, is refused on every read (02 resuming or finishing, 03 scoring), with or without a metrics.json."""
+    version, is refused on every read (02 resuming or finishing, 03 scoring), with or without a metrics.json.
+    ``kept``: best.pt's content when the caller has read it already (read once, not twice)."""
     if not run.best.exists():
         return
-    kept = load_torch(run.best, "best")
+    kept = kept if kept is not None else load_torch(run.best, "best")
     best = best_record(saved["history"]) if saved.get("history") else None
     if kept.get("identity") != saved.get("identity") or best is None or kept.get("epoch") != best["epoch"] or kept.get("val") != best:
         if run.best_next.exists():  # an end of epoch stopped between its checkpoint and the rename: not a foreign file
@@ -289,8 +290,7 @@ def repair_finished(run: RunDir, saved: dict[str, Any], paths: Paths) -> list[st
     """A finished run whose best.pt or config.json is gone or damaged: rebuilt from its checkpoint ``saved`` (the
     source of truth), or a clear error when the best epoch's weights are lost. A metrics.json that is not the
     checkpoint's summary (:func:`metrics_belong`) is removed, for the trainer to write again. Returns the events to log."""
-    events = []
-    check_own_best(run, saved)
+    events = []  # best.pt, if there, is the run's own: the trainer checked it as it resumed (check_own_best)
     if not run.best.exists():
         best = best_record(saved["history"])
         if best["epoch"] != saved["epoch"]:
