@@ -42,6 +42,7 @@ DEMO_PARAMETERS: dict[str, Any] = {
     "SEEDS": [0],  # VARIANTS: notebook 04's own default, the study a student runs
     "QUERIES": ["a red circle on the left", "a blue square"],
     "CLASSES": ["a red shape", "a blue shape", "a green shape"],
+    "COMPARE_ZERO_SHOT": True,  # the tiny tower's random image half (offline): the zero-shot rows' code path, at chance
 }
 
 
@@ -132,14 +133,25 @@ class Relay(logging.Handler):
                     self._say(f"    … {self.name}: {where}, {duration(now - self.start)} elapsed")
 
 
+def selected(only: list[str]) -> tuple[str, ...]:
+    """The notebooks ``--only`` names ("03 05", "03,05", "3"), in pipeline order; a name that is none of them stops
+    the run before anything starts (it used to match nothing and run no notebook at all, saying "All 0 notebooks ran")."""
+    wanted = {part.strip().zfill(2) for value in only for part in value.split(",") if part.strip()}
+    unknown = sorted(w for w in wanted if w not in {n[:2] for n in NOTEBOOKS})
+    if unknown or not wanted:
+        got = ", ".join(unknown) or "none"
+        raise SystemExit(f"--only {' '.join(only)}: name notebooks by number, 01 to 05, e.g. --only 03 05 (got {got})")
+    return tuple(n for n in NOTEBOOKS if n[:2] in wanted)
+
+
 def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str, str]:
     """Synthetic COCO layout + tiny text tower under ``root`` (reused when present)."""
-    from .data.synthetic import all_captions, make_synthetic_coco, make_tiny_text_tower
+    from .data.synthetic import VISION_SUBFOLDER, all_captions, make_synthetic_coco, make_tiny_text_tower
 
     coco, tower = root / "coco", root / "tiny-clip-text"
-    if not (coco / "annotations" / "captions_val2014.json").exists():
+    if not (coco / "annotations" / "instances_val2014.json").exists():  # (demo data of an older kit had no instances file)
         make_synthetic_coco(coco, n_train=n_train, n_val=n_val, image_size=(160, 120), seed=0)
-    if not (tower / "config.json").exists():
+    if not (tower / VISION_SUBFOLDER / "config.json").exists():  # (nor an image half for COMPARE_ZERO_SHOT)
         make_tiny_text_tower(tower, all_captions(coco))
     return {"DATA_DIR": str(coco), "TEXT_MODEL": str(tower)}
 
@@ -254,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         params.update(make_demo_data(artifacts.parent / f"{artifacts.name}_data"))
     params.update(overrides)
     from_params(params)
-    notebooks = tuple(n for n in NOTEBOOKS if args.only is None or n[:2] in args.only)
+    notebooks = NOTEBOOKS if args.only is None else selected(args.only)
     print(f"ARTIFACTS_DIR: {artifacts} (the paths below are relative to it)")
     t0 = time.perf_counter()
     try:

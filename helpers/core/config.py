@@ -103,6 +103,7 @@ class Config:
     queries: list[str] = free(default_factory=lambda: ["a dog playing", "sport"])
     classes: list[str] = free(default_factory=lambda: ["a person", "an animal", "a landscape"])
     compare_zero_shot: bool = free(False)
+    category_prompt: str = free("a photo of a {}.")  # COCO's category names go into {}: 03's classification over categories
     interactive: bool = free(True)  # show the ipywidgets explorer; False for headless runs (papermill)
     # --- ablation ------------------------------------------------------------------------
     variants: list[str] = free(default_factory=lambda: ["head_ln", "augment"])  # + baseline: two of the handout's single changes
@@ -392,6 +393,8 @@ def _check_values(cfg: Config) -> None:
         fail("queries", "at least one text query, e.g. ['a dog playing', 'sport']")
     if len(cfg.classes) < 2:
         fail("classes", "at least two class prompts to choose between, e.g. ['a person', 'an animal', 'a landscape']")
+    if cfg.category_prompt.count("{}") != 1 or "{" in cfg.category_prompt.replace("{}", ""):
+        fail("category_prompt", "a prompt with one {} where each category name goes, e.g. 'a photo of a {}.'")
     if cfg.bank_size < 0:
         fail("bank_size", "BANK_SIZE >= 0 (0: the whole training caption cache; default 32768)")
     if cfg.warmup_steps < 0:

@@ -26,11 +26,13 @@ from typing import Any
 from ..core.artifacts import first_line
 from ..core.config import Config
 from ..core.storage import ensure_free_space
+from .categories import INSTANCES_FILE, instances_path
 from .coco import SPLIT_FOLDERS, DataError, annotation_path, check_layout
-from .download import DownloadError, download, safe_extract
+from .download import DownloadError, download, extraction_marker, safe_extract
 from .splits import karpathy_ids
 
 ANNOTATIONS_ZIP = "annotations/annotations_trainval2014.zip"
+INSTANCES_MEMBER = f"annotations/{INSTANCES_FILE}"  # val2014's object annotations (~160 MB): the categories of 03
 IMAGE_ZIPS = {"train2014": "zips/train2014.zip", "val2014": "zips/val2014.zip"}
 SUBSET_DEFAULTS = {"train": 6000, "val": 1000, "test": 5000}  # ~1.9 GB of JPEGs
 AVG_JPEG_BYTES = 165_000
@@ -84,10 +86,10 @@ def _is_offline(exc: BaseException) -> bool:
     return False
 
 
-def _fetch_zip(url: str, data_dir: Path, only: str | None, progress: bool) -> None:
+def _fetch_zip(url: str, data_dir: Path, only: str | tuple[str, ...] | None, progress: bool) -> None:
     """Download and extract one zip, unless its marker says it is done; delete the zip afterwards."""
     name = url.rsplit("/", 1)[-1]
-    marker = data_dir / f".extracted-{name}{'-' + only.replace('/', '_') if only else ''}"
+    marker = data_dir / extraction_marker(name, only)
     if marker.exists():
         return
     zip_path = download(url, data_dir / "downloads" / name, progress=progress)
@@ -96,10 +98,20 @@ def _fetch_zip(url: str, data_dir: Path, only: str | None, progress: bool) -> No
 
 
 def fetch_annotations(coco_url: str, data_dir: Path, progress: bool = True) -> None:
-    """The captions JSONs from the official annotations zip (241 MB; only captions_* are extracted)."""
-    if all(annotation_path(data_dir, f).exists() for f in SPLIT_FOLDERS):
+    """The captions JSONs and ``instances_val2014.json`` (the object categories of 03's classification) from the official
+    annotations zip (241 MB; only those members are extracted). A folder of an older kit that has the captions alone
+    gets the instances file on its own; a failure there is a note, not an error (03 then skips classification)."""
+    url = f"{coco_url}/{ANNOTATIONS_ZIP}"
+    if not all(annotation_path(data_dir, f).exists() for f in SPLIT_FOLDERS):
+        _fetch_zip(url, data_dir, only=("annotations/captions_", INSTANCES_MEMBER), progress=progress)
         return
-    _fetch_zip(f"{coco_url}/{ANNOTATIONS_ZIP}", data_dir, only="annotations/captions_", progress=progress)
+    if instances_path(data_dir).exists():
+        return
+    try:
+        _fetch_zip(url, data_dir, only=INSTANCES_MEMBER, progress=progress)
+    except (DownloadError, OSError) as exc:
+        print(f"{INSTANCES_FILE} could not be fetched ({first_line(exc, 120)}): 03 will skip the classification over COCO's "
+              f"categories. Re-run this cell when online, or put {INSTANCES_FILE} into {data_dir / 'annotations'}.")
 
 
 def _images_of(data_dir: Path, folder: str) -> dict[int, dict]:
@@ -271,6 +283,8 @@ def discover_layout(root: Path) -> dict[str, Path]:
                 found[folder] = base
             if f"captions_{folder}.json" in filenames and f"captions_{folder}" not in found:
                 found[f"captions_{folder}"] = base / f"captions_{folder}.json"
+        if INSTANCES_FILE in filenames and "instances" not in found:
+            found["instances"] = base / INSTANCES_FILE
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
     return found
 
@@ -291,6 +305,11 @@ def link_kaggle_layout(root: Path, data_dir: Path, coco_url: str, progress: bool
         if f"captions_{folder}" in found and not ann.exists():
             ann.parent.mkdir(parents=True, exist_ok=True)
             ann.symlink_to(found[f"captions_{folder}"].resolve())
+    if "instances" in found and not instances_path(data_dir).exists():
+        instances_path(data_dir).parent.mkdir(parents=True, exist_ok=True)
+        instances_path(data_dir).symlink_to(found["instances"].resolve())
     if not all(annotation_path(data_dir, f).exists() for f in SPLIT_FOLDERS):
         print("The Kaggle dataset has no caption JSONs: fetching the official annotations zip (241 MB).")
-        fetch_annotations(coco_url, data_dir, progress)
+    elif not instances_path(data_dir).exists():
+        print(f"The Kaggle dataset has no {INSTANCES_FILE}: fetching it from the official annotations zip (241 MB).")
+    fetch_annotations(coco_url, data_dir, progress)

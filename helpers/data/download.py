@@ -131,8 +131,15 @@ def check_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> tuple[lis
     return members, total
 
 
-def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike, only: str | None = None, progress: bool = True) -> Path:
-    """Extract ``zip_path`` into ``dest`` after :func:`check_zip`; ``only`` keeps members under that prefix.
+def extraction_marker(zip_name: str, only: str | tuple[str, ...] | None) -> str:
+    """The file name that records a finished extraction of ``zip_name`` (of the members under ``only``)."""
+    prefixes = (only,) if isinstance(only, str) else tuple(only or ())
+    return f".extracted-{zip_name}" + "".join("-" + p.replace("/", "_") for p in prefixes)
+
+
+def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike, only: str | tuple[str, ...] | None = None,
+                 progress: bool = True) -> Path:  # fmt: skip
+    """Extract ``zip_path`` into ``dest`` after :func:`check_zip`; ``only`` keeps members under that prefix (or prefixes).
 
     A marker file records a finished extraction, so a re-run skips it; a kill midway
     re-extracts from the start (members are written through temporary names).
@@ -141,7 +148,7 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike, only: str
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    marker = dest / f".extracted-{Path(zip_path).name}{'-' + only.replace('/', '_') if only else ''}"
+    marker = dest / extraction_marker(Path(zip_path).name, only)
     if marker.exists():
         return dest
     members, _ = check_zip(zip_path, dest)

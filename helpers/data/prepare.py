@@ -274,6 +274,19 @@ def _cache_captions(cfg: Config, paths: Paths, data: CocoData, splits: Splits, d
     return summary
 
 
+def cache_categories(cfg: Config, paths: Paths, data: CocoData, splits: Splits) -> str:
+    """Write ``categories_val2014.json``: the COCO categories of every cached val2014 image (03's classification), from
+    ``DATA_DIR/annotations/instances_val2014.json``. Prints and returns what it did, or why 03 will skip it."""
+    from ..core.provenance import is_synthetic
+    from .categories import cache_categories as write
+
+    val = next(p for p in cache_parts(cfg, data, splits) if p.name == "val2014")
+    with preparing(paths, "the object categories"):
+        line = write(data.data_dir, paths.artifacts_dir, sorted(val.files), data.source()["val2014"], is_synthetic(data.source()))
+    print(line)
+    return line
+
+
 def record_data_code(cfg: Config, paths: Paths) -> None:
     """Record notebook 01's lab cells as this kernel ran them in both caption caches, when they differ from the record
     (a Dataset cell edited after the captions were encoded): 02 and 03 read the data with the recorded cells. The

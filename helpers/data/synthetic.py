@@ -81,8 +81,11 @@ def make_synthetic_coco(
     karpathy: bool = False,
     base_url: str = "http://images.cocodataset.org",
 ) -> Path:
-    """Write ``train2014/``, ``val2014/`` and ``annotations/captions_{train,val}2014.json`` under ``root``.
+    """Write ``train2014/``, ``val2014/``, ``annotations/captions_{train,val}2014.json`` and
+    ``annotations/instances_val2014.json`` under ``root``.
 
+    The instances file is COCO's object annotations for the generated shapes: one category per colour and shape ("red
+    circle", 18 in all), one box per drawn shape, so 03's classification over categories runs offline as it does on COCO.
     ``karpathy=True`` gives val2014 images ids from the Karpathy val and test lists (half
     each), so the standard-protocol code path runs; otherwise ids avoid those lists.
     """
@@ -95,6 +98,7 @@ def make_synthetic_coco(
         val_ids = [i for i in range(1_000_000, 1_000_000 + 2 * n_val) if i not in banned][:n_val]
     train_ids = list(range(1, n_train + 1))
     ann_id = 1
+    drawn: dict[int, list[tuple[str, str, str, str]]] = {}  # val2014 image id -> its shapes (the instances file)
     for folder, ids in (("train2014", train_ids), ("val2014", val_ids)):
         (root / folder).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
@@ -104,6 +108,8 @@ def make_synthetic_coco(
                 for pos in rng.sample(POSITIONS, rng.choice((1, 1, 2)))
             ]
             file_name = f"COCO_{folder}_{image_id:012d}.jpg"
+            if folder == "val2014":
+                drawn[image_id] = objects
             _draw(objects, image_size, rng).save(root / folder / file_name, quality=90)
             images.append(
                 {
@@ -121,7 +127,32 @@ def make_synthetic_coco(
         info = {"description": "synthetic COCO 2014 layout (helpers.data.synthetic)", "synthetic": True}  # results say so
         doc = {"info": info, "images": images, "annotations": annotations}
         (root / "annotations" / f"captions_{folder}.json").write_text(json.dumps(doc))
+        if folder == "val2014":
+            write_instances(root / "annotations" / "instances_val2014.json", images, drawn, info, image_size)
     return root
+
+
+def shape_categories() -> list[dict[str, object]]:
+    """The generated data's object categories, in COCO's form: one per colour and shape ("red circle")."""
+    names = [f"{color} {shape}" for color in COLORS for shape in SHAPES]
+    return [{"id": k, "name": name, "supercategory": name.split()[1]} for k, name in enumerate(names, 1)]
+
+
+def write_instances(path: Path, images: list[dict], drawn: dict[int, list[tuple[str, str, str, str]]], info: dict,
+                    image_size: tuple[int, int]) -> None:  # fmt: skip
+    """COCO's ``instances_*.json`` layout for the drawn shapes: images, categories, one annotation (box) per shape."""
+    categories = shape_categories()
+    by_name = {c["name"]: c["id"] for c in categories}
+    side = min(image_size)
+    annotations = []
+    for image in images:
+        for color, shape, pos, big in drawn[image["id"]]:
+            r = side // 7 if big == "large" else side // 10
+            cx = image_size[0] // 2 + {"left": -1, "middle": 0, "right": 1}[pos] * side // 3
+            box = [cx - r, image_size[1] // 2 - r, 2 * r, 2 * r]  # x, y, width, height (the shape's place, not to the pixel)
+            annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": by_name[f"{color} {shape}"],
+                                "bbox": box, "area": float(4 * r * r), "iscrowd": 0})  # fmt: skip
+    path.write_text(json.dumps({"info": info, "images": images, "categories": categories, "annotations": annotations}))
 
 
 def all_captions(root: str | Path) -> list[str]:
@@ -178,7 +209,26 @@ def make_tiny_text_tower(out_dir: str | Path, corpus: list[str], projection_dim:
 
     with no_loading_bars():  # transformers' "Writing model shards" bar: noise in the demo's first lines
         CLIPTextModelWithProjection(config).save_pretrained(out)
+        make_tiny_vision_tower(out / VISION_SUBFOLDER, projection_dim, seed)
     return out
+
+
+VISION_SUBFOLDER = "vision"  # a local tower's image half (COMPARE_ZERO_SHOT): the hub's CLIP models hold both in one folder
+
+
+def make_tiny_vision_tower(out_dir: str | Path, projection_dim: int = 64, seed: int = 0) -> Path:
+    """A tiny random ``CLIPVisionModelWithProjection`` (32 px, 8 px patches) into the tiny tower's text space.
+
+    Why: COMPARE_ZERO_SHOT scores "zero-shot CLIP" with the image tower of TEXT_MODEL; offline, this stands in for it, so
+    the zero-shot rows of 03's tables are computed in the demo and the tests. Random: its figures are chance level."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed + 1)
+    config = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                              patch_size=8, projection_dim=projection_dim)  # fmt: skip
+    CLIPVisionModelWithProjection(config).save_pretrained(out_dir)
+    return Path(out_dir)
 
 
 def add_bad_images(root: str | Path, folder: str = "train2014") -> dict[str, int]:

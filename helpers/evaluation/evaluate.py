@@ -32,6 +32,7 @@ from ..data.dataset import data_code, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
 from ..store.runs import RunDir, check_own_best, find_run, load_metrics, load_trained, seal, start_figures, weights_sha256
+from .classification import score_categories
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class EvalData:
     protocol: str
     scored: dict[str, Any]  # which images were scored and how they relate to training and model selection
     run_inputs: dict[str, Any]  # the digests of the data the run trained on (provenance.run_inputs), checked against now
+    source: dict[str, Any] | None = None  # splits.json's source record: what the category labels are checked against
 
     @property
     def run_dir(self) -> Path:
@@ -177,7 +179,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
     }
     if scored["seen_in_training"]:
         raise RuntimeError(f"{scored['seen_in_training']} image(s) of EVAL_SPLIT={cfg.eval_split!r} were trained on: not scoring them")
-    return EvalData(run, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol, scored, state["inputs"])
+    return EvalData(run, model, checkpoint, cache, text, dataset, cfg.eval_split, splits.protocol, scored, state["inputs"], splits.source)
 
 
 @dataclass
@@ -191,6 +193,12 @@ class EvalResult:
     metrics_1k: dict[str, float] | None
     zero_shot: dict[str, float] | None
     record: dict[str, Any]
+    tower: Any = None  # the text tower the classification loaded (03's live queries reuse it), or None
+
+    @property
+    def classification(self) -> dict[str, Any]:
+        """The classification over COCO's categories (``{"skipped": why}`` when there was none to score)."""
+        return self.record.get("classification") or {"skipped": "not scored"}
 
 
 def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None, progress: bool = True) -> EvalResult:
@@ -211,12 +219,13 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     metrics = retrieval_metrics(image_features, text_features, t2i, device=device, lab=cfg.lab)  # 03's cells, as its kernel ran them
     metrics_1k = fold_metrics(image_features, text_features, t2i, device=device, lab=cfg.lab) if len(image_features) >= 5000 else None
     karpathy_order = data.split == "test" and data.protocol == "karpathy-5k"
-    zero_shot = None
+    zero_shot, zs = None, None
     if cfg.compare_zero_shot:
         from .zero_shot import zero_shot_image_features
 
         zs = zero_shot_image_features(cfg.text_model, data.cache, data.dataset.image_ids, device, progress=progress)
         zero_shot = retrieval_metrics(zs, text_features, t2i, device=device, lab=cfg.lab)
+    classification, tower = score_categories(cfg, data, image_features, zs, paths.artifacts_dir, device)
     record = {
         "run_name": data.run.name,
         "split": data.split,
@@ -231,6 +240,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         "scored_images": data.scored,
         "zero_shot": zero_shot,
         "zero_shot_model": cfg.text_model if zero_shot else None,
+        "classification": classification,  # over COCO's object categories (instances_val2014.json), or why skipped
         "seconds": time.perf_counter() - t0,
         "config": cfg.to_dict(),
         "train_config": load_json(data.run.config, "config") if data.run.config.exists() else None,
@@ -245,7 +255,7 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
     atomic_write_json(data.run.eval_json(data.split), record)
     atomic_write_bytes(data.run.eval_csv(data.split), cfg.lab.results_csv(_rows(record)).encode())  # 03's lab cell
     start_figures(data.run, data.split, record)
-    return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record)
+    return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record, tower)
 
 
 UNITS = "fractions: each Recall@K in [0, 1], rsum in [0, 6] (eval_<split>.csv and every table: x 100, in percent)"

@@ -75,6 +75,9 @@ class RetrievalIndex:
     @classmethod
     def from_eval(cls, result: Any, text_model: str | TextTower, device: torch.device | str = "cpu") -> RetrievalIndex:
         data = result.data
+        loaded = getattr(result, "tower", None)  # evaluate's classification loaded it already: one load per notebook
+        if isinstance(text_model, str) and loaded is not None and loaded.name == text_model:
+            text_model = loaded
         captions: dict[int, list[str]] = {}
         for k, row in zip(result.text_to_image.tolist(), result.caption_rows):
             captions.setdefault(data.dataset.image_ids[k], []).append(data.text["captions"][row])

@@ -8,12 +8,23 @@ preprocessing uses (shorter side resized to 224, centre crop, CLIP mean/std), so
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 from ..data.dataset import normalize_images
 from ..data.image_cache import ImageCache
 from ..data.text_tower import no_loading_bars
+
+
+def vision_tower(model_name: str) -> str:
+    """Where the image half of TEXT_MODEL lives: the hub's CLIP models hold both towers in one folder; a local tower
+    saved as a text model alone keeps its image half in ``vision/`` (the offline tiny tower, helpers.data.synthetic)."""
+    from ..data.synthetic import VISION_SUBFOLDER
+
+    local = Path(model_name) / VISION_SUBFOLDER
+    return str(local) if local.is_dir() else model_name
 
 
 @torch.no_grad()
@@ -26,7 +37,7 @@ def zero_shot_image_features(
 
     try:
         with no_loading_bars():
-            vision = CLIPVisionModelWithProjection.from_pretrained(model_name).to(device).eval()
+            vision = CLIPVisionModelWithProjection.from_pretrained(vision_tower(model_name)).to(device).eval()
     except (OSError, ValueError) as exc:
         raise OSError(
             f"COMPARE_ZERO_SHOT needs the CLIP image tower of TEXT_MODEL={model_name!r} ({exc}). "

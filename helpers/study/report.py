@@ -23,6 +23,7 @@ from ..core.lab import LabCode
 from ..core.provenance import SYNTHETIC_WORDS, is_synthetic, splits_digest, synthetic_artifacts
 from ..core.storage import atomic_copy, atomic_write_text
 from ..data.text_tower import display_name, parameter_count
+from ..evaluation.classification import classification_markdown
 from ..evaluation.evaluate import results_markdown
 from ..store.runs import (
     RunDir,
@@ -492,6 +493,11 @@ def results_section(b: _Builder, main: RunArtifacts | None) -> None:
     b.add("## 6. Retrieval results", "")
     if main and main.eval:
         b.add(results_markdown(main.eval), "")
+        classified = main.eval.get("classification")
+        b.add("### Zero-shot classification over COCO's categories", "", classification_markdown(classified, f"`{main.run.name}`"), "")
+        if classified and "run" in classified and main.figures is not None:  # the figure of the model scored, or none
+            b.figure(main.figures / "category_ap.png", f"{main.run.name}_category_ap.png",
+                     "Average precision per category: the best and the worst", "03_evaluate_clip.ipynb")  # fmt: skip
     else:
         b.missing_note("Recall@K of the main run", "03_evaluate_clip.ipynb")
 
