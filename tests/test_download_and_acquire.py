@@ -101,11 +101,15 @@ def test_source_coco_downloads_and_extracts(mirror, tmp_path):
     data_dir = acquire.acquire(cfg, tmp_path / "coco", progress=False)
     check_layout(data_dir)
     assert len(list((data_dir / "train2014").glob("*.jpg"))) == 120
-    assert not (data_dir / "annotations" / "instances_train2014.json").exists()  # only captions extracted
+    assert not (data_dir / "annotations" / "instances_train2014.json").exists()  # only captions (and val's categories)
+    assert (data_dir / "annotations" / "instances_val2014.json").exists()  # 03's classification over categories
     assert not list((data_dir / "downloads").glob("*.zip"))  # zips removed after extraction
     n = len(server.requests)
     acquire.acquire(cfg, tmp_path / "coco", progress=False)  # finished work is skipped
     assert len(server.requests) == n
+    (data_dir / "annotations" / "instances_val2014.json").unlink()  # a folder of an older kit: captions alone
+    acquire.acquire(cfg, tmp_path / "coco", progress=False)
+    assert (data_dir / "annotations" / "instances_val2014.json").exists() and len(server.requests) > n  # fetched on its own
 
 
 def test_source_coco_subset_fetches_single_images(mirror, tmp_path):
@@ -131,6 +135,7 @@ def test_source_kaggle_layout_and_caption_fallback(mirror, tmp_path, synthetic_c
     check_layout(data_dir)
     assert (data_dir / "train2014").is_symlink()
     assert any(p.endswith("annotations_trainval2014.zip") for _, p, _ in server.requests)
+    assert (data_dir / "annotations" / "instances_val2014.json").resolve() == (kaggle_root / "annotations" / "instances_val2014.json")
 
 
 @pytest.fixture

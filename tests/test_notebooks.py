@@ -112,6 +112,7 @@ def test_notebook_01_on_synthetic_data(nb01):
         "image_cache/manifest.json",
         "figures/pairs_grid.png",
         "config_01_dataset_prep.json",
+        "categories_val2014.json",  # the object categories of each val2014 image, for 03's classification
     ):
         assert (art / rel).exists(), rel
     text = _text(nb)
@@ -239,9 +240,10 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
     )
     for name in ("eval_test.json", "eval_test.csv"):
         assert (run / name).exists(), name
-    for name in ("text_queries", "image_classes", "similarity_heatmap", "retrieval_successes", "retrieval_failures"):
+    for name in ("text_queries", "image_classes", "similarity_heatmap", "retrieval_successes", "retrieval_failures", "category_ap"):
         assert (run / "figures_test" / f"{name}.png").exists(), name
     text = _text(nb)
+    assert re.search(r"\| this run \| \d+\.\d \| \d+\.\d \| \d+\.\d \|", text) and "random ranking (expected)" in text  # categories
     assert "published" in text and "not re-measured" in text and "I→T R@1" in text
     assert "def retrieval_ranks(" not in text and "def results_csv(" not in text  # lab cells that run, not rendered copies
     assert "- image 2: c1 (0.87)" in text and "text→image R@1 = 66.7%" in text  # the toy example, ranked by hand
@@ -258,6 +260,8 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
     assert 'out[f"{name}_R@{k}"] = 1.0' in cell.source
     nbformat.write(nb, out / "03_edited.ipynb")
     (out / "nb03-edited").mkdir()
+    labels = Path(params["ARTIFACTS_DIR"]) / "categories_val2014.json"
+    labels.rename(labels.with_suffix(".aside"))  # as after an older download without instances_val2014.json
     try:
         edited = run_notebook("03_evaluate_clip.ipynb", out / "nb03-edited", source=out / "03_edited.ipynb", EVAL_SPLIT="val",
                               ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline",
@@ -266,7 +270,10 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
         assert re.search(table_row, _text(edited))  # the synthetic data said in the row itself
         record = json.loads((run / "eval_val.json").read_text())
         assert list(record["lab_code"]["edited"]) == ["03:recall-at-k"] and record["lab_code"]["digest"] != scored["lab_code"]["digest"]
+        assert "Classification over COCO's categories: skipped. No categories_val2014.json" in _text(edited)  # and 03 went on
+        assert "skipped" in record["classification"] and (run / "figures_val" / "retrieval_failures.png").exists()
     finally:
+        labels.with_suffix(".aside").rename(labels)
         (run / "eval_val.json").unlink(missing_ok=True)
         (run / "eval_val.csv").unlink(missing_ok=True)
 

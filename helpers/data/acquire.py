@@ -103,7 +103,9 @@ def fetch_annotations(coco_url: str, data_dir: Path, progress: bool = True) -> N
     gets the instances file on its own; a failure there is a note, not an error (03 then skips classification)."""
     url = f"{coco_url}/{ANNOTATIONS_ZIP}"
     if not all(annotation_path(data_dir, f).exists() for f in SPLIT_FOLDERS):
-        _fetch_zip(url, data_dir, only=("annotations/captions_", INSTANCES_MEMBER), progress=progress)
+        have_instances = instances_path(data_dir).exists()  # (a Kaggle copy's, linked): never written through its link
+        _fetch_zip(url, data_dir, only="annotations/captions_" if have_instances else ("annotations/captions_", INSTANCES_MEMBER),
+                   progress=progress)  # fmt: skip
         return
     if instances_path(data_dir).exists():
         return

@@ -109,15 +109,17 @@ def download(
     return dest
 
 
-def check_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> tuple[list[zipfile.ZipInfo], int]:
-    """Refuse archives with members outside ``dest`` (absolute, ``..``, links). Returns members and total size."""
+def check_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, only: str | tuple[str, ...] | None = None,
+              ) -> tuple[list[zipfile.ZipInfo], int]:  # fmt: skip
+    """Refuse archives with members outside ``dest`` (absolute, ``..``, links). Returns the members (those under ``only``,
+    the ones that will be written) and their total size."""
     dest = Path(dest).resolve()
     try:
         zf = zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as exc:
         raise UnsafeArchiveError(f"{zip_path} is not a valid zip ({exc}): delete it and re-run to download it again") from exc
     with zf:
-        members = zf.infolist()
+        members = [m for m in zf.infolist() if only is None or m.filename.startswith(only)]
     total = 0
     for info in members:
         name = info.filename
@@ -151,8 +153,8 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike, only: str
     marker = dest / extraction_marker(Path(zip_path).name, only)
     if marker.exists():
         return dest
-    members, _ = check_zip(zip_path, dest)
-    members = [m for m in members if not m.is_dir() and (only is None or m.filename.startswith(only))]
+    members, _ = check_zip(zip_path, dest, only)
+    members = [m for m in members if not m.is_dir()]
     ensure_free_space(dest, sum(m.file_size for m in members), f"extracting {Path(zip_path).name}")
     with zipfile.ZipFile(zip_path) as zf:
         for info in tqdm(members, desc=f"Extracting {Path(zip_path).name}", unit="file", disable=not progress):
