@@ -43,6 +43,7 @@ DEMO_PARAMETERS: dict[str, Any] = {
     "QUERIES": ["a red circle on the left", "a blue square"],
     "CLASSES": ["a red shape", "a blue shape", "a green shape"],
     "COMPARE_ZERO_SHOT": True,  # the tiny tower's random image half (offline): the zero-shot rows' code path, at chance
+    "FLICKR30K": True,  # on a generated Flickr-layout folder (make_demo_data): the transfer test's code path, offline
 }
 
 
@@ -146,14 +147,17 @@ def selected(only: list[str]) -> tuple[str, ...]:
 
 def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str, str]:
     """Synthetic COCO layout + tiny text tower under ``root`` (reused when present)."""
-    from .data.synthetic import VISION_SUBFOLDER, all_captions, make_synthetic_coco, make_tiny_text_tower
+    from .data.flickr import GENERATED_MARK
+    from .data.synthetic import VISION_SUBFOLDER, all_captions, make_synthetic_coco, make_synthetic_flickr, make_tiny_text_tower
 
-    coco, tower = root / "coco", root / "tiny-clip-text"
+    coco, tower, flickr = root / "coco", root / "tiny-clip-text", root / "flickr30k"
     if not (coco / "annotations" / "instances_val2014.json").exists():  # (demo data of an older kit had no instances file)
         make_synthetic_coco(coco, n_train=n_train, n_val=n_val, image_size=(160, 120), seed=0)
     if not (tower / VISION_SUBFOLDER / "config.json").exists():  # (nor an image half for COMPARE_ZERO_SHOT)
         make_tiny_text_tower(tower, all_captions(coco))
-    return {"DATA_DIR": str(coco), "TEXT_MODEL": str(tower)}
+    if not (flickr / GENERATED_MARK).exists():
+        make_synthetic_flickr(flickr)
+    return {"DATA_DIR": str(coco), "TEXT_MODEL": str(tower), "FLICKR_DIR": str(flickr)}
 
 
 def settle_streams(notebook: Path) -> None:

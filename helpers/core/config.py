@@ -104,6 +104,9 @@ class Config:
     classes: list[str] = free(default_factory=lambda: ["a person", "an animal", "a landscape"])
     compare_zero_shot: bool = free(False)
     category_prompt: str = free("a photo of a {}.")  # COCO's category names go into {}: 03's classification over categories
+    flickr30k: bool = free(False)  # 03 also scores transfer to Flickr30k's 1k test split (downloads 134 MB once)
+    flickr_dir: str | None = free(None)  # where Flickr30k's files are (or go); None: beside DATA_DIR, on local disk
+    flickr_url: str = free("https://huggingface.co/datasets/nlphuji/flickr_1k_test_image_text_retrieval/resolve/main")
     interactive: bool = free(True)  # show the ipywidgets explorer; False for headless runs (papermill)
     # --- ablation ------------------------------------------------------------------------
     variants: list[str] = free(default_factory=lambda: ["head_ln", "augment"])  # + baseline: two of the handout's single changes

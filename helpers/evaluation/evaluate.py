@@ -31,6 +31,7 @@ from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import data_code, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
+from ..data.text_tower import display_name
 from ..store.runs import RunDir, check_own_best, find_run, load_metrics, load_trained, seal, start_figures, weights_sha256
 from .classification import score_categories
 
@@ -270,7 +271,8 @@ def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
     if record.get("metrics_1k"):
         out.append((f"this run ({record['run_name']})", "1k (mean of 5 folds)", pct(record["metrics_1k"])))
     if record.get("zero_shot"):
-        out.append((f"zero-shot {record['zero_shot_model']} (measured here)", f"{record['split']}: {images}", pct(record["zero_shot"])))
+        zero_shot = f"zero-shot {display_name(record['zero_shot_model'])} (measured here)"
+        out.append((zero_shot, f"{record['split']}: {images}", pct(record["zero_shot"])))
     for k, ref in enumerate(REFERENCES, 1):
         out.append((f"{ref.model} [published{'*' * k}, not re-measured]", ref.protocol, ref.metrics()))
     return out

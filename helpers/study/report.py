@@ -25,6 +25,8 @@ from ..core.storage import atomic_copy, atomic_write_text
 from ..data.text_tower import display_name, parameter_count
 from ..evaluation.classification import classification_markdown
 from ..evaluation.evaluate import results_markdown
+from ..evaluation.transfer import SPLIT as TRANSFER_SPLIT
+from ..evaluation.transfer import TRANSFER_OFF, transfer_markdown
 from ..store.runs import (
     RunDir,
     all_runs,
@@ -498,6 +500,9 @@ def results_section(b: _Builder, main: RunArtifacts | None) -> None:
         if classified and "run" in classified and main.figures is not None:  # the figure of the model scored, or none
             b.figure(main.figures / "category_ap.png", f"{main.run.name}_category_ap.png",
                      "Average precision per category: the best and the worst", "03_evaluate_clip.ipynb")  # fmt: skip
+        b.add("### Transfer: Flickr30k's 1k test split", "")
+        transferred = b.lenient(load_eval, main.run, TRANSFER_SPLIT)  # only while it scores the run's current weights
+        b.add(transfer_markdown(transferred) if transferred else f"*Not measured: {TRANSFER_OFF}*", "")
     else:
         b.missing_note("Recall@K of the main run", "03_evaluate_clip.ipynb")
 
