@@ -147,7 +147,7 @@ def selected(only: list[str]) -> tuple[str, ...]:
 
 def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str, str]:
     """Synthetic COCO layout + tiny text tower under ``root`` (reused when present)."""
-    from .data.flickr import GENERATED_MARK
+    from .data.flickr import CSV_NAME
     from .data.synthetic import VISION_SUBFOLDER, all_captions, make_synthetic_coco, make_synthetic_flickr, make_tiny_text_tower
 
     coco, tower, flickr = root / "coco", root / "tiny-clip-text", root / "flickr30k"
@@ -155,7 +155,7 @@ def make_demo_data(root: Path, n_train: int = 400, n_val: int = 200) -> dict[str
         make_synthetic_coco(coco, n_train=n_train, n_val=n_val, image_size=(160, 120), seed=0)
     if not (tower / VISION_SUBFOLDER / "config.json").exists():  # (nor an image half for COMPARE_ZERO_SHOT)
         make_tiny_text_tower(tower, all_captions(coco))
-    if not (flickr / GENERATED_MARK).exists():
+    if not (flickr / CSV_NAME).exists():
         make_synthetic_flickr(flickr)
     return {"DATA_DIR": str(coco), "TEXT_MODEL": str(tower), "FLICKR_DIR": str(flickr)}
 

@@ -36,6 +36,7 @@ ZIP_NAME = "images_flickr_1k_test.zip"
 IMAGES_FOLDER = "images_flickr_1k_test"
 RECORD = "flickr30k.json"  # written last: the prepared set counts only once it is there
 EXPECTED_IMAGES = 1000
+GENERATED = "synthetic"  # the ``source`` column of a generated list (helpers.data.synthetic): every result says so
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class FlickrSplit:
     files: dict[int, str]
     captions: dict[int, list[str]]
     csv_sha256: str
+    synthetic: bool = False  # the list says it was generated (a ``source`` column, helpers.data.synthetic): results say so
 
 
 def folder(paths: Paths) -> Path:
@@ -76,7 +78,8 @@ def read_split(csv_path: Path) -> FlickrSplit:
         except ValueError:
             raise DataError(f"{csv_path}: the captions of {name} are not a JSON list: delete the file and re-run.") from None
         files[image_id], captions[image_id] = name, [t for t in texts if t]
-    return FlickrSplit(files, captions, sha256_file(csv_path))
+    generated = any(str(row.get("source") or "").startswith(GENERATED) for row in rows)
+    return FlickrSplit(files, captions, sha256_file(csv_path), generated)
 
 
 def fetch(cfg: Config, paths: Paths, progress: bool = True) -> tuple[Path, FlickrSplit]:
@@ -173,7 +176,7 @@ def prepare(cfg: Config, paths: Paths, coco_text: dict[str, Any], device: torch.
         "images": len(ids),
         "captions": len(captions),
         "skipped_images": [s["file"] for s in skipped],
-        "synthetic": _generated(raw_dir(cfg, paths)),
+        "synthetic": split.synthetic,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(out / RECORD, record)
@@ -181,9 +184,3 @@ def prepare(cfg: Config, paths: Paths, coco_text: dict[str, Any], device: torch.
           f"(ARTIFACTS_DIR/flickr30k/, read from there next time)")  # fmt: skip
     return Prepared(cache, text, record)
 
-
-GENERATED_MARK = "SYNTHETIC.txt"  # written by helpers.data.synthetic into a generated Flickr-layout folder
-
-
-def _generated(raw: Path) -> bool:
-    return (raw / GENERATED_MARK).exists()

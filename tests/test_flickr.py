@@ -1,0 +1,95 @@
+"""Flickr30k transfer: a generated Flickr-layout folder served over real HTTP, downloaded once, prepared into
+ARTIFACTS_DIR, scored with the published rows beside it, reused by a later session; missing parts named."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+from httpserver import LocalServer
+
+from helpers.data import flickr
+from helpers.data.coco import DataError
+from helpers.data.download import DownloadError
+from helpers.data.synthetic import make_synthetic_flickr
+from helpers.evaluation import evaluate, transfer
+from helpers.store.runs import load_eval
+
+
+@pytest.fixture
+def site(tmp_path):
+    root = tmp_path / "site"
+    make_synthetic_flickr(root / "hf", n_images=30)
+    with LocalServer(root) as server:
+        yield server, root / "hf"
+
+
+@pytest.fixture
+def scored_run(trained, tmp_path, site):
+    """The shared run, scored on COCO by 03, with FLICKR30K on and the files on the local server."""
+    cfg, paths, _ = trained
+    server, _ = site
+    cfg = cfg.replace(flickr30k=True, flickr_url=f"{server.url}/hf", flickr_dir=str(tmp_path / "raw"))
+    result = evaluate.evaluate(cfg, paths, device="cpu", progress=False)
+    try:
+        yield cfg, paths, result
+    finally:  # the shared run and ARTIFACTS_DIR as they were
+        for name in ("eval_flickr30k.json", "eval_flickr30k.csv"):
+            (result.data.run.path / name).unlink(missing_ok=True)
+        shutil.rmtree(flickr.folder(paths), ignore_errors=True)
+
+
+def test_transfer_is_downloaded_once_prepared_scored_and_reused(scored_run, site):
+    cfg, paths, result = scored_run
+    server, _ = site
+    record = transfer.evaluate_transfer(cfg, paths, result, progress=False)
+    assert record["num_images"] == 30 and record["num_captions"] == 150 and 0.0 <= record["metrics"]["rsum"] <= 6.0
+    assert record["prepared"]["image_size"] == result.data.cache.image_size and record["prepared"]["synthetic"] is True
+    assert load_eval(result.data.run, "flickr30k")["metrics"] == record["metrics"]  # sealed, scoring the current weights
+    table = transfer.transfer_markdown(record)
+    assert "| 78.9 | 94.9 | 98.2 | 58.8 | 83.6 | 90.0 |" in table and "| 80.0 | 95.0 | 97.9 | 57.4 | 83.2 | 90.0 |" in table
+    assert "SYNTHETIC" in table and "30 SYNTHETIC images (not Flickr30k)" in table
+    csv_text = (result.data.run.path / "eval_flickr30k.csv").read_text()
+    assert csv_text.startswith("model,protocol,image_to_text_R@1_%") and "Flickr30k 1k test (Karpathy)" in csv_text
+    gets = [p for m, p, _ in server.requests if m == "GET"]
+    assert sorted(gets) == ["/hf/images_flickr_1k_test.zip", "/hf/test_1k_flickr.csv"]
+
+    # a later session: the raw download is gone (local disk), the prepared set on Drive is read, nothing is fetched
+    stamp = (flickr.folder(paths) / flickr.RECORD).stat().st_mtime_ns
+    shutil.rmtree(flickr.raw_dir(cfg, paths))
+    again = transfer.evaluate_transfer(cfg, paths, result, progress=False)
+    assert again["metrics"] == record["metrics"] and [p for m, p, _ in server.requests if m == "GET"] == gets  # none fetched
+    assert (flickr.folder(paths) / flickr.RECORD).stat().st_mtime_ns == stamp
+
+
+def test_an_unreachable_archive_says_what_is_missing_and_how_to_skip(scored_run, site):
+    cfg, paths, result = scored_run
+    _, hf = site
+    (hf / flickr.ZIP_NAME).unlink()  # the server answers 404 for the images
+    with pytest.raises(DownloadError, match=r"images_flickr_1k_test\.zip.*FLICKR30K=False") as caught:
+        transfer.evaluate_transfer(cfg, paths, result, progress=False)
+    assert str(flickr.raw_dir(cfg, paths)) in str(caught.value)
+    assert not (flickr.folder(paths) / flickr.RECORD).exists()  # nothing half-prepared counts
+
+
+def test_an_archive_without_some_images_names_them(scored_run, site):
+    cfg, paths, result = scored_run
+    _, hf = site
+    with zipfile.ZipFile(hf / flickr.ZIP_NAME) as full:
+        members = [(m, full.read(m)) for m in full.namelist()]
+    with zipfile.ZipFile(hf / flickr.ZIP_NAME, "w") as partial:
+        for name, data in members[3:]:
+            partial.writestr(name, data)
+    lost = [name.split("/")[-1] for name, _ in members[:3]]
+    with pytest.raises(DataError, match=rf"3 of the 30 test images are missing .*{lost[0]}"):
+        transfer.evaluate_transfer(cfg, paths, result, progress=False)
+
+
+def test_a_caption_list_without_its_columns_is_named(tmp_path):
+    (tmp_path / flickr.CSV_NAME).write_text("image,caption\n1.jpg,a dog\n")
+    with pytest.raises(DataError, match="no 'filename' and 'raw' columns"):
+        flickr.read_split(tmp_path / flickr.CSV_NAME)
+    make_synthetic_flickr(tmp_path / "ok", n_images=4)
+    split = flickr.read_split(tmp_path / "ok" / flickr.CSV_NAME)
+    assert len(split.files) == 4 and all(len(c) == 5 for c in split.captions.values())
