@@ -87,8 +87,12 @@ def plan_rows(p: budget.Plan) -> list[list[str]]:
     if p.variants:
         rows.append([f"predicted: the study ({len(p.variants)} variant(s); the baseline is this run)",
                      f"{budget.minutes_text(p.study_minutes)} here; {_span(p.study_t4_minutes)} on a T4"])  # fmt: skip
+    if p.flickr:
+        rows.append(["predicted: Flickr30k transfer in 03 (FLICKR30K=True: 134 MB fetched and prepared once, scored once)",
+                     f"{_span(budget.flickr_minutes())} on a T4"])  # fmt: skip
     prepared = "all of COCO 2014" if p.prep_images is None else f"{p.prep_images:,} images"
-    rows.append([f"predicted: the whole lab on a T4 (prep of {prepared}, these trainings, evaluation)", _span(p.lab_t4_minutes)])
+    evaluation = "evaluation with the classification over categories" + (", Flickr30k" if p.flickr else "")
+    rows.append([f"predicted: the whole lab on a T4 (prep of {prepared}, these trainings, {evaluation})", _span(p.lab_t4_minutes)])
     return rows
 
 

@@ -129,7 +129,12 @@ def test_a_tiny_runs_plan_scales_preparation_to_its_data_and_prints_a_figure_tha
     trainings = sum(r.t4_minutes[0] for r in (tiny.run, *tiny.variants))
     assert tiny.lab_t4_minutes[0] == pytest.approx(trainings + (budget.PREP_MINUTES[1] + 2 * budget.EVAL_MINUTES_PER_RUN) * share)
     rows = dict(doctor.plan_rows(tiny))
-    assert "predicted: the whole lab on a T4 (prep of 600 images, these trainings, evaluation)" in rows
+    assert "predicted: the whole lab on a T4 (prep of 600 images, these trainings, evaluation with the classification over " \
+           "categories)" in rows
+    assert not any("Flickr30k" in what for what in rows)  # FLICKR30K off: not planned
+    flickr = budget.plan({**values, "flickr30k": True}, ["head_ln"], rates, 40, 10, prep_images=600)
+    assert flickr.lab_t4_minutes[0] == pytest.approx(tiny.lab_t4_minutes[0] + budget.FLICKR_PREP_MINUTES[1] + budget.FLICKR_EVAL_MINUTES)
+    assert any(what.startswith("predicted: Flickr30k transfer in 03") for what in dict(doctor.plan_rows(flickr)))
     assert all(not re.search(r"(\d+:\d\d)-\1\b", text) for text in rows.values()), rows  # no "0:01-0:01"
     assert doctor._span((0.001, 0.0005)) == "under 1 s" and doctor._span((2.0, 1.0)) == "1:00-2:00"
     assert "prep of all of COCO 2014" in " ".join(dict(doctor.plan_rows(coco)))

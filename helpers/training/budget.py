@@ -48,7 +48,12 @@ T4_RATIOS: tuple[tuple[str, tuple[float, float], str], ...] = (
 # download 8-20 min, extraction 3-5, the image cache 4, the caption cache 1-2.
 PREP_MINUTES = (16.0, 31.0)
 COCO_2014_IMAGES = 123_287  # train2014 + val2014: what PREP_MINUTES prepares; a smaller dataset costs its share
-EVAL_MINUTES_PER_RUN = 1.0  # the 5k test split: 5k image forwards and Recall@K (< 1 min on a T4)
+EVAL_MINUTES_PER_RUN = 1.0  # the 5k test split: 5k image forwards and Recall@K (< 1 min on a T4); with it the
+# classification over COCO's 80 categories (80 prompts encoded once, one [5k, 80] product: seconds)
+# FLICKR30K=True in 03 (docs/PERFORMANCE.md): 134 MB downloaded, 1k images cached and 5k captions encoded, once; then
+# 1k image forwards per evaluation. Derived from the COCO figures above (386 img/s caching, 20-40 MB/s download).
+FLICKR_PREP_MINUTES = (0.5, 1.5)
+FLICKR_EVAL_MINUTES = 0.2
 COLAB_LOADER_IMG_S = 1_745.0  # the loader on 2 vCPUs (Colab's), measured: docs/PERFORMANCE.md
 # A free Colab session: runtimes last at most 12 h (Colab's FAQ), but GPU time is limited by unpublished, changing
 # quotas; the kit plans for 3 h of T4 with margin, and every notebook resumes after a disconnect.
@@ -117,6 +122,7 @@ class Plan:
     session_minutes: float = FREE_SESSION_MINUTES
     suggestions: list[tuple[str, tuple[float, float]]] = field(default_factory=list)  # (what to set, lab minutes on a T4)
     prep_images: int | None = None  # the images notebook 01 prepares (None: all of COCO 2014, before 01 has run)
+    flickr: bool = False  # FLICKR30K: 03 also prepares and scores Flickr30k's 1k test split (once, for the main run)
 
     @property
     def data_share(self) -> float:
@@ -134,7 +140,7 @@ class Plan:
     @property
     def lab_t4_minutes(self) -> tuple[float, float]:
         """Prep + the configured run + the study + one evaluation per run, on a T4 (slow end, fast end)."""
-        return lab_minutes(self.run, self.variants, self.data_share)
+        return lab_minutes(self.run, self.variants, self.data_share, self.flickr)
 
     def fits(self) -> bool | None:
         """True: the lab fits one free session even at the T4's slow end; False: not even at its fast end; None: between."""
@@ -158,14 +164,21 @@ def minutes_text(minutes: float) -> str:
     return duration(60 * minutes)
 
 
-def lab_minutes(run: RunCost, variants: Sequence[RunCost], share: float = 1.0) -> tuple[float, float]:
+def lab_minutes(run: RunCost, variants: Sequence[RunCost], share: float = 1.0, flickr: bool = False) -> tuple[float, float]:
     """On a T4 (slow end, fast end): notebook 01's preparation and one evaluation per run, both at ``share`` of their
-    cost for all of COCO (the data in hand against COCO's images), plus every run's training."""
+    cost for all of COCO (the data in hand against COCO's images), plus every run's training; with ``flickr``, 03's
+    Flickr30k transfer (prepared once, scored once)."""
     runs = [run, *variants]
     evaluation = EVAL_MINUTES_PER_RUN * share * len(runs)
-    slow = PREP_MINUTES[1] * share + sum(r.t4_minutes[0] for r in runs) + evaluation
-    fast = PREP_MINUTES[0] * share + sum(r.t4_minutes[1] for r in runs) + evaluation
+    slow_flickr, fast_flickr = flickr_minutes() if flickr else (0.0, 0.0)
+    slow = PREP_MINUTES[1] * share + sum(r.t4_minutes[0] for r in runs) + evaluation + slow_flickr
+    fast = PREP_MINUTES[0] * share + sum(r.t4_minutes[1] for r in runs) + evaluation + fast_flickr
     return slow, fast
+
+
+def flickr_minutes() -> tuple[float, float]:
+    """03's Flickr30k transfer on a T4 (slow end, fast end): preparation once, one evaluation."""
+    return FLICKR_PREP_MINUTES[1] + FLICKR_EVAL_MINUTES, FLICKR_PREP_MINUTES[0] + FLICKR_EVAL_MINUTES
 
 
 def run_cost(name: str, settings: dict[str, Any], train_images: int, val_images: int, rates: Rates) -> RunCost:
@@ -220,7 +233,7 @@ def plan(settings: dict[str, Any], variants: Sequence[str], rates: Rates, train_
     costs = [cost(v, resolved(settings, v)) for v in variants]
     ordered = sorted(costs, key=lambda c: c.minutes)  # stable: equal costs keep VARIANTS' order
     t4_basis = t4_rate_at_size(rates, int(settings["image_size"]))[1]
-    out = Plan(run, ordered, t4_basis, session_minutes, prep_images=prep_images)
+    out = Plan(run, ordered, t4_basis, session_minutes, prep_images=prep_images, flickr=bool(settings.get("flickr30k")))
     if suggest and out.fits() is not True:
         out.suggestions = suggestions(settings, variants, out, lambda s, v: plan(s, v, rates, train_images, val_images, extra,
                                                                                 session_minutes, False, prep_images))  # fmt: skip
