@@ -149,3 +149,32 @@ def test_the_core_imports_nothing_above_it_by_any_route_and_holds_no_variant_reg
     probe = f"import sys, {', '.join(modules)}; print({above})"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300 * SLOWDOWN)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+
+STEP_SLIPS = {  # an edit of 02's training-step cell, and the message that must name it (not a bare torch traceback)
+    "raises": ("features = model(images)  #", "features = model(images.t())  #",
+               r"Your code raised RuntimeError on the first training step, in `training_step`, line \d+ of the lab cell "
+               r"`training-step` of 02_train_clip\.ipynb"),
+    "returns": ("set_to_none=True)\n    return value, features", "set_to_none=True)\n    return value",
+                r"The training step \(notebook 02's cell `training-step`\) returned a float: the trainer needs"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("slip", sorted(STEP_SLIPS))
+def test_a_slip_in_02s_step_cell_is_named_with_its_cell_and_line(workspace, slip):
+    from helpers.core.config import with_lab
+    from helpers.core.lab import LabCell, LabCode, YourCodeError
+    from helpers.training import train
+
+    cfg, paths = workspace
+    old, new, message = STEP_SLIPS[slip]
+    shipped = LabCode.shipped()
+    step = shipped.cell("02:training-step")
+    assert old in step.source
+    edited = LabCode(c if c is not step else LabCell(c.notebook, c.cell_id, c.source.replace(old, new, 1)) for c in shipped.cells)
+    try:
+        with pytest.raises(YourCodeError, match=message):
+            train.train(with_lab(cfg.replace(epochs=1, max_steps_per_epoch=1, run_name=f"slip-{slip}"), edited), paths,
+                        progress=False, log=lambda m: None)  # fmt: skip
+    finally:  # the shared workspace keeps only its own runs
+        shutil.rmtree(paths.runs_dir / f"slip-{slip}", ignore_errors=True)

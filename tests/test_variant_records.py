@@ -344,6 +344,29 @@ def broken_loss(image_features, text_features, logit_scale, negatives=None):
     return image_features @ text_features  # a slip: no transpose
 
 
+class MisfitHead(nn.Module):
+    """A head whose layer expects one feature more than the trunk gives: the first forward fails inside torch."""
+
+    def __init__(self, in_dim, hidden_dim, embed_dim):
+        super().__init__()
+        self.linear = nn.Linear(in_dim + 1, embed_dim)
+
+    def forward(self, features):
+        return self.linear(features)
+
+
+class BadDropoutHead(nn.Module):
+    """A head whose constructor fails: a dropout probability above 1."""
+
+    def __init__(self, in_dim, hidden_dim, embed_dim):
+        super().__init__()
+        self.drop = nn.Dropout(p=1.5)
+        self.linear = nn.Linear(in_dim, embed_dim)
+
+    def forward(self, features):
+        return self.linear(self.drop(features))
+
+
 YOUR_CODE_CASES = {  # a student's record, and the message that must name it (not a torch traceback, not the LR)
     "perpair": (dict(loss=per_pair_loss, loss_text="per-pair"),
                 r"Your loss `per_pair_loss` .* returned a tensor of shape \(32,\) .*one floating-point"),
@@ -353,6 +376,10 @@ YOUR_CODE_CASES = {  # a student's record, and the message that must name it (no
     "double": (dict(head=DoubleHead), r"changed torch's default dtype from torch.float32 to torch.float64: .* restored"),
     "broken": (dict(loss=broken_loss, loss_text="broken"),
                r"Your loss `broken_loss` .* raised RuntimeError on the first step: .*mat1 and mat2"),
+    "misfit": (dict(head=MisfitHead), r"Your code raised RuntimeError on the first training step, in `forward`, line \d+ of "
+                                      r"test_variant_records\.py: mat1 and mat2"),
+    "baddrop": (dict(head=BadDropoutHead), r"Your code raised ValueError while the image model was built, in `__init__`, line "
+                                           r"\d+ of test_variant_records\.py: dropout probability"),
 }  # fmt: skip
 
 

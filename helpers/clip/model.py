@@ -26,7 +26,7 @@ from torch import nn
 
 from ..core import markdown
 from ..core.config import Config
-from ..core.lab import LabCode, YourCodeError
+from ..core.lab import LabCode, YourCodeError, as_your_error
 from .flags import Recipe, canonical
 
 ARCH_KEYS = ("image_backbone", "hidden_dim", "embed_dim", "variant", "learnable_temperature", "temperature")
@@ -146,8 +146,16 @@ def build_model(arch: dict[str, Any], lab: LabCode, pretrained: bool = True) -> 
     if pooling is not None:
         trunk.avgpool = _Pooled(pooling(in_dim))
     dtype = torch.get_default_dtype()
-    head = (variant.single("head") or lab.projection_head)(in_dim, arch["hidden_dim"], arch["embed_dim"])
-    model = lab.ClipImageModel(trunk, head, arch["temperature"], bool(arch["learnable_temperature"]))
+    try:
+        head = (variant.single("head") or lab.projection_head)(in_dim, arch["hidden_dim"], arch["embed_dim"])
+        model = lab.ClipImageModel(trunk, head, arch["temperature"], bool(arch["learnable_temperature"]))
+    except YourCodeError:
+        raise
+    except Exception as exc:  # raised in the student's head or model cell: named, with its line
+        named = as_your_error(exc, "while the image model was built")
+        if named is None:
+            raise
+        raise named from exc
     if torch.get_default_dtype() != dtype:  # a global change would make every later tensor of the session another type
         changed = torch.get_default_dtype()
         torch.set_default_dtype(dtype)

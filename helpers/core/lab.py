@@ -23,6 +23,7 @@ import hashlib
 import json
 import linecache
 import os
+import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -41,6 +42,48 @@ ENCODING = "01:caption-encoding"  # the cell whose edit changes the cached embed
 class YourCodeError(RuntimeError):
     """The lab's code as the student wrote it (a notebook cell, a modification) returned something the run cannot use:
     the message names the cell and what came back, instead of an error from deep inside torch."""
+
+
+def your_frame(exc: BaseException) -> str | None:
+    """Where in the student's code ``exc`` was raised: the innermost frame of a lab cell (as the kit executes it) or of a
+    cell of this notebook's kernel (a modification, an edited lab cell), e.g. "`forward`, line 12 of the lab cell
+    `projection-head` of 02_train_clip.ipynb"; None when no frame is theirs (the kit's or a library's own error)."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        where = _students_file(code.co_filename)
+        if where is not None:
+            found = f"`{code.co_name}`, line {tb.tb_lineno} of {where}"
+        tb = tb.tb_next
+    return found
+
+
+def _students_file(filename: str) -> str | None:
+    """How to name ``filename`` when it holds the student's code (a lab cell, a kernel's cell, a file of their own such as
+    ``--modification mine.py``); None for the kit (helpers/), an installed library or Python's own modules."""
+    if filename.startswith("<lab cell "):
+        key = filename[len("<lab cell ") :].split(" ", 1)[0]  # "02:projection-head"
+        notebook, _, cell_id = key.partition(":")
+        return f"the lab cell `{cell_id}` of {NOTEBOOKS.get(notebook, notebook)}"
+    if "ipykernel" in filename or filename.startswith("<ipython-input"):
+        return "a cell of this notebook"
+    if filename.startswith("<"):
+        return None  # frozen modules, exec'd strings of libraries
+    path = Path(filename).resolve()
+    if path.is_relative_to(PROJECT_DIR / "helpers") or {"site-packages", "dist-packages"} & set(path.parts):
+        return None
+    if path.is_relative_to(Path(sysconfig.get_paths()["stdlib"]).resolve()):
+        return None
+    return path.name
+
+
+def as_your_error(exc: BaseException, what: str) -> YourCodeError | None:
+    """``exc`` as a :class:`YourCodeError` naming the student's cell and line (``what``: "on the first training step"),
+    or None when it was not raised in their code (then it propagates as it is)."""
+    place = your_frame(exc)
+    if place is None:
+        return None
+    return YourCodeError(f"Your code raised {type(exc).__name__} {what}, in {place}: {exc}")
 
 
 class LabCodeError(RuntimeError):

@@ -18,7 +18,7 @@ from torch import nn
 from ..clip.flags import Recipe
 from ..clip.model import build_model
 from ..core.config import Config
-from ..core.lab import YourCodeError
+from ..core.lab import YourCodeError, as_your_error
 from .optim import make_optimizer
 
 
@@ -40,7 +40,40 @@ def loss_and_step(cfg: Config, variant: Recipe) -> tuple[Callable[..., torch.Ten
     where = (f"your loss `{getattr(own, '__name__', own)}` (the modification's record, registered in its cell)" if own
              else "the loss of notebook 02's cell `clip-loss`")  # fmt: skip
     students = own is not None or "02:clip-loss" in cfg.lab.edited(("02",))  # the shipped loss at init never gives NaN
-    return checked_loss(own or cfg.lab.clip_loss, where, finite=students), cfg.lab.training_step
+    return checked_loss(own or cfg.lab.clip_loss, where, finite=students), checked_step(cfg.lab.training_step)
+
+
+def checked_step(step_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``step_fn`` (notebook 02's ``training_step``), whose first call names the student's code when it fails: an
+    exception raised in a lab cell or a cell of the notebook (the step, the model's forward, the head) becomes "Your code
+    raised … in `forward`, line 12 of the lab cell `projection-head` …", and a return that is not ``(loss value,
+    image features)`` is named too. Out-of-memory passes through (the trainer halves the batch), as does an error of the
+    kit or a library. Later calls pass straight through."""
+    checked = False
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        nonlocal checked
+        if checked:
+            return step_fn(*args, **kwargs)
+        try:
+            out = step_fn(*args, **kwargs)
+        except (torch.cuda.OutOfMemoryError, YourCodeError):
+            raise
+        except Exception as exc:
+            named = as_your_error(exc, "on the first training step")
+            if named is None:
+                raise
+            raise named from exc
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], (int, float)) and torch.is_tensor(out[1])):
+            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else _shape(out)
+            raise YourCodeError(f"The training step (notebook 02's cell `training-step`) returned {got}: the trainer needs "
+                                "(the loss as a float, the batch's image features), as the cell's docstring says.")  # fmt: skip
+        checked = True
+        return out
+
+    step.__name__ = getattr(step_fn, "__name__", "training_step")
+    step.__wrapped__ = step_fn  # type: ignore[attr-defined]
+    return step
 
 
 def _shape(value: Any) -> str:
