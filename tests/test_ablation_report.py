@@ -275,3 +275,22 @@ def test_the_report_on_a_full_disk_says_so_and_what_to_free(full_artifacts, tmp_
     with pytest.raises(storage.DiskSpaceError, match=r"No space left on the disk of .*report/figures.* Free space there \(run folders"):
         report.build_report(art, "shared")
     assert not list((art / "report").rglob(".*.tmp"))  # no half-written file left behind
+
+
+def test_flickr30k_transfer_columns_appear_when_04_scored_the_runs_there():
+    """FLICKR30K in 04: the transfer's R@1 both ways and rsum beside the test split's, each with its change against the
+    baseline; a study without them shows no such column, and a run not scored there shows a dash, never a number."""
+    from dataclasses import replace
+
+    def flickr(value):
+        return {**{k: value for k in ablation.RECALL_KEYS}, "rsum": 6 * value}
+
+    plain = [_outcome("baseline", 0, 0.30), _outcome("head_ln", 0, 0.35)]
+    scored = [replace(plain[0], flickr_metrics=flickr(0.20)), replace(plain[1], flickr_metrics=flickr(0.25))]
+    table = ablation.summarise(scored)
+    assert table["head_ln"]["flickr_rsum"] == pytest.approx(150.0) and table["head_ln"]["flickr_rsum_delta"] == pytest.approx(30.0)
+    md = ablation.table_markdown(table)
+    assert "| Flickr30k I→T R@1 | Flickr30k T→I R@1 | Flickr30k rsum |" in md and "| 150.0 (+30.0) |" in md
+    assert "Flickr30k" not in ablation.table_markdown(ablation.summarise(plain))
+    mixed = ablation.table_markdown(ablation.summarise([scored[0], plain[1]]))
+    assert "| Flickr30k rsum |" in mixed and next(r for r in mixed.splitlines() if r.startswith("| head_ln")).count("| — |") == 3

@@ -43,7 +43,7 @@ def scored_run(trained, tmp_path, site):
 def test_transfer_is_downloaded_once_prepared_scored_and_reused(scored_run, site):
     cfg, paths, result = scored_run
     server, _ = site
-    record = transfer.evaluate_transfer(cfg, paths, result, progress=False)
+    record = transfer.evaluate_transfer(cfg, paths, result.data, progress=False)
     assert record["num_images"] == 30 and record["num_captions"] == 150 and 0.0 <= record["metrics"]["rsum"] <= 6.0
     assert record["prepared"]["image_size"] == result.data.cache.image_size and record["prepared"]["synthetic"] is True
     assert load_eval(result.data.run, "flickr30k")["metrics"] == record["metrics"]  # sealed, scoring the current weights
@@ -58,7 +58,7 @@ def test_transfer_is_downloaded_once_prepared_scored_and_reused(scored_run, site
     # a later session: the raw download is gone (local disk), the prepared set on Drive is read, nothing is fetched
     stamp = (flickr.folder(paths) / flickr.RECORD).stat().st_mtime_ns
     shutil.rmtree(flickr.raw_dir(cfg, paths))
-    again = transfer.evaluate_transfer(cfg, paths, result, progress=False)
+    again = transfer.evaluate_transfer(cfg, paths, result.data, progress=False)
     assert again["metrics"] == record["metrics"] and [p for m, p, _ in server.requests if m == "GET"] == gets  # none fetched
     assert (flickr.folder(paths) / flickr.RECORD).stat().st_mtime_ns == stamp
 
@@ -68,7 +68,7 @@ def test_an_unreachable_archive_says_what_is_missing_and_how_to_skip(scored_run,
     _, hf = site
     (hf / flickr.ZIP_NAME).unlink()  # the server answers 404 for the images
     with pytest.raises(DownloadError, match=r"images_flickr_1k_test\.zip.*FLICKR30K=False") as caught:
-        transfer.evaluate_transfer(cfg, paths, result, progress=False)
+        transfer.evaluate_transfer(cfg, paths, result.data, progress=False)
     assert str(flickr.raw_dir(cfg, paths)) in str(caught.value)
     assert not (flickr.folder(paths) / flickr.RECORD).exists()  # nothing half-prepared counts
 
@@ -83,7 +83,7 @@ def test_an_archive_without_some_images_names_them(scored_run, site):
             partial.writestr(name, data)
     lost = [name.split("/")[-1] for name, _ in members[:3]]
     with pytest.raises(DataError, match=rf"3 of the 30 test images are missing .*{lost[0]}"):
-        transfer.evaluate_transfer(cfg, paths, result, progress=False)
+        transfer.evaluate_transfer(cfg, paths, result.data, progress=False)
 
 
 def test_a_caption_list_without_its_columns_is_named(tmp_path):

@@ -24,7 +24,7 @@ from ..data import flickr
 from ..data.dataset import data_code
 from ..data.text_tower import display_name
 from ..store.runs import seal
-from .evaluate import UNITS, EvalResult, Reference
+from .evaluate import UNITS, EvalData, Reference
 
 SPLIT = "flickr30k"  # eval_flickr30k.json
 PROTOCOL = "Flickr30k 1k test (Karpathy)"
@@ -39,10 +39,9 @@ FLICKR_REFERENCES: tuple[Reference, ...] = (
 )
 
 
-def evaluate_transfer(cfg: Config, paths: Paths, result: EvalResult, progress: bool = True) -> dict[str, Any]:
-    """Score the run 03 just evaluated (and zero-shot CLIP, with COMPARE_ZERO_SHOT) on Flickr30k's 1k test split; write
-    ``eval_flickr30k.json`` / ``.csv``; return the record."""
-    data = result.data
+def evaluate_transfer(cfg: Config, paths: Paths, data: EvalData, progress: bool = True) -> dict[str, Any]:
+    """Score the run whose weights ``data`` holds (03's ``result.data``; 04's runs) and zero-shot CLIP (with
+    COMPARE_ZERO_SHOT) on Flickr30k's 1k test split; write ``eval_flickr30k.json`` / ``.csv``; return the record."""
     device = next(data.model.parameters()).device
     prepared = flickr.prepare(cfg, paths, data.text, device, progress)
     t0 = time.perf_counter()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..clip.flags import BASELINE, canonical
 from ..clip.variants import describe, flags_of
 from ..core import markdown
@@ -26,7 +28,9 @@ from ..core.env import Paths
 from ..core.figures import save_figure
 from ..core.provenance import SYNTHETIC_WORDS, digest, synthetic_artifacts
 from ..core.storage import atomic_write_json, atomic_write_text
-from ..evaluation.evaluate import RECALL_KEYS, evaluate
+from ..evaluation.evaluate import RECALL_KEYS, evaluate, load_eval_data
+from ..evaluation.transfer import SPLIT as TRANSFER_SPLIT
+from ..evaluation.transfer import evaluate_transfer
 from ..store.runs import RunDir, load_eval, seal
 from ..training.train import train  # the one call that starts a training
 from .base_settings import BaseSettings, overrides_markdown
@@ -45,6 +49,7 @@ class RunOutcome:
     val_metrics: dict[str, float] | None = None  # val-split Recall@K and rsum: used to compare variants
     checkpoint: dict[str, Any] | None = None  # path name and sha256 of the weights scored: the report checks they are current
     trained: dict[str, Any] | None = None  # the settings the run trained with (as requested; EPOCHS: the epochs it has)
+    flickr_metrics: dict[str, float] | None = None  # FLICKR30K: Recall@K on Flickr30k's 1k test split (transfer; reported)
 
 
 def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int], progress: bool = True,
@@ -66,9 +71,10 @@ def run_ablation(cfg: Config, paths: Paths, variants: list[str], seeds: list[int
             val = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="val"), paths, progress)
             test = _cached_or_new_eval(run_cfg.replace(run_name=name, eval_split="test"), paths, progress)
             minutes = result.metrics["total_train_seconds"] / 60
+            flickr = _cached_or_new_transfer(run_cfg.replace(run_name=name, eval_split="test"), paths, progress) if cfg.flickr30k else None
             scored = {"path": Path(str(test["checkpoint"]["path"])).name, "sha256": test["checkpoint"]["sha256"]}
             outcomes.append(RunOutcome(variant, seed, name, test["metrics"], minutes, result.skipped, val["metrics"], scored,
-                                       trained_with(result.metrics)))  # fmt: skip
+                                       trained_with(result.metrics), flickr))  # fmt: skip
     return sorted(outcomes, key=lambda o: (seeds.index(o.seed), shown.index(o.variant)))
 
 
@@ -101,6 +107,16 @@ def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, 
         return evaluate(cfg, paths, progress=progress).record
 
 
+def _cached_or_new_transfer(cfg: Config, paths: Paths, progress: bool) -> dict[str, float]:
+    """The run's Flickr30k transfer figures (FLICKR30K): reused while they scored its current best checkpoint; else the
+    run is scored there (its weights read as 03 reads them; its COCO results and figures are left as they are)."""
+    try:
+        return load_eval(RunDir.named(paths, cfg.run_name), TRANSFER_SPLIT)["metrics"]
+    except ArtifactError:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return evaluate_transfer(cfg, paths, load_eval_data(cfg, paths, device), progress)["metrics"]
+
+
 def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:
     """Per variant: mean and std (over seeds) of each metric, its delta to the baseline, minutes."""
     by_variant: dict[str, list[RunOutcome]] = {}
@@ -120,10 +136,16 @@ def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:
                 if len(values) == len(runs):
                     row["val_" + key] = statistics.fmean(values)
                     row["val_" + key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if all(r.flickr_metrics for r in runs):  # FLICKR30K: the transfer's Recall@K beside the test split's
+            for key in METRIC_KEYS:
+                values = [100 * r.flickr_metrics[key] for r in runs]  # type: ignore[index]
+                row["flickr_" + key] = statistics.fmean(values)
+                row["flickr_" + key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         table[variant] = row
     base = table.get(BASELINE)
     for row in table.values():
-        keys = METRIC_KEYS + tuple("val_" + k for k in METRIC_KEYS if "val_" + k in row and base and "val_" + k in base)
+        keys = METRIC_KEYS + tuple(f"{split}_{k}" for split in ("val", "flickr") for k in METRIC_KEYS
+                                   if f"{split}_{k}" in row and base and f"{split}_{k}" in base)  # fmt: skip
         for key in keys:
             row[key + "_delta"] = row[key] - base[key] if base else None
             spread = max(row[key + "_std"], base[key + "_std"]) if base else 0.0
@@ -153,11 +175,14 @@ def table_markdown(table: dict[str, dict[str, Any]], base: dict[str, Any] | None
             text += f" ({delta:+.1f}{'~' if row[key + '_within_noise'] else ''})"
         return text
 
+    flickr = any("flickr_rsum" in row for row in table.values())  # FLICKR30K: transfer columns beside the test split's
     header = ["variant", "**val rsum** (compares)", "test I→T R@1", "I→T R@5", "I→T R@10", "T→I R@1", "T→I R@5", "T→I R@10",
-              "test rsum", "training time (m:ss)"]  # fmt: skip
+              "test rsum", *(["Flickr30k I→T R@1", "Flickr30k T→I R@1", "Flickr30k rsum"] if flickr else []),
+              "training time (m:ss)"]  # fmt: skip
+    transfer = ("flickr_i2t_R@1", "flickr_t2i_R@1", "flickr_rsum") if flickr else ()
     rows = [
         [f"**{variant}** ★" if variant == chosen else variant, cell(row, "val_rsum"), *(cell(row, k) for k in METRIC_KEYS),
-         markdown.duration(60 * row["train_minutes"])]
+         *(cell(row, k) for k in transfer), markdown.duration(60 * row["train_minutes"])]
         for variant, row in sorted(table.items(), key=lambda item: item[0] != BASELINE)  # baseline first, then the table's order
     ]  # fmt: skip
     lines = [*(synthetic if (base or {}).get("synthetic") else []), markdown.table(header, rows, numeric=range(1, len(header)))]
@@ -168,6 +193,9 @@ def table_markdown(table: dict[str, dict[str, Any]], base: dict[str, Any] | None
         "chooses. Test-split Recall@K (in %) is reported for every variant and never used to choose. "
         f"(±x.x) is the change against the baseline. Seeds: {seeds}.",
     ]
+    if flickr:
+        lines[-1] += (" The Flickr30k columns score each run on Flickr30k's 1k test split (transfer to photos none of them "
+                      "trained on; reported, never used to choose).")  # fmt: skip
     if multi:
         lines.append("`~` marks a change no larger than the standard deviation across seeds: indistinguishable from noise.")
     else:
