@@ -93,3 +93,17 @@ def test_a_caption_list_without_its_columns_is_named(tmp_path):
     make_synthetic_flickr(tmp_path / "ok", n_images=4)
     split = flickr.read_split(tmp_path / "ok" / flickr.CSV_NAME)
     assert len(split.files) == 4 and all(len(c) == 5 for c in split.captions.values())
+
+
+def test_a_folder_of_ones_own_is_used_without_any_download(scored_run, site, tmp_path):
+    """FLICKR_DIR holding the caption list and the extracted images (no archive, no marker): nothing is fetched."""
+    cfg, paths, result = scored_run
+    server, hf = site
+    own = tmp_path / "own"
+    own.mkdir()
+    shutil.copy(hf / flickr.CSV_NAME, own / flickr.CSV_NAME)
+    with zipfile.ZipFile(hf / flickr.ZIP_NAME) as archive:
+        archive.extractall(own)
+    record = transfer.evaluate_transfer(cfg.replace(flickr_dir=str(own), flickr_url=f"{server.url}/nowhere"), paths, result.data,
+                                        progress=False)  # fmt: skip
+    assert record["num_images"] == 30 and not server.requests

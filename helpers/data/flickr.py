@@ -83,11 +83,13 @@ def read_split(csv_path: Path) -> FlickrSplit:
 
 
 def fetch(cfg: Config, paths: Paths, progress: bool = True) -> tuple[Path, FlickrSplit]:
-    """The caption list and the extracted images in the raw folder, downloaded when absent (resuming a partial file)."""
+    """The caption list and the images in the raw folder: what is already there is used (a folder of one's own included);
+    what is missing is downloaded (resuming a partial file) and the archive extracted."""
     raw = raw_dir(cfg, paths)
     try:
         csv_path = download(f"{cfg.flickr_url}/{CSV_NAME}", raw / CSV_NAME, progress=progress)
-        if not (raw / IMAGES_FOLDER).is_dir() or not (raw / f".extracted-{ZIP_NAME}").exists():
+        split = read_split(csv_path)
+        if _missing(raw, split) and not (raw / f".extracted-{ZIP_NAME}").exists():  # not extracted yet: the archive
             zip_path = download(f"{cfg.flickr_url}/{ZIP_NAME}", raw / ZIP_NAME, progress=progress)
             safe_extract(zip_path, raw, progress=progress)
     except DownloadError as exc:
@@ -95,9 +97,7 @@ def fetch(cfg: Config, paths: Paths, progress: bool = True) -> tuple[Path, Flick
             f"Flickr30k's 1k test set could not be downloaded into {raw}: {exc} Re-run to resume; or put {CSV_NAME} and "
             f"{IMAGES_FOLDER}/ there yourself (FLICKR_DIR); or set FLICKR30K=False to skip the transfer test."
         ) from None
-    split = read_split(csv_path)
-    images = _images_folder(raw)
-    missing = sorted(name for name in split.files.values() if not (images / name).is_file())
+    images, missing = _images_folder(raw), _missing(raw, split)
     if missing:
         raise DataError(
             f"Flickr30k: {len(missing):,} of the {len(split.files):,} test images are missing from {images} (e.g. "
@@ -107,6 +107,11 @@ def fetch(cfg: Config, paths: Paths, progress: bool = True) -> tuple[Path, Flick
     if len(split.files) != EXPECTED_IMAGES:
         print(f"Flickr30k: {len(split.files):,} test images listed in {CSV_NAME} (the standard split has {EXPECTED_IMAGES:,}).")
     return images, split
+
+
+def _missing(raw: Path, split: FlickrSplit) -> list[str]:
+    images = _images_folder(raw)
+    return sorted(name for name in split.files.values() if not (images / name).is_file())
 
 
 def _images_folder(raw: Path) -> Path:
