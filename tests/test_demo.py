@@ -96,7 +96,7 @@ def test_the_demo_scores_categories_and_flickr_transfer_beside_their_references(
     for text in (executed, report):
         assert re.search(r"\| zero-shot CLIP \(measured here\) \| \d+\.\d \| \d+\.\d \| \d+\.\d \|", text)
         assert "random ranking (expected)" in text and "mAP % (" in text
-        assert "| OpenAI CLIP ViT-B/32, zero-shot [published*, not re-measured] | Flickr30k 1k test (Karpathy) | 78.9 |" in text
+        assert "| OpenAI CLIP ViT-B/32, zero-shot [published†, not re-measured] | Flickr30k 1k test (Karpathy) | 78.9 |" in text
         assert "60 SYNTHETIC images (not Flickr30k)" in text
     assert "_category_ap.png" in report and any((art / "report" / "figures").glob("*_category_ap.png"))
     assert "| Flickr30k I→T R@1 | Flickr30k T→I R@1 | Flickr30k rsum |" in (art / "ablation" / "ablation.md").read_text()  # 04

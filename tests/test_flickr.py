@@ -50,6 +50,8 @@ def test_transfer_is_downloaded_once_prepared_scored_and_reused(scored_run, site
     table = transfer.transfer_markdown(record)
     assert "| 78.9 | 94.9 | 98.2 | 58.8 | 83.6 | 90.0 |" in table and "| 80.0 | 95.0 | 97.9 | 57.4 | 83.2 | 90.0 |" in table
     assert "SYNTHETIC" in table and "30 SYNTHETIC images (not Flickr30k)" in table
+    assert "[published‡, not re-measured]" in table  # its own footnote marks: the COCO table's asterisks come just before
+    assert "\n‡ open_clip, `docs/openclip_retrieval_results.csv` (commit 89fb801, row `RN50,openai`)" in table
     csv_text = (result.data.run.path / "eval_flickr30k.csv").read_text()
     assert csv_text.startswith("model,protocol,image_to_text_R@1_%") and "Flickr30k 1k test (Karpathy)" in csv_text
     gets = [p for m, p, _ in server.requests if m == "GET"]

@@ -33,6 +33,7 @@ _OPEN_CLIP = (
     "open_clip, `docs/openclip_retrieval_results.csv` (commit 89fb801, row `{row}`); its 'Flickr text retr.' columns are "
     "image→text, its 'Flickr image retr.' columns text→image (CLIP_benchmark's naming)"
 )
+MARKS = ("†", "‡")  # the footnotes of this table: not the COCO table's asterisks, which the report prints just above
 FLICKR_REFERENCES: tuple[Reference, ...] = (
     Reference("OpenAI CLIP ViT-B/32, zero-shot", _OPEN_CLIP.format(row="ViT-B-32,openai"), PROTOCOL, (78.9, 94.9, 98.2, 58.8, 83.6, 90.0)),
     Reference("OpenAI CLIP RN50, zero-shot", _OPEN_CLIP.format(row="RN50,openai"), PROTOCOL, (80.0, 95.0, 97.9, 57.4, 83.2, 90.0)),
@@ -87,8 +88,8 @@ def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
     out = [(f"this run ({record['run_name']}), trained on COCO", f"{SPLIT}: {images}", pct(record["metrics"]))]
     if record.get("zero_shot"):
         out.append((f"zero-shot {display_name(record['zero_shot_model'])} (measured here)", f"{SPLIT}: {images}", pct(record["zero_shot"])))
-    for k, ref in enumerate(FLICKR_REFERENCES, 1):
-        out.append((f"{ref.model} [published{'*' * k}, not re-measured]", ref.protocol, ref.metrics()))
+    for mark, ref in zip(MARKS, FLICKR_REFERENCES):
+        out.append((f"{ref.model} [published{mark}, not re-measured]", ref.protocol, ref.metrics()))
     return out
 
 
@@ -104,8 +105,8 @@ def transfer_markdown(record: dict[str, Any]) -> str:
         f"Recall@K in %, {record['num_images']:,} images and {record['num_captions']:,} captions, none seen in training (the run "
         "trained on COCO alone). The published rows are zero-shot CLIP models, quoted, not re-measured."
     )
-    for k, ref in enumerate(FLICKR_REFERENCES, 1):
-        lines += ["", f"{'*' * k} {ref.source}."]
+    for mark, ref in zip(MARKS, FLICKR_REFERENCES):
+        lines += ["", f"{mark} {ref.source}."]
     return "\n".join(lines)
 
 
