@@ -23,6 +23,7 @@ import torch
 from ..core.artifacts import first_line
 from ..core.config import Config
 from ..core.env import Paths
+from ..core.lab import ENCODING
 from ..core.provenance import digest, text_tower_id, tower_of
 from ..core.storage import atomic_torch_save, atomic_write_json, read_json, sha256_file
 from .coco import DataError
@@ -138,7 +139,7 @@ def prepare(cfg: Config, paths: Paths, coco_text: dict[str, Any], device: torch.
     out = folder(paths)
     image_size = cached_image_size(paths.image_cache_dir)
     wanted = {"image_size": image_size, "quality": cfg.cache_quality, "text_model_id": tower_of(coco_text),
-              "encoding": digest((coco_text.get("lab_code") or {}).get("01:caption-encoding"))}  # fmt: skip
+              "encoding": digest((coco_text.get("lab_code") or {}).get(ENCODING))}  # fmt: skip
     if (out / RECORD).exists():
         try:
             record = read_json(out / RECORD)

@@ -10,6 +10,7 @@ their average precision. A random ranking's expected figures are printed beside 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -37,7 +38,7 @@ def score_categories(cfg: Config, data: Any, features: torch.Tensor, zero_shot: 
     if text_tower_id(cfg.text_model) != tower_of(data.text):
         return {"skipped": f"TEXT_MODEL={cfg.text_model!r} is not the text tower that encoded the cached captions: "
                            "its prompts would land in another text space. Re-run 01_dataset_prep.ipynb."}, None  # fmt: skip
-    tower = load_text_tower(cfg.text_model, device)
+    tower = _tower(cfg.text_model, text_tower_id(cfg.text_model), str(device))
     prompts = [cfg.category_prompt.format(name) for name in categories.names]
     prompt_features = data_code(data.text).encode_text(prompts, tower).float()  # notebook 01's cell, as the captions were encoded
     labels = categories.matrix(image_ids)
@@ -54,6 +55,13 @@ def score_categories(cfg: Config, data: Any, features: torch.Tensor, zero_shot: 
         "zero_shot": _summary(cfg, zero_shot, prompt_features, labels, categories) if zero_shot is not None else None,
     }
     return record, tower
+
+
+@functools.lru_cache(maxsize=1)
+def _tower(name: str, tower_id: str, device: str) -> TextTower:
+    """The frozen text tower, loaded once per process for every evaluation (04 scores val and test of each run): keyed by
+    its content id too, so a folder that now holds another tower is loaded again."""
+    return load_text_tower(name, device)
 
 
 def _summary(cfg: Config, features: torch.Tensor, prompt_features: torch.Tensor, labels: torch.Tensor,

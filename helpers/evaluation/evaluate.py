@@ -262,20 +262,45 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
 UNITS = "fractions: each Recall@K in [0, 1], rsum in [0, 6] (eval_<split>.csv and every table: x 100, in percent)"
 
 
-def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+Row = tuple[str, str, dict[str, float]]  # (model, protocol, Recall@K in %): a row of a results table and its CSV
+
+
+def percent(metrics: dict[str, float]) -> dict[str, float]:
+    """The six Recall@K of a record (fractions) in %."""
+    return {k: 100 * metrics[k] for k in RECALL_KEYS}
+
+
+def measured_rows(record: dict[str, Any], run_label: str, images: str) -> list[Row]:
+    """This run's row and, when it was measured, zero-shot CLIP's, on the images ``images`` names."""
+    protocol = f"{record['split']}: {images}"
+    out = [(run_label, protocol, percent(record["metrics"]))]
+    if record.get("zero_shot"):
+        out.append((f"zero-shot {display_name(record['zero_shot_model'])} (measured here)", protocol, percent(record["zero_shot"])))
+    return out
+
+
+def published_rows(references: tuple[Reference, ...], marks: tuple[str, ...]) -> list[Row]:
+    return [(f"{ref.model} [published{mark}, not re-measured]", ref.protocol, ref.metrics()) for mark, ref in zip(marks, references)]
+
+
+def recall_table(rows: list[Row]) -> str:
+    """Rows of Recall@K (in %) as a Markdown table, both directions and rsum."""
+    header = ["model", "protocol", "I→T R@1", "R@5", "R@10", "T→I R@1", "R@5", "R@10", "rsum"]
+    cells = [[name, protocol, *(f"{rec[k]:.1f}" for k in RECALL_KEYS), f"{sum(rec.values()):.1f}"] for name, protocol, rec in rows]
+    return markdown.table(header, cells, numeric=range(2, 9))
+
+
+MARKS = tuple("*" * k for k in range(1, len(REFERENCES) + 1))  # the footnotes of the COCO table
+
+
+def _rows(record: dict[str, Any]) -> list[Row]:
     """(model, protocol, recalls in %) rows: this run, its 1k folds, zero-shot, then published references."""
     n = record["num_images"]
-    pct = lambda m: {k: 100 * m[k] for k in RECALL_KEYS}  # noqa: E731
     images = f"{n:,} SYNTHETIC images (not COCO)" if synthetic_record(record) else f"{n:,} images"
-    out = [(f"this run ({record['run_name']})", f"{record['split']}: {images}", pct(record["metrics"]))]
+    out = measured_rows(record, f"this run ({record['run_name']})", images)
     if record.get("metrics_1k"):
-        out.append((f"this run ({record['run_name']})", "1k (mean of 5 folds)", pct(record["metrics_1k"])))
-    if record.get("zero_shot"):
-        zero_shot = f"zero-shot {display_name(record['zero_shot_model'])} (measured here)"
-        out.append((zero_shot, f"{record['split']}: {images}", pct(record["zero_shot"])))
-    for k, ref in enumerate(REFERENCES, 1):
-        out.append((f"{ref.model} [published{'*' * k}, not re-measured]", ref.protocol, ref.metrics()))
-    return out
+        out.insert(1, (f"this run ({record['run_name']})", "1k (mean of 5 folds)", percent(record["metrics_1k"])))
+    return out + published_rows(REFERENCES, MARKS)
 
 
 def synthetic_record(record: dict[str, Any]) -> bool:
@@ -291,10 +316,8 @@ SYNTHETIC_NOTE = (
 
 def results_markdown(record: dict[str, Any]) -> str:
     """Our Recall@K beside the published references, in %."""
-    header = ["model", "protocol", "I→T R@1", "R@5", "R@10", "T→I R@1", "R@5", "R@10", "rsum"]
-    rows = [[name, protocol, *(f"{rec[k]:.1f}" for k in RECALL_KEYS), f"{sum(rec.values()):.1f}"] for name, protocol, rec in _rows(record)]
     lines = [SYNTHETIC_NOTE, ""] if synthetic_record(record) else []
-    lines += [markdown.table(header, rows, numeric=range(2, 9))]
+    lines += [recall_table(_rows(record))]
     m = record["metrics"]
     lines += [
         "",
@@ -315,6 +338,6 @@ def results_markdown(record: dict[str, Any]) -> str:
             + (f"; {scored['used_for_model_selection']:,} of them chose the best epoch (val)" if scored["used_for_model_selection"] else "")
             + "."
         )
-    for k, ref in enumerate(REFERENCES, 1):  # each footnote its own paragraph: plain lines would merge into one
-        lines += ["", f"{'*' * k} {ref.source}."]
+    for mark, ref in zip(MARKS, REFERENCES):  # each footnote its own paragraph: plain lines would merge into one
+        lines += ["", f"{mark} {ref.source}."]
     return "\n".join(lines)

@@ -13,8 +13,7 @@ import time
 from typing import Any
 
 from ..clip.embed import encode_images
-from ..clip.metrics import RECALL_KEYS, retrieval_metrics
-from ..core import markdown
+from ..clip.metrics import retrieval_metrics
 from ..core.config import Config
 from ..core.env import Paths
 from ..core.lab import EVALUATION
@@ -22,9 +21,8 @@ from ..core.provenance import digest
 from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data import flickr
 from ..data.dataset import data_code
-from ..data.text_tower import display_name
 from ..store.runs import seal
-from .evaluate import UNITS, EvalData, Reference
+from .evaluate import UNITS, EvalData, Reference, Row, measured_rows, published_rows, recall_table
 
 SPLIT = "flickr30k"  # eval_flickr30k.json
 PROTOCOL = "Flickr30k 1k test (Karpathy)"
@@ -81,26 +79,18 @@ def evaluate_transfer(cfg: Config, paths: Paths, data: EvalData, progress: bool 
     return record
 
 
-def _rows(record: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
-    pct = lambda m: {k: 100 * m[k] for k in RECALL_KEYS}  # noqa: E731
+def _rows(record: dict[str, Any]) -> list[Row]:
     synthetic = (record.get("scored_images") or {}).get("synthetic")
     images = f"{record['num_images']:,} SYNTHETIC images (not Flickr30k)" if synthetic else f"{record['num_images']:,} images"
-    out = [(f"this run ({record['run_name']}), trained on COCO", f"{SPLIT}: {images}", pct(record["metrics"]))]
-    if record.get("zero_shot"):
-        out.append((f"zero-shot {display_name(record['zero_shot_model'])} (measured here)", f"{SPLIT}: {images}", pct(record["zero_shot"])))
-    for mark, ref in zip(MARKS, FLICKR_REFERENCES):
-        out.append((f"{ref.model} [published{mark}, not re-measured]", ref.protocol, ref.metrics()))
-    return out
+    return measured_rows(record, f"this run ({record['run_name']}), trained on COCO", images) + published_rows(FLICKR_REFERENCES, MARKS)
 
 
 def transfer_markdown(record: dict[str, Any]) -> str:
     """The transfer table: this run and zero-shot CLIP beside the published rows, in %."""
-    header = ["model", "protocol", "I→T R@1", "R@5", "R@10", "T→I R@1", "R@5", "R@10", "rsum"]
-    rows = [[name, protocol, *(f"{rec[k]:.1f}" for k in RECALL_KEYS), f"{sum(rec.values()):.1f}"] for name, protocol, rec in _rows(record)]
     synthetic = (record.get("scored_images") or {}).get("synthetic")
     lines = ["**SYNTHETIC DATA: a generated Flickr-layout folder (the offline demo), not Flickr30k: these figures test the "
              "pipeline and do not compare with the published rows.**", ""] if synthetic else []  # fmt: skip
-    lines += [markdown.table(header, rows, numeric=range(2, 9)), ""]
+    lines += [recall_table(_rows(record)), ""]
     lines.append(
         f"Recall@K in %, {record['num_images']:,} images and {record['num_captions']:,} captions, none seen in training (the run "
         "trained on COCO alone). The published rows are zero-shot CLIP models, quoted, not re-measured."
