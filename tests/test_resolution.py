@@ -66,6 +66,31 @@ def test_each_epoch_trains_at_its_size_and_validation_and_evaluation_at_the_cach
     assert seen and {side for _, side in seen} == {64}  # the test split too
 
 
+def test_a_schedule_wholly_below_the_cached_size_is_said_as_what_trained(workspace):
+    """TRAIN_SIZES=[48, 48] over 2 epochs never trains at the cached 64 px: the trainer's event and the report's row say
+    48 px (they once said "64 px for every epoch", the cached size), computed from the sizes the history records."""
+    from helpers.study import report
+
+    cfg, paths = workspace
+    assert resolution.describe([48, 48], 64, 2) == "48 px for every epoch"
+    run_cfg = cfg.replace(epochs=2, train_sizes=[48, 48], run_name="all_low", max_steps_per_epoch=1)
+    result = train.train(run_cfg, paths, progress=False, log=lambda m: None)
+    try:
+        assert [r["train_size"] for r in result.history] == [48, 48]
+        assert "resolution schedule: 48 px for every epoch" in read_json(result.run_dir / "history.json")["events"]
+        run_dir = runs.RunDir(result.run_dir)
+        metrics, history = read_json(run_dir.metrics), read_json(run_dir.history)
+        row = report.hyperparameters(report.RunArtifacts(run_dir, metrics["config"], metrics, history, None, None), lambda _: None)
+        assert row["image size"] == "training: 48 px for every epoch; validation and test: 64 px"
+        history["epochs"][1]["train_size"] = 56  # the row follows the recorded sizes, not the settings
+        row = report.hyperparameters(report.RunArtifacts(run_dir, metrics["config"], metrics, history, None, None), lambda _: None)
+        assert row["image size"].startswith("training: 48 px for epoch 1, 56 px for epoch 2;")
+    finally:
+        import shutil
+
+        shutil.rmtree(result.run_dir)
+
+
 def test_lowres_killed_mid_schedule_resumes_to_the_uninterrupted_run(workspace, tmp_path):
     assert resolution.ramp(3, 64) == [48, 56]  # the kill after epoch 1 falls between the schedule's two sizes
     _kill_then_resume_matches(workspace, tmp_path, variant="lowres", epochs=3)

@@ -58,12 +58,18 @@ def work_fraction(sizes: Sequence[int], image_size: int, epochs: int) -> float:
 
 def describe(sizes: Sequence[int], image_size: int, epochs: int) -> str:
     """``"160 px for epochs 1-6, 192 px for 7-8, 224 px for 9-10"`` (a person reads it in the report and notebooks)."""
+    return describe_epochs([size_at(epoch, sizes, image_size) for epoch in range(epochs)])
+
+
+def describe_epochs(per_epoch: Sequence[int]) -> str:
+    """The words for the size each epoch trained at, in order (``history.json``'s ``train_size``): a schedule whose every
+    epoch is below the cached size is said as such, never as the cached size."""
     spans: list[tuple[int, int, int]] = []  # (size, first epoch, last epoch), 1-based
-    for epoch in range(epochs):
-        size = size_at(epoch, sizes, image_size)
+    for epoch, size in enumerate(per_epoch):
         if spans and spans[-1][0] == size:
             spans[-1] = (size, spans[-1][1], epoch + 1)
         else:
             spans.append((size, epoch + 1, epoch + 1))
-    words = [f"{size} px for epoch{'s' if a != b else ''} {a if a == b else f'{a}-{b}'}" for size, a, b in spans]
-    return ", ".join(words) if len(spans) > 1 else f"{image_size} px for every epoch"
+    if len(spans) == 1:
+        return f"{spans[0][0]} px for every epoch"
+    return ", ".join(f"{size} px for epoch{'s' if a != b else ''} {a if a == b else f'{a}-{b}'}" for size, a, b in spans)

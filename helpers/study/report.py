@@ -464,7 +464,10 @@ def hyperparameters(run: RunArtifacts, text_parameters: Callable[[str], int | No
     else:
         rows["temperature τ"] = f"{c.get('temperature'):g} (fixed)"
     sizes, epochs = c.get("train_sizes") or [], int(metrics.get("epochs", c.get("epochs")) or 0)
-    scheduled = f"training: {resolution.describe(sizes, c['image_size'], epochs)}; validation and test: " if sizes else ""
+    trained = [r["train_size"] for r in history if "train_size" in r]  # what each epoch trained at, when recorded
+    schedule = resolution.describe_epochs(trained) if len(trained) == len(history) == epochs > 0 else (
+        resolution.describe(sizes, c["image_size"], epochs))
+    scheduled = f"training: {schedule}; validation and test: " if sizes else ""
     rows["image size"] = f"{scheduled}{c.get('image_size')} px"
     rows["precision"] = str(metrics["amp_dtype"]) if "amp_dtype" in metrics else ("mixed on CUDA" if c.get("amp") else "float32")
     counted = "num_train_images" in metrics
