@@ -98,6 +98,27 @@ def test_categories_of_other_data_or_missing_images_are_not_used(prepared, tmp_p
     assert "No categories_val2014.json" in reason and "instances_val2014.json" in reason and "01_dataset_prep" in reason
 
 
+def test_an_edited_or_unsealed_categories_file_is_not_used_and_01_writes_it_again(prepared, tmp_path):
+    """categories_val2014.json is sealed: a label changed by hand (or the seal removed by a tool) is never scored; 03
+    says so, and the next 01 writes the file again instead of calling it up to date."""
+    from helpers.core.storage import atomic_write_json
+    from helpers.data.splits import load_splits
+
+    paths, _ = _categories_for(prepared, tmp_path)
+    path = categories.artifact_path(paths.artifacts_dir)
+    source, ids = load_splits(paths).source["val2014"], prepared["splits"].test
+    record = json.loads(path.read_text())
+    first = str(ids[0])
+    edited = {**record, "labels": {**record["labels"], first: [*record["labels"][first], 999]}}
+    for broken in (edited, {k: v for k, v in record.items() if k != "seal"}):
+        atomic_write_json(path, broken)
+        reason = categories.load_categories(paths.artifacts_dir, source, ids)
+        assert isinstance(reason, str) and "changed after notebook 01 wrote it" in reason and "01_dataset_prep" in reason
+        line = prepare.cache_categories(prepared["cfg"], paths, prepared["data"], prepared["splits"])
+        assert "up to date" not in line and json.loads(path.read_text()) == record  # written again, as 01 first wrote it
+        assert isinstance(categories.load_categories(paths.artifacts_dir, source, ids), categories.Categories)
+
+
 def test_an_absent_instances_file_is_said_and_removes_a_stale_artifact(tmp_path):
     art = tmp_path / "art"
     art.mkdir()
@@ -145,15 +166,33 @@ def test_without_categories_evaluate_says_why_and_scores_retrieval(trained):
     assert "No categories_val2014.json" in classification.classification_markdown(result.record["classification"])
 
 
-def test_a_student_category_scores_of_the_wrong_shape_is_named():
+TOP_K_LINE = "return (wrong_at_or_above < k).float().mean().item()"
+CLASSIFICATION_SLIPS = {  # an edit of 03's zero-shot-classification cell, and the message that names it
+    "scores of images against images": (
+        "return image_features.float() @ prompt_features.float().t()", "return image_features.float() @ image_features.float().t()",
+        r"Your `category_scores` \(the lab cell `zero-shot-classification` of 03_evaluate_clip\.ipynb\) returned "
+        r"a tensor of shape \(2, 2\)"),
+    "accuracy in percent": (TOP_K_LINE, TOP_K_LINE.replace("return (", "return 100 * ("),
+                            r"Your `top_k_accuracy` .* returned 100\.0; an accuracy is a fraction in \[0, 1\]"),
+    "AP of present categories only": ("\n    return ap", "\n    return ap[~ap.isnan()]",
+                                      r"Your `average_precision` .* the kit needs one average precision per category, 3 numbers"),
+    "AP raises": ("ap[c] = (precision * recall_added).sum()", "ap[c] = (precision * recall_added).sum() / 0.0 + labels.missing",
+                  r"Your code raised AttributeError in `average_precision`, in `average_precision`, line \d+ of the lab cell"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("slip", sorted(CLASSIFICATION_SLIPS))
+def test_a_slip_in_03s_classification_cell_is_named(slip):
     from helpers.core.config import from_params, with_lab
 
-    wrong = "return image_features.float() @ image_features.float().t()"  # images against images: [N, N]
-    cells = [c if c.cell_id != "zero-shot-classification" else
-             LabCell(c.notebook, c.cell_id, c.source.replace("return image_features.float() @ prompt_features.float().t()", wrong))
+    old, new, message = CLASSIFICATION_SLIPS[slip]
+    assert old in LAB.cell("03:zero-shot-classification").source
+    cells = [c if c.cell_id != "zero-shot-classification" else LabCell(c.notebook, c.cell_id, c.source.replace(old, new, 1))
              for c in LAB.cells]  # fmt: skip
     edited = with_lab(from_params({}), LabCode(cells))
     assert list(edited.lab.edited(("03",))) == ["03:zero-shot-classification"]
     labels = categories.Categories(["a", "b", "c"], [1, 2, 3], {5: [1], 6: [2]}, "")
-    with pytest.raises(YourCodeError, match=r"Your category_scores \(the lab cell `zero-shot-classification` of 03_evaluate_clip"):
-        classification._summary(edited, torch.eye(2, 4), torch.eye(3, 4), labels.matrix([5, 6]), labels)
+    features, prompts = torch.eye(2, 4), torch.eye(3, 4)
+    assert classification._summary(with_lab(from_params({}), LAB), features, prompts, labels.matrix([5, 6]), labels)["top1"] == 1.0
+    with pytest.raises(YourCodeError, match=message):
+        classification._summary(edited, features, prompts, labels.matrix([5, 6]), labels)

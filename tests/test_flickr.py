@@ -65,6 +65,33 @@ def test_transfer_is_downloaded_once_prepared_scored_and_reused(scored_run, site
     assert (flickr.folder(paths) / flickr.RECORD).stat().st_mtime_ns == stamp
 
 
+def test_a_prepared_set_edited_after_it_was_written_is_prepared_again(scored_run, site, capsys):
+    """flickr30k.json is sealed and records the digest of the caption embeddings beside it: an edited record, or caption
+    embeddings from elsewhere, are never scored; the set is prepared again and says why."""
+    import torch
+
+    from helpers.core.storage import atomic_write_json, read_json
+
+    cfg, paths, result = scored_run
+    first = transfer.evaluate_transfer(cfg, paths, result.data, progress=False)
+    record_path, text_path = flickr.folder(paths) / flickr.RECORD, flickr.folder(paths) / "text_embeds.pt"
+    record = read_json(record_path)
+    atomic_write_json(record_path, {**record, "images": 1})  # a hand edit
+    capsys.readouterr()
+    assert transfer.evaluate_transfer(cfg, paths, result.data, progress=False)["metrics"] == first["metrics"]
+    assert "changed after they were prepared: preparing it again" in capsys.readouterr().out
+    text = torch.load(text_path, weights_only=True)
+    text["embeddings"] = text["embeddings"].flip(0)  # another set's embeddings, the same shape
+    torch.save(text, text_path)
+    assert transfer.evaluate_transfer(cfg, paths, result.data, progress=False)["metrics"] == first["metrics"]
+    assert "changed after they were prepared: preparing it again" in capsys.readouterr().out
+    from helpers.core.provenance import is_sealed
+    from helpers.core.storage import sha256_file
+
+    again = read_json(record_path)
+    assert is_sealed(again) and again["text_sha256"] == sha256_file(text_path) == record["text_sha256"]  # encoded anew, alike
+
+
 def test_an_unreachable_archive_says_what_is_missing_and_how_to_skip(scored_run, site):
     cfg, paths, result = scored_run
     _, hf = site

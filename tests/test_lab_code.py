@@ -151,6 +151,14 @@ def test_the_core_imports_nothing_above_it_by_any_route_and_holds_no_variant_reg
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
 
 
+def _with_edit(key: str, old: str, new: str) -> LabCode:
+    """The shipped lab code with one cell's ``old`` text replaced by ``new`` (as a student's edit in a kernel)."""
+    shipped = LabCode.shipped()
+    cell = shipped.cell(key)
+    assert old in cell.source, (key, old)
+    return LabCode(c if c is not cell else LabCell(c.notebook, c.cell_id, c.source.replace(old, new, 1)) for c in shipped.cells)
+
+
 STEP_SLIPS = {  # an edit of 02's training-step cell, and the message that must name it (not a bare torch traceback)
     "raises": ("features = model(images)  #", "features = model(images.t())  #",
                r"Your code raised RuntimeError on the first training step, in `training_step`, line \d+ of the lab cell "
@@ -163,18 +171,75 @@ STEP_SLIPS = {  # an edit of 02's training-step cell, and the message that must 
 @pytest.mark.parametrize("slip", sorted(STEP_SLIPS))
 def test_a_slip_in_02s_step_cell_is_named_with_its_cell_and_line(workspace, slip):
     from helpers.core.config import with_lab
-    from helpers.core.lab import LabCell, LabCode, YourCodeError
+    from helpers.core.lab import YourCodeError
     from helpers.training import train
 
     cfg, paths = workspace
     old, new, message = STEP_SLIPS[slip]
-    shipped = LabCode.shipped()
-    step = shipped.cell("02:training-step")
-    assert old in step.source
-    edited = LabCode(c if c is not step else LabCell(c.notebook, c.cell_id, c.source.replace(old, new, 1)) for c in shipped.cells)
+    edited = _with_edit("02:training-step", old, new)
     try:
         with pytest.raises(YourCodeError, match=message):
             train.train(with_lab(cfg.replace(epochs=1, max_steps_per_epoch=1, run_name=f"slip-{slip}"), edited), paths,
                         progress=False, log=lambda m: None)  # fmt: skip
     finally:  # the shared workspace keeps only its own runs
         shutil.rmtree(paths.runs_dir / f"slip-{slip}", ignore_errors=True)
+
+
+R_AT_K = 'out[f"{name}_R@{k}"] = (ranks < k).float().mean().item()'
+EVAL_SLIPS = {  # an edit of 03's recall-at-k or results-csv cell, and the message that must name it (never a table of nonsense)
+    "percent": (R_AT_K, R_AT_K.replace("= (", "= 100 * ("),
+                r"Your `recall_at_k` \(the lab cell `recall-at-k` of 03_evaluate_clip\.ipynb\) returned i2t_R@1 = [\d.]+; "
+                r"Recall@K is a fraction"),
+    "no rsum": ('    out["rsum"] = ', '    out["total"] = ', r"returned a dict without rsum"),
+    "wrong rsum": ('for d in ("i2t", "t2i") for k in ks)', 'for d in ("i2t",) for k in ks)',
+                   r"rsum [\d.]+; it is the sum of the Recall@K both ways"),
+    "swapped": ("    return i2t, t2i.cpu()", "    return t2i.cpu(), i2t",
+                r"Your `retrieval_ranks` \(the lab cell `recall-at-k`.*\) returned image->text ranks of shape \(\d+,\); "
+                r"the kit needs one rank per query"),
+    "raises": ("    out: dict[str, float] = {}", "    out: dict[str, float] = {}\n    ks = ks / 0",
+               r"Your code raised TypeError in `recall_at_k`, in `recall_at_k`, line \d+ of the lab cell `recall-at-k`"),
+    "csv bytes": ("    return buf.getvalue()", "    return buf.getvalue().encode()",
+                  r"Your `results_csv` \(the lab cell `results-csv` of 03_evaluate_clip\.ipynb\) returned a bytes; "
+                  r"the kit writes the text"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("slip", sorted(EVAL_SLIPS))
+def test_a_slip_in_03s_cells_is_named_and_writes_no_result(trained, slip):
+    """A student's edit of 03's Recall@K or CSV cell that returns what no table can hold (percent for a fraction, a missing
+    or wrong rsum, swapped ranks, bytes) or raises: 03 names the cell and what came back, and writes no results file."""
+    from helpers.core.config import with_lab
+    from helpers.core.lab import YourCodeError
+    from helpers.evaluation import evaluate
+
+    cfg, paths, result = trained
+    old, new, message = EVAL_SLIPS[slip]
+    edited = _with_edit(next(c.key for c in LabCode.shipped().cells if c.notebook == "03" and old in c.source), old, new)
+    before = {p.name: p.stat().st_mtime_ns for p in result.run_dir.iterdir()}
+    with pytest.raises(YourCodeError, match=message):
+        evaluate.evaluate(with_lab(cfg.replace(eval_split="val"), edited), paths, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in result.run_dir.iterdir()} == before  # no eval_val.json/.csv of the slip
+
+
+ENCODING_SLIPS = {  # an edit of 01's caption-encoding cell
+    "not normalised": ("emb = torch.nn.functional.normalize(emb, dim=-1)", "emb = 2 * emb",
+                       r"Your `encode_text` \(the lab cell `caption-encoding` of 01_dataset_prep\.ipynb\) returned embeddings of length"),
+    "half width": ("\n    return out", "\n    return out[:, : tower.dim // 2]",
+                   r"returned a tensor of shape \(3, \d+\) \(torch.float32\); the kit needs one floating-point embedding per text"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("slip", sorted(ENCODING_SLIPS))
+def test_a_slip_in_01s_caption_encoding_is_named(tiny_tower, slip):
+    """The caption encoding feeds the caches, 03's prompts and live queries and Flickr30k: what it returns is checked
+    (shape, finite, unit length) wherever the kit calls it."""
+    from helpers.core.lab import YourCodeError
+    from helpers.data.text_tower import encode_texts, load_text_tower
+
+    old, new, message = ENCODING_SLIPS[slip]
+    edited = _with_edit("01:caption-encoding", old, new)
+    tower = load_text_tower(str(tiny_tower), "cpu")
+    texts = ["a red circle", "a blue square", "two green triangles"]
+    assert encode_texts(LabCode.shipped(), texts, tower).shape == (3, tower.dim)  # the shipped cell passes its own check
+    with pytest.raises(YourCodeError, match=message):
+        encode_texts(edited, texts, tower)

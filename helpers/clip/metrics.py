@@ -24,10 +24,12 @@ every query as a hit. Ranks reported are 1-based (rank 1 = top).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ..core.artifacts import RECALL_KEYS  # noqa: F401  (the results files' keys, with the metric that fills them)
-from ..core.lab import LabCode
+from ..core.lab import LabCode, call_yours
 
 
 class NonFiniteFeatures(ValueError):
@@ -77,8 +79,69 @@ def retrieval_metrics(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     lab = lab or LabCode.shipped()
     rows = _rows_per_chunk(chunk_size, text_features.shape[0], memory_budget)
-    i2t, t2i = lab.retrieval_ranks(image_features, text_features, text_to_image, rows, device)
-    return lab.recall_at_k(i2t, t2i, ks)
+    n_img, n_txt = image_features.shape[0], text_features.shape[0]
+    i2t, t2i = call_yours(lab, "retrieval_ranks", image_features, text_features, text_to_image, rows, device,
+                          check=lambda out: ranks_problem(out, n_img, n_txt))  # fmt: skip
+    out = call_yours(lab, "recall_at_k", i2t, t2i, ks, check=lambda out: recall_problem(out, ks))
+    return {k: float(v) if k in _needed(ks) else v for k, v in out.items()}  # plain numbers: the records are JSON
+
+
+def _needed(ks: tuple[int, ...]) -> list[str]:
+    """The figures every table and record reads from ``recall_at_k``."""
+    return [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in ks] + ["rsum", "i2t_median_rank", "t2i_median_rank"]
+
+
+def _what(value: object) -> str:
+    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
+
+
+def _number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or (torch.is_tensor(value) and value.numel() == 1)
+
+
+def ranks_problem(out: object, n_img: int, n_txt: int) -> str | None:
+    """What is wrong with ``retrieval_ranks``'s return for ``n_img`` images and ``n_txt`` captions (None: nothing): two
+    tensors of whole 0-based ranks, one per image and one per caption, each below its number of candidates."""
+    if not (isinstance(out, tuple) and len(out) == 2 and all(torch.is_tensor(r) for r in out)):
+        return f"{_what(out)}; the kit needs two tensors: the image->text ranks, then the text->image ranks"
+    for side, ranks, queries, candidates in (("image->text", out[0], n_img, n_txt), ("text->image", out[1], n_txt, n_img)):
+        if tuple(ranks.shape) != (queries,):
+            return f"{side} ranks of shape {tuple(ranks.shape)}; the kit needs one rank per query, of shape ({queries},)"
+        if not queries:
+            continue
+        low, high = float(ranks.min()), float(ranks.max())
+        if ranks.is_floating_point() and not bool((ranks == ranks.round()).all()):
+            return f"{side} ranks that are not whole numbers (from {low:g} to {high:g}); a rank counts candidates"
+        if low < 0 or high >= candidates:
+            return (f"{side} ranks from {low:g} to {high:g}; a 0-based rank among {candidates:,} candidates is 0 to "
+                    f"{candidates - 1:,} (rank 0: the correct answer scored best)")  # fmt: skip
+    return None
+
+
+def recall_problem(out: object, ks: tuple[int, ...]) -> str | None:
+    """What is wrong with ``recall_at_k``'s return (None: nothing): a dict of every figure the tables read, each Recall@K
+    a fraction in [0, 1] that never falls as K grows, and rsum their sum."""
+    if not isinstance(out, dict):
+        return f"{_what(out)}; the kit needs a dict such as {{'i2t_R@1': 0.42, …, 'rsum': 3.1}}"
+    missing = [k for k in _needed(ks) if k not in out]
+    if missing:
+        return f"a dict without {', '.join(missing)}; the tables and records read them"
+    not_numbers = [k for k in _needed(ks) if not _number(out[k])]
+    if not_numbers:
+        return f"{_what(out[not_numbers[0]])} as {not_numbers[0]}; each figure is one number (a float, or a 1-element tensor)"
+    values = {k: float(out[k]) for k in _needed(ks)}
+    for direction in ("i2t", "t2i"):
+        recalls = [values[f"{direction}_R@{k}"] for k in ks]
+        bad = next((f"{direction}_R@{k} = {v!r}" for k, v in zip(ks, recalls) if not 0 <= v <= 1), None)
+        if bad:
+            return f"{bad}; Recall@K is a fraction in [0, 1] (the tables show it x 100, in percent)"
+        if any(a > b for a, b in itertools.pairwise(recalls)):
+            shown = ", ".join(f"R@{k} {v:.4f}" for k, v in zip(ks, recalls))
+            return f"{direction} {shown}; a Recall@K cannot fall as K grows (the top 5 hold the top 1)"
+    total = sum(values[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks)
+    if abs(values["rsum"] - total) > 1e-4:
+        return f"rsum {values['rsum']:.4f}; it is the sum of the Recall@K both ways, {total:.4f} here"
+    return None
 
 
 def fold_metrics(

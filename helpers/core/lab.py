@@ -24,7 +24,7 @@ import json
 import linecache
 import os
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -84,6 +84,26 @@ def as_your_error(exc: BaseException, what: str) -> YourCodeError | None:
     if place is None:
         return None
     return YourCodeError(f"Your code raised {type(exc).__name__} {what}, in {place}: {exc}")
+
+
+def call_yours(lab: LabCode, name: str, *args: Any, check: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
+    """Call the lab's ``name`` (as the kernel ran its cell) where the kit scores with it, and name the student's cell when
+    it goes wrong: an exception raised in their code becomes "Your code raised … in `recall_at_k`, line 9 of the lab cell
+    …", and a return that ``check`` refuses (it says what came back and what the kit needs) becomes "Your `recall_at_k`
+    (the lab cell …) returned …". Out-of-memory and errors of the kit or a library pass through unchanged."""
+    try:
+        out = getattr(lab, name)(*args, **kwargs)
+    except YourCodeError:
+        raise
+    except Exception as exc:
+        named = None if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" else as_your_error(exc, f"in `{name}`")
+        if named is None:
+            raise
+        raise named from exc
+    problem = check(out) if check is not None else None
+    if problem:
+        raise YourCodeError(f"Your `{name}` ({lab.defining(name).where}) returned {problem}")
+    return out
 
 
 class LabCodeError(RuntimeError):

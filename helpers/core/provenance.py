@@ -44,6 +44,19 @@ def digest(value: Any) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with ``seal``: the digest of the rest, so that a hand edit (or a merge of two versions) is noticed."""
+    body = {k: v for k, v in record.items() if k != "seal"}
+    return {**body, "seal": digest(body)}
+
+
+def is_sealed(record: dict[str, Any]) -> bool:
+    """Whether ``record`` carries its seal and the seal matches the rest. A record without one is not sealed: every
+    record the kit writes is sealed, so a missing seal means a tool or a hand removed it. The seal guards against
+    accidents (an edit, a merge, a file from elsewhere), not a person forging on purpose (docs/artifacts.md)."""
+    return "seal" in record and record.get("seal") == digest({k: v for k, v in record.items() if k != "seal"})
+
+
 # A local text tower is known by its content, not its path: the files that make its weights, config and tokenizer.
 TOWER_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 TOWER_DIGEST_FILE = ".clip_lab_tower_digest.json"  # the digest of the folder state it was computed for (a memo)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..core.provenance import is_sealed, seal
 from ..core.storage import atomic_write_json, read_json, sha256_file
 
 INSTANCES_FILE = "instances_val2014.json"
@@ -52,7 +53,8 @@ def cache_categories(data_dir: str | Path, artifacts_dir: str | Path, image_ids:
     if target.exists():
         try:
             old = read_json(target)
-            if old.get("sha256") == digest and old.get("captions_source") == captions_source and sorted(map(int, old["labels"])) == wanted:
+            same = old.get("sha256") == digest and old.get("captions_source") == captions_source
+            if is_sealed(old) and same and sorted(map(int, old["labels"])) == wanted:
                 return f"{ARTIFACT}: up to date ({len(old['categories'])} categories, {len(wanted):,} images)"
         except (ValueError, KeyError, TypeError):
             pass  # unreadable: written again below
@@ -77,7 +79,7 @@ def cache_categories(data_dir: str | Path, artifacts_dir: str | Path, image_ids:
         "categories": categories,
         "labels": {str(i): sorted(labels[i]) for i in wanted},  # image id -> its category ids ([]: no object annotated)
     }
-    atomic_write_json(target, record)
+    atomic_write_json(target, seal(record))  # sealed: an edited label is noticed by 03, which then scores none
     unlabeled = sum(1 for v in labels.values() if not v)
     return (f"{ARTIFACT}: {len(categories)} categories over {len(wanted):,} val2014 images "
             f"({unlabeled:,} with no annotated object), from {INSTANCES_FILE}")  # fmt: skip
@@ -114,6 +116,9 @@ def load_categories(artifacts_dir: str | Path, captions_source: dict[str, Any] |
         names, ids = [c["name"] for c in record["categories"]], [int(c["id"]) for c in record["categories"]]
     except (ValueError, KeyError, TypeError) as exc:
         return f"{ARTIFACT} is unreadable ({type(exc).__name__}: {exc}): re-run 01_dataset_prep.ipynb to write it again."
+    if not is_sealed(record):
+        return (f"{ARTIFACT} was changed after notebook 01 wrote it (or it is from an older kit, without its seal): its labels "
+                "are not used. Re-run 01_dataset_prep.ipynb to write it again (seconds).")
     if captions_source is not None and record.get("captions_source") != captions_source:
         return f"{ARTIFACT} was made beside other data than splits.json describes: re-run 01_dataset_prep.ipynb on the current data."
     missing = [i for i in image_ids if i not in labels]

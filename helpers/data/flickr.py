@@ -24,13 +24,13 @@ from ..core.artifacts import first_line
 from ..core.config import Config
 from ..core.env import Paths
 from ..core.lab import ENCODING
-from ..core.provenance import digest, text_tower_id, tower_of
+from ..core.provenance import digest, is_sealed, seal, text_tower_id, tower_of
 from ..core.storage import atomic_torch_save, atomic_write_json, read_json, sha256_file
 from .coco import DataError
 from .dataset import data_code, load_text_embeds
 from .download import DownloadError, download, safe_extract
 from .image_cache import CachePart, ImageCache, build_image_cache, cached_image_size, failures
-from .text_tower import load_text_tower
+from .text_tower import encode_texts, load_text_tower
 
 CSV_NAME = "test_1k_flickr.csv"
 ZIP_NAME = "images_flickr_1k_test.zip"
@@ -143,9 +143,16 @@ def prepare(cfg: Config, paths: Paths, coco_text: dict[str, Any], device: torch.
     if (out / RECORD).exists():
         try:
             record = read_json(out / RECORD)
-            if {k: record.get(k) for k in wanted} == wanted:
-                return Prepared(ImageCache(out / "image_cache"), load_text_embeds(out / "text_embeds.pt"), record)
-            print("Flickr30k: prepared for another image size, text tower or caption cell: preparing it again.")
+            if not is_sealed(record) or record.get("text_sha256") != sha256_file(out / "text_embeds.pt"):  # 5 MB: milliseconds
+                print(f"Flickr30k: {RECORD} or the caption embeddings beside it changed after they were prepared: preparing it again.")
+            elif {k: record.get(k) for k in wanted} == wanted:
+                cache = ImageCache(out / "image_cache")
+                if len(cache.image_ids) == record["images"]:
+                    return Prepared(cache, load_text_embeds(out / "text_embeds.pt"), record)
+                print(f"Flickr30k: the prepared image cache holds {len(cache.image_ids):,} images, not {record['images']:,}: "
+                      "preparing it again.")
+            else:
+                print("Flickr30k: prepared for another image size, text tower or caption cell: preparing it again.")
         except (ValueError, RuntimeError, OSError) as exc:
             print(f"Flickr30k: the prepared set is unreadable ({first_line(exc, 100)}): preparing it again.")
     if text_tower_id(cfg.text_model) != wanted["text_model_id"]:
@@ -162,7 +169,7 @@ def prepare(cfg: Config, paths: Paths, coco_text: dict[str, Any], device: torch.
     ids = [i for i in sorted(split.files) if i in cache]
     captions = [(i, text) for i in ids for text in split.captions[i]]
     tower = load_text_tower(cfg.text_model, device)
-    embeddings = data_code(coco_text).encode_text([t for _, t in captions], tower, progress=progress)  # notebook 01's cell
+    embeddings = encode_texts(data_code(coco_text), [t for _, t in captions], tower, progress=progress)  # notebook 01's cell
     text = {
         "embeddings": embeddings.half(),
         "caption_ids": torch.arange(len(captions), dtype=torch.int64),
@@ -177,6 +184,7 @@ def prepare(cfg: Config, paths: Paths, coco_text: dict[str, Any], device: torch.
     atomic_torch_save(text, out / "text_embeds.pt")
     record = {
         **wanted,
+        "text_sha256": sha256_file(out / "text_embeds.pt"),  # what a later session reads is what this one encoded
         "source": source,
         "url": cfg.flickr_url,
         "images": len(ids),
@@ -185,7 +193,7 @@ def prepare(cfg: Config, paths: Paths, coco_text: dict[str, Any], device: torch.
         "synthetic": split.synthetic,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    atomic_write_json(out / RECORD, record)
+    atomic_write_json(out / RECORD, seal(record))  # written last, sealed: a prepared set, whole and as written
     print(f"Flickr30k 1k test: {len(ids):,} images and {len(captions):,} captions prepared in {record['seconds']:.1f}s "
           f"(ARTIFACTS_DIR/flickr30k/, read from there next time)")  # fmt: skip
     return Prepared(cache, text, record)

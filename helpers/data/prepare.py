@@ -28,7 +28,7 @@ from .coco import CaptionTable, DataError, check_layout, load_captions
 from .dataset import load_text_embeds
 from .image_cache import CachePart, build_image_cache, failures, restore_cache
 from .splits import Splits, load_splits, make_splits  # noqa: F401  (load_splits: notebook 01's readers)
-from .text_tower import EncodeStats, load_text_tower
+from .text_tower import EncodeStats, encode_texts, load_text_tower
 
 
 @dataclass
@@ -170,8 +170,8 @@ def _encode_in_parts(
             stats.tokens_if_padded_to_77 += 77 * done["count"]
             continue
         before = stats.tokens
-        emb = cfg.lab.encode_text(  # notebook 01's cell, as its kernel ran it
-            texts[start : start + cfg.caption_part_size], tower, batch_size=cfg.text_batch_size, progress=progress, stats=stats
+        emb = encode_texts(  # notebook 01's cell, as its kernel ran it
+            cfg.lab, texts[start : start + cfg.caption_part_size], tower, batch_size=cfg.text_batch_size, progress=progress, stats=stats
         )
         part = atomic_torch_save({"embeddings": emb.half()}, parts_dir / name)
         manifest["parts"][name] = {

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..core.lab import LabCode, call_yours
+
 MAX_LENGTH = 77  # CLIP's context length: longer captions are truncated (EOS kept)
 
 
@@ -117,3 +119,28 @@ def parameter_count(name: str) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
+def encode_texts(lab: LabCode, texts: list[str], tower: TextTower, **kwargs: Any) -> torch.Tensor:
+    """``texts`` encoded by ``lab``'s ``encode_text`` (notebook 01's cell: the caption caches, 03's prompts and live queries,
+    Flickr30k's captions), checked: one finite row per text, as wide as the tower's embedding and of unit length (the kit
+    scores dot products as cosines), else the cell is named with what it returned."""
+    expected = (len(texts), tower.dim)
+    return call_yours(lab, "encode_text", texts, tower, check=lambda out: _embedding_problem(out, expected, kwargs.get("normalize", True)),
+                      **kwargs)  # fmt: skip
+
+
+UNIT_TOLERANCE = 1e-2  # float16 caches keep about 3 decimal digits: a unit vector's stored length is within 1e-3 of 1
+
+
+def _embedding_problem(out: Any, expected: tuple[int, int], normalized: bool) -> str | None:
+    if not torch.is_tensor(out) or tuple(out.shape) != expected or not out.is_floating_point():
+        got = f"a tensor of shape {tuple(out.shape)} ({out.dtype})" if torch.is_tensor(out) else f"a {type(out).__name__}"
+        return f"{got}; the kit needs one floating-point embedding per text, a tensor of shape {expected}"
+    if not torch.isfinite(out).all():
+        return f"embeddings holding NaN or infinity ({int((~torch.isfinite(out)).any(1).sum())} of {len(out)} rows)"
+    if normalized and len(out):
+        norms = out.float().norm(dim=1)
+        worst = float((norms - 1).abs().max())
+        if worst > UNIT_TOLERANCE:
+            return (f"embeddings of length {float(norms.min()):.3g} to {float(norms.max()):.3g}; every score of the kit is a cosine: "
+                    "return unit vectors (torch.nn.functional.normalize(emb, dim=-1))")  # fmt: skip
+    return None

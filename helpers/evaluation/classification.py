@@ -18,11 +18,11 @@ import torch
 
 from ..core import markdown
 from ..core.config import Config
-from ..core.lab import YourCodeError
+from ..core.lab import call_yours
 from ..core.provenance import text_tower_id, tower_of
 from ..data.categories import Categories, load_categories
 from ..data.dataset import data_code
-from ..data.text_tower import TextTower, load_text_tower
+from ..data.text_tower import TextTower, encode_texts, load_text_tower
 
 TOP_K = (1, 5)
 
@@ -40,7 +40,7 @@ def score_categories(cfg: Config, data: Any, features: torch.Tensor, zero_shot: 
                            "its prompts would land in another text space. Re-run 01_dataset_prep.ipynb."}, None  # fmt: skip
     tower = _tower(cfg.text_model, text_tower_id(cfg.text_model), str(device))
     prompts = [cfg.category_prompt.format(name) for name in categories.names]
-    prompt_features = data_code(data.text).encode_text(prompts, tower).float()  # notebook 01's cell, as the captions were encoded
+    prompt_features = encode_texts(data_code(data.text), prompts, tower).float()  # notebook 01's cell, as the captions were encoded
     labels = categories.matrix(image_ids)
     record = {
         "prompt": cfg.category_prompt,
@@ -67,18 +67,49 @@ def _tower(name: str, tower_id: str, device: str) -> TextTower:
 def _summary(cfg: Config, features: torch.Tensor, prompt_features: torch.Tensor, labels: torch.Tensor,
              categories: Categories) -> dict[str, Any]:  # fmt: skip
     lab = cfg.lab  # notebook 03's cells, as its kernel ran them
-    scores = lab.category_scores(features.float().cpu(), prompt_features.cpu())
     expected = (len(features), len(categories.names))
-    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != expected:
-        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise YourCodeError(f"Your category_scores ({lab.defining('category_scores').where}) returned {shape}; the kit needs one "
-                            f"score per image and category, a tensor of shape {expected}.")  # fmt: skip
-    ap = lab.average_precision(scores, labels)
-    present = [float(v) for v in ap.tolist() if not math.isnan(v)]
-    out: dict[str, Any] = {f"top{k}": float(lab.top_k_accuracy(scores, labels, k)) for k in TOP_K}
+    scores = call_yours(lab, "category_scores", features.float().cpu(), prompt_features.cpu(),
+                        check=lambda out: _scores_problem(out, expected))  # fmt: skip
+    ap = call_yours(lab, "average_precision", scores, labels, check=lambda out: _ap_problem(out, expected[1]))
+    ap = [float(v) for v in (ap.tolist() if torch.is_tensor(ap) else ap)]
+    present = [v for v in ap if not math.isnan(v)]
+    out: dict[str, Any] = {f"top{k}": float(call_yours(lab, "top_k_accuracy", scores, labels, k, check=_accuracy_problem)) for k in TOP_K}
     out["mAP"] = sum(present) / len(present) if present else float("nan")
-    out["ap"] = {name: float(v) for name, v in zip(categories.names, ap.tolist()) if not math.isnan(v)}
+    out["ap"] = {name: v for name, v in zip(categories.names, ap, strict=True) if not math.isnan(v)}
     return out
+
+
+def _shape(value: Any) -> str:
+    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
+
+
+def _scores_problem(out: Any, expected: tuple[int, int]) -> str | None:
+    if not torch.is_tensor(out) or tuple(out.shape) != expected:
+        return f"{_shape(out)}; the kit needs one score per image and category, a tensor of shape {expected}"
+    if not torch.isfinite(out).all():
+        return "scores that hold NaN or infinity; a ranking of them means nothing"
+    return None
+
+
+def _ap_problem(out: Any, categories: int) -> str | None:
+    """One AP per category, each in [0, 1] or NaN (a category no image holds)."""
+    values = out.tolist() if torch.is_tensor(out) and out.dim() == 1 else out if isinstance(out, (list, tuple)) else None
+    if values is None or len(values) != categories:
+        return f"{_shape(out)}; the kit needs one average precision per category, {categories} numbers (NaN where no image holds it)"
+    bad = next((v for v in values if not isinstance(v, (int, float)) or not (math.isnan(v) or 0 <= v <= 1)), None)
+    if bad is not None:
+        return f"an average precision of {bad!r}; each is a fraction in [0, 1], or NaN for a category no image holds"
+    return None
+
+
+def _accuracy_problem(out: Any) -> str | None:
+    if torch.is_tensor(out) and out.numel() == 1:
+        out = out.item()
+    if not isinstance(out, (int, float)) or isinstance(out, bool):
+        return f"{_shape(out)}; the kit needs one number, the fraction of images counted as right"
+    if not (math.isnan(out) or 0 <= out <= 1):
+        return f"{out!r}; an accuracy is a fraction in [0, 1] (the tables show it x 100, in percent)"
+    return None
 
 
 def chance(labels: torch.Tensor) -> dict[str, float]:

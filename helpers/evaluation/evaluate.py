@@ -25,7 +25,7 @@ from ..core import markdown
 from ..core.artifacts import load_json, load_torch
 from ..core.config import Config, TrainingDiverged, divergence_advice
 from ..core.env import Paths
-from ..core.lab import EVALUATION
+from ..core.lab import EVALUATION, call_yours
 from ..core.provenance import captions_digest, check_inputs, check_sources, is_synthetic, tower_of
 from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data.dataset import data_code, load_text_embeds
@@ -253,10 +253,17 @@ def evaluate(cfg: Config, paths: Paths, device: str | torch.device | None = None
         },
     }
     record = seal(record)  # a hand edit of the figures is noticed by every reader (runs.load_eval)
+    table = results_csv(cfg, _rows(record))  # 03's lab cell, before anything is written: a slip in it leaves no half result
     atomic_write_json(data.run.eval_json(data.split), record)
-    atomic_write_bytes(data.run.eval_csv(data.split), cfg.lab.results_csv(_rows(record)).encode())  # 03's lab cell
+    atomic_write_bytes(data.run.eval_csv(data.split), table)
     start_figures(data.run, data.split, record)
     return EvalResult(data, image_features, text_features, t2i, rows, metrics, metrics_1k, zero_shot, record, tower)
+
+
+def results_csv(cfg: Config, rows: list[Row]) -> bytes:
+    """The text of ``eval_<split>.csv``, written by 03's lab cell ``results-csv`` (as its kernel ran it)."""
+    check = lambda out: None if isinstance(out, str) else f"a {type(out).__name__}; the kit writes the text it returns, a str"  # noqa: E731
+    return call_yours(cfg.lab, "results_csv", rows, check=check).encode()
 
 
 UNITS = "fractions: each Recall@K in [0, 1], rsum in [0, 6] (eval_<split>.csv and every table: x 100, in percent)"

@@ -7,6 +7,7 @@ are one embedding each, so a top-5 never repeats an image.
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ..core.lab import LabCode
 from ..core.provenance import text_tower_id, tower_of
 from ..data.dataset import TextCacheMismatch, data_code
 from ..data.image_cache import ImageCache, prepare_image
-from ..data.text_tower import TextTower, load_text_tower
+from ..data.text_tower import TextTower, encode_texts, load_text_tower
 
 # Prompt ensembling (as in CLIP's zero-shot classification): average the embeddings of a class
 # name in several templates, which is more robust than any single phrasing.
@@ -70,7 +71,7 @@ class RetrievalIndex:
         self._text_model_name = text_model if isinstance(text_model, str) else text_model.name
         self.scale = float(model.scale().item())
         self.text_space: str | None = None  # the caption caches' tower id (from_eval sets it): live queries must match
-        self.encode_text = encode_text or LabCode.shipped().encode_text  # the caption cache's (from_eval), else 01's on disk
+        self.encode_text = encode_text or functools.partial(encode_texts, LabCode.shipped())  # from_eval: the caption cache's cell
 
     @classmethod
     def from_eval(cls, result: Any, text_model: str | TextTower, device: torch.device | str = "cpu") -> RetrievalIndex:
@@ -82,7 +83,7 @@ class RetrievalIndex:
         for k, row in zip(result.text_to_image.tolist(), result.caption_rows):
             captions.setdefault(data.dataset.image_ids[k], []).append(data.text["captions"][row])
         index = cls(data.model, result.image_features, data.dataset.image_ids, data.cache, captions, text_model, device,
-                    encode_text=data_code(data.text).encode_text)  # fmt: skip
+                    encode_text=functools.partial(encode_texts, data_code(data.text)))  # fmt: skip
         index.text_space = tower_of(data.text)
         return index
 

@@ -22,7 +22,7 @@ from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data import flickr
 from ..data.dataset import data_code
 from ..store.runs import seal
-from .evaluate import UNITS, EvalData, Reference, Row, measured_rows, published_rows, recall_table
+from .evaluate import UNITS, EvalData, Reference, Row, measured_rows, published_rows, recall_table, results_csv
 
 SPLIT = "flickr30k"  # eval_flickr30k.json
 PROTOCOL = "Flickr30k 1k test (Karpathy)"
@@ -74,8 +74,9 @@ def evaluate_transfer(cfg: Config, paths: Paths, data: EvalData, progress: bool 
         "config": cfg.to_dict(),
         "lab_code": {"digest": cfg.lab.digest(EVALUATION), "edited": cfg.lab.edited(EVALUATION)},
     })
+    table = results_csv(cfg, _rows(record))  # 03's lab cell, before anything is written: a slip in it leaves no half result
     atomic_write_json(data.run.eval_json(SPLIT), record)
-    atomic_write_bytes(data.run.eval_csv(SPLIT), cfg.lab.results_csv(_rows(record)).encode())  # 03's lab cell
+    atomic_write_bytes(data.run.eval_csv(SPLIT), table)
     return record
 
 

@@ -31,7 +31,7 @@ from ..core.artifacts import ArtifactError, ArtifactMissing, StaleArtifact, load
 from ..core.config import Config, ConfigError, check_run_name, identity_differences
 from ..core.env import Paths
 from ..core.lab import LabCode
-from ..core.provenance import check_inputs, digest
+from ..core.provenance import check_inputs, is_sealed, seal
 from ..core.storage import atomic_copy, atomic_rename, atomic_torch_save, atomic_write_json, sha256_file
 from ..data.dataset import with_data_code
 
@@ -461,19 +461,6 @@ def load_figures(run: RunDir, split: str) -> Path:
             f"EVAL_SPLIT={split!r}."
         )
     return folder
-
-
-def seal(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with ``seal``: the digest of the rest, so that a hand edit (or a merge of two versions) is noticed."""
-    body = {k: v for k, v in record.items() if k != "seal"}
-    return {**body, "seal": digest(body)}
-
-
-def is_sealed(record: dict[str, Any]) -> bool:
-    """Whether ``record`` carries its seal and the seal matches the rest. A record without one is not sealed: every
-    record the kit writes is sealed, so a missing seal means a tool or a hand removed it. The seal guards against
-    accidents (an edit, a merge, a file from elsewhere), not a person forging on purpose (docs/artifacts.md)."""
-    return "seal" in record and record.get("seal") == digest({k: v for k, v in record.items() if k != "seal"})
 
 
 def metrics_belong(record: dict[str, Any], saved: dict[str, Any], best: Path) -> str | None:
