@@ -243,3 +243,23 @@ def test_a_slip_in_01s_caption_encoding_is_named(tiny_tower, slip):
     assert encode_texts(LabCode.shipped(), texts, tower).shape == (3, tower.dim)  # the shipped cell passes its own check
     with pytest.raises(YourCodeError, match=message):
         encode_texts(edited, texts, tower)
+
+
+def test_a_lab_function_defined_again_in_a_cell_of_its_own_is_refused_not_mixed():
+    """recall_at_k redefined in a scratch cell after 03's lab cell ran: the run would record the lab cell's text and
+    score with a mix (or the reverse), so the kernel's cells are refused with the cell to edit instead."""
+    from helpers.core.lab import LabCodeError
+
+    shipped = LabCode.shipped()
+    lab_cell = shipped.cell("03:recall-at-k").source
+    namespace = _as_a_kernel_ran(lab_cell, "/tmp/ipykernel_2/301.py")
+    scratch = "def recall_at_k(i2t_ranks, t2i_ranks, ks=(1, 5, 10)):\n    return {}\n"
+    namespace.update(_as_a_kernel_ran(scratch, "/tmp/ipykernel_2/302.py"))
+    with pytest.raises(LabCodeError, match=r"the lab cell `recall-at-k` of 03_evaluate_clip\.ipynb defines `retrieval_ranks`, "
+                                           r"`recall_at_k`, but this kernel has .* from different cells"):  # fmt: skip
+        LabCode.from_kernel(namespace)
+    alone = _as_a_kernel_ran(scratch, "/tmp/ipykernel_2/303.py")  # a restarted kernel that ran only the scratch cell
+    with pytest.raises(LabCodeError, match=r"The cell this kernel ran for `recall_at_k` does not define `retrieval_ranks`"):
+        LabCode.from_kernel(alone)
+    edited = lab_cell.replace("ks=(1, 5, 10)", "ks=(1, 5, 10, 50)")  # the lab cell itself edited and run: taken as run
+    assert LabCode.from_kernel(_as_a_kernel_ran(edited, "/tmp/ipykernel_2/304.py")).edited(("03",)) == {"03:recall-at-k": edited}

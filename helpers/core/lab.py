@@ -190,7 +190,10 @@ class LabCode:
         from a cell of its own) is taken as run, edits included; the others as the notebooks on disk hold them."""
         out = []
         for cell in cls.shipped(project_dir).cells:
-            ran = next((text for name in cell.defines() if (text := _kernel_cell_text(namespace.get(name))) is not None), None)
+            texts = {name: text for name in cell.defines() if (text := _kernel_cell_text(namespace.get(name))) is not None}
+            ran = next(iter(texts.values()), None)
+            if ran is not None and (len(set(texts.values())) > 1 or set(LabCell("", "", ran).defines()) < set(cell.defines())):
+                _split_definition(cell, texts)
             out.append(cell if ran is None else LabCell(cell.notebook, cell.cell_id, ran))
         return cls(out)
 
@@ -287,6 +290,22 @@ def _cells_on_disk(project_dir: str) -> tuple[LabCell, ...]:
                 source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
                 cells.append(LabCell(number, cell.get("id") or f"cell-{len(cells)}", source))
     return tuple(cells)
+
+
+def _split_definition(cell: LabCell, texts: dict[str, str]) -> None:
+    """Refuse a lab cell whose functions this kernel took from different cells (``recall_at_k`` defined again in a cell
+    of its own), or from a cell that lacks some of them: the run would record one cell's text and score with another's,
+    so the student's change could be silently left out of what is recorded, or of what runs."""
+    names = ", ".join(f"`{n}`" for n in cell.defines())
+    fix = (f"Make the change in {cell.where} itself, keeping {names}, and run that cell (or restart the kernel and run "
+           "all): the run records that cell's text, and scores with it.")  # fmt: skip
+    if len(set(texts.values())) > 1:
+        found = ", ".join(f"`{n}`" for n in texts)
+        raise LabCodeError(f"{cell.where} defines {names}, but this kernel has {found} from different cells (one of them "
+                           f"defined again in a cell of its own). {fix}")  # fmt: skip
+    lacking = ", ".join(f"`{n}`" for n in cell.defines() if n not in LabCell("", "", next(iter(texts.values()))).defines())
+    raise LabCodeError(f"The cell this kernel ran for `{next(iter(texts))}` does not define {lacking}, which {cell.where} "
+                       f"defines. {fix}")  # fmt: skip
 
 
 def _kernel_cell_text(obj: Any) -> str | None:
