@@ -294,3 +294,31 @@ def test_flickr30k_transfer_columns_appear_when_04_scored_the_runs_there():
     assert "Flickr30k" not in ablation.table_markdown(ablation.summarise(plain))
     mixed = ablation.table_markdown(ablation.summarise([scored[0], plain[1]]))
     assert "| Flickr30k rsum |" in mixed and next(r for r in mixed.splitlines() if r.startswith("| head_ln")).count("| — |") == 3
+
+
+def test_a_table_scored_by_an_edited_cell_says_so_and_the_report_names_code_that_differs():
+    """A pasted table says which code made it: 03's Recall@K (and classification) tables carry a note when the student's
+    edited cell scored them, none when the notebook's did; the report says when 04 scored the study with other 03 cells
+    than section 6's table, and says nothing when they are the same."""
+    from helpers.evaluation.classification import classification_markdown
+
+    m = {f"{d}_R@{k}": 0.1 * k / 10 for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    m.update(rsum=sum(m.values()), i2t_median_rank=3.0, t2i_median_rank=4.0)
+    record = {"run_name": "r", "split": "test", "num_images": 100, "num_captions": 500, "protocol": "karpathy-5k", "metrics": m,
+              "lab_code": {"digest": "aaaa", "edited": {}}}  # fmt: skip
+    edited = {**record, "lab_code": {"digest": "bbbb", "edited": {"03:recall-at-k": "def recall_at_k(...): ..."}}}
+    note = "Computed by your edited lab cell `recall-at-k` (03), not the notebook's"
+    assert note not in evaluate.results_markdown(record) and note in evaluate.results_markdown(edited)
+    other = {**record, "lab_code": {"digest": "cccc", "edited": {"03:results-csv": "..."}}}  # the CSV cell: not the table's figures
+    assert "Computed by your edited" not in evaluate.results_markdown(other)
+
+    scores = {"top1": 0.5, "top5": 0.9, "mAP": 0.4, "ap": {}}
+    classified = {"categories": 3, "categories_present": 3, "images": 10, "images_with_objects": 9, "prompt": "a {}",
+                  "chance": {"top1": 0.3, "top5": 1.0, "mAP": 0.3}, "run": scores, "zero_shot": None}  # fmt: skip
+    assert "your edited lab cell" not in classification_markdown(classified)
+    assert "your edited lab cell `zero-shot-classification` (03)" in classification_markdown({**classified, "edited": True})
+
+    assert report.scored_by_note(record["lab_code"], record) == []  # the same 03 code scored both
+    lines = "\n".join(report.scored_by_note(edited["lab_code"], record))
+    assert note in lines and "Scored by other notebook-03 code than section 6" in lines and "`03:recall-at-k`" in lines
+    assert report.scored_by_note(None, record) == []  # an ablation.json of an earlier kit

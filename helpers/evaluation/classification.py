@@ -49,6 +49,7 @@ def score_categories(cfg: Config, data: Any, features: torch.Tensor, zero_shot: 
         "images": len(image_ids),
         "images_with_objects": int(labels.any(1).sum()),
         "instances_sha256": categories.sha256,
+        "edited": "03:zero-shot-classification" in cfg.lab.edited(("03",)),  # the student's own cell scored it: the table says so
         "synthetic": categories.synthetic,  # the generated shapes' categories (the demo's), not COCO's: every table says so
         "chance": chance(labels),
         "run": _summary(cfg, features, prompt_features, labels, categories),
@@ -134,6 +135,16 @@ SYNTHETIC_CATEGORIES = (
 )
 
 
+def edited_lines(keys: list[str]) -> list[str]:
+    """The lines that say a table was computed by the student's edited lab cells ``keys`` ("03:recall-at-k"), not the
+    notebook's: a pasted table says which code made it. None for no edited cell."""
+    if not keys:
+        return []
+    names = ", ".join(f"`{key.split(':', 1)[1]}` ({key.split(':', 1)[0]})" for key in keys)
+    return [f"**Computed by your edited lab cell {names}, not the notebook's:** these figures follow the standard "
+            "definitions only as far as your edit does; say what you changed wherever you quote them.", ""]  # fmt: skip
+
+
 def classification_markdown(record: dict[str, Any] | None, model_name: str = "this run") -> str:
     """The table of 03 and the report: top-1, top-5 and mAP in %, for the run, zero-shot CLIP and a random ranking."""
     if not record:
@@ -147,6 +158,7 @@ def classification_markdown(record: dict[str, Any] | None, model_name: str = "th
         rows.append(["zero-shot CLIP (measured here)", *(pct(record["zero_shot"][k]) for k in ("top1", "top5", "mAP"))])
     rows.append(["random ranking (expected)", *(pct(record["chance"].get(k)) for k in ("top1", "top5", "mAP"))])
     lines = [SYNTHETIC_CATEGORIES, ""] if record.get("synthetic") else []
+    lines += edited_lines(["03:zero-shot-classification"] if record.get("edited") else [])
     lines += [markdown.table(header, rows, numeric=range(1, 4)), ""]
     lines.append(
         f"Each of the {record['categories']} categories is scored through the prompt `{record['prompt']}`. Top-k: an image counts "

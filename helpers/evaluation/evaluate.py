@@ -33,7 +33,7 @@ from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
 from ..data.text_tower import display_name
 from ..store.runs import RunDir, check_own_best, find_run, load_metrics, load_trained, seal, start_figures, weights_sha256
-from .classification import score_categories
+from .classification import edited_lines, score_categories
 
 
 @dataclass(frozen=True)
@@ -321,9 +321,15 @@ SYNTHETIC_NOTE = (
 )
 
 
+def edited_note(record: dict[str, Any], cells: tuple[str, ...] = ("03:recall-at-k",)) -> list[str]:
+    """The note for a results table scored by the student's edited cell(s) among ``cells`` (none when run as shipped)."""
+    return edited_lines([key for key in (record.get("lab_code") or {}).get("edited") or {} if key in cells])
+
+
 def results_markdown(record: dict[str, Any]) -> str:
     """Our Recall@K beside the published references, in %."""
     lines = [SYNTHETIC_NOTE, ""] if synthetic_record(record) else []
+    lines += edited_note(record)
     lines += [recall_table(_rows(record))]
     m = record["metrics"]
     lines += [

@@ -22,7 +22,7 @@ from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data import flickr
 from ..data.dataset import data_code
 from ..store.runs import seal
-from .evaluate import UNITS, EvalData, Reference, Row, measured_rows, published_rows, recall_table, results_csv
+from .evaluate import UNITS, EvalData, Reference, Row, edited_note, measured_rows, published_rows, recall_table, results_csv
 
 SPLIT = "flickr30k"  # eval_flickr30k.json
 PROTOCOL = "Flickr30k 1k test (Karpathy)"
@@ -91,6 +91,7 @@ def transfer_markdown(record: dict[str, Any]) -> str:
     synthetic = (record.get("scored_images") or {}).get("synthetic")
     lines = ["**SYNTHETIC DATA: a generated Flickr-layout folder (the offline demo), not Flickr30k: these figures test the "
              "pipeline and do not compare with the published rows.**", ""] if synthetic else []  # fmt: skip
+    lines += edited_note(record)
     lines += [recall_table(_rows(record)), ""]
     lines.append(
         f"Recall@K in %, {record['num_images']:,} images and {record['num_captions']:,} captions, none seen in training (the run "

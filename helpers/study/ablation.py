@@ -26,6 +26,7 @@ from ..core.artifacts import ArtifactError
 from ..core.config import Config
 from ..core.env import Paths
 from ..core.figures import save_figure
+from ..core.lab import EVALUATION
 from ..core.provenance import SYNTHETIC_WORDS, digest, synthetic_artifacts
 from ..core.storage import atomic_write_json, atomic_write_text
 from ..evaluation.evaluate import RECALL_KEYS, evaluate, load_eval_data
@@ -384,6 +385,7 @@ def save(table: dict[str, dict[str, Any]], outcomes: list[RunOutcome], base: Bas
         "config": base.cfg.to_dict(),
         "base": base_record(base, outcomes),
         "variants": describe(list(table), base.cfg.lab),  # each modification's text and code as it trained (a student's too)
+        "scored_by": {"digest": base.cfg.lab.digest(EVALUATION), "edited": base.cfg.lab.edited(EVALUATION)},  # 03's cells, as 04 ran them
         "order": list(table),  # the baseline, then VARIANTS' order: every reader shows the rows so (JSON sorts keys)
         "chart": "ablation_recall_delta.png",
     }

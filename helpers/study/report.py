@@ -24,7 +24,7 @@ from ..core.provenance import SYNTHETIC_WORDS, is_synthetic, splits_digest, synt
 from ..core.storage import atomic_copy, atomic_write_text
 from ..data.text_tower import display_name, parameter_count
 from ..evaluation.classification import classification_markdown
-from ..evaluation.evaluate import results_markdown
+from ..evaluation.evaluate import edited_note, results_markdown
 from ..evaluation.transfer import SPLIT as TRANSFER_SPLIT
 from ..evaluation.transfer import TRANSFER_OFF, transfer_markdown
 from ..store.runs import (
@@ -266,7 +266,7 @@ def build_report(artifacts: str | Path | Paths, run_name: str | None = None) -> 
     curves_section(b, main)
     qualitative_section(b, main)
     observations_section(b, study, main)
-    ablation_section(b, paths, ablation)
+    ablation_section(b, paths, ablation, main)
     b.add("## 11. Reflection on LLM use", "", "> **Template: complete it yourself.** Answer each prompt; delete this line.", ">")
     b.add(*[f"> {line}" if line else ">" for line in REFLECTION.splitlines()], "")
     path = atomic_write_text(out / "report.md", "\n".join(b.lines) + "\n")
@@ -557,7 +557,22 @@ def _same_checkpoint(paths: Paths, outcome: dict[str, Any]) -> bool:
     return scores_current_weights(RunDir.named(paths, outcome["run_name"]), outcome.get("checkpoint"))
 
 
-def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None) -> None:
+def scored_by_note(scored_by: dict[str, Any] | None, main_eval: dict[str, Any] | None) -> list[str]:
+    """What the report says when 04 scored the study with an edited Recall@K cell, or with other notebook-03 code than
+    the one that scored section 6's table (then the baseline row and section 6 are not comparable figure for figure)."""
+    if not scored_by:
+        return []  # an ablation.json of an earlier kit recorded nothing
+    lines = edited_note({"lab_code": scored_by})
+    theirs = (main_eval or {}).get("lab_code") or {}
+    if theirs.get("digest") and theirs["digest"] != scored_by.get("digest"):
+        differ = sorted(set(theirs.get("edited") or {}) ^ set(scored_by.get("edited") or {})) or ["03's lab cells"]
+        lines += [f"**Scored by other notebook-03 code than section 6** (differing: {', '.join(f'`{k}`' for k in differ)}): the "
+                  "ablation's figures and section 6's are not comparable figure for figure. Run 03 and 04 with the same cells "
+                  "(04 scores with the cells saved in 03_evaluate_clip.ipynb: save your edit there).", ""]  # fmt: skip
+    return lines
+
+
+def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None, main: RunArtifacts | None = None) -> None:
     b.add("## 10. Ablation", "")
     if not ablation:
         b.missing_note("ablation results", "04_ablation.ipynb")
@@ -588,6 +603,7 @@ def ablation_section(b: _Builder, paths: Paths, ablation: dict[str, Any] | None)
     if ablation.get("study"):
         b.add(f"Study `{ablation['study']}`: the newest notebook 04 wrote (`ablation/studies/{ablation['study']}/`)."
               + (f" Earlier studies kept beside it, not shown: {', '.join(f'`{n}`' for n in others)}." if others else ""), "")  # fmt: skip
+    b.add(*scored_by_note(ablation.get("scored_by"), main.eval if main else None))
     b.add(table_markdown(table, ablation.get("base")), "")
     b.figure(
         paths.artifacts_dir / "ablation" / ablation["chart"],
