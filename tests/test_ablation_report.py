@@ -322,3 +322,26 @@ def test_a_table_scored_by_an_edited_cell_says_so_and_the_report_names_code_that
     lines = "\n".join(report.scored_by_note(edited["lab_code"], record))
     assert note in lines and "Scored by other notebook-03 code than section 6" in lines and "`03:recall-at-k`" in lines
     assert report.scored_by_note(None, record) == []  # an ablation.json of an earlier kit
+
+
+def test_04_never_reuses_results_scored_by_other_03_cells(trained):
+    """04 reuses a run's eval_<split>.json while it scores the current weights; figures scored by other Recall@K code
+    (03's kernel with an unsaved edit) are scored again with the study's cells, never tabled beside them."""
+    from helpers.core.config import with_lab
+    from helpers.core.lab import EVALUATION, LabCell, LabCode
+
+    cfg, paths, result = trained
+    cfg = cfg.replace(eval_split="val")
+    shipped = LabCode.shipped()
+    edited = LabCode(LabCell(c.notebook, c.cell_id, c.source.replace("(ranks < k)", "(ranks <= k)")) if c.key == "03:recall-at-k" else c
+                     for c in shipped.cells)  # fmt: skip
+    try:
+        theirs = evaluate.evaluate(with_lab(cfg, edited), paths, progress=False).record  # R@K counted one rank too far
+        assert ablation._cached_or_new_eval(with_lab(cfg, edited), paths, progress=False) == theirs  # the same code: reused
+        ours = ablation._cached_or_new_eval(with_lab(cfg, shipped), paths, progress=False)
+        assert ours["lab_code"]["digest"] == shipped.digest(EVALUATION) != theirs["lab_code"]["digest"]
+        assert ours["metrics"]["i2t_R@1"] <= theirs["metrics"]["i2t_R@1"] and ours["metrics"] != theirs["metrics"]
+    finally:
+        for name in ("eval_val.json", "eval_val.csv"):
+            (result.run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(result.run_dir / "figures_val", ignore_errors=True)

@@ -101,21 +101,35 @@ def base_record(base: BaseSettings, outcomes: list[RunOutcome]) -> dict[str, Any
 
 
 def _cached_or_new_eval(cfg: Config, paths: Paths, progress: bool) -> dict[str, Any]:
-    """Reuse the run's results of ``cfg.eval_split`` when they scored its current best checkpoint; else evaluate."""
+    """Reuse the run's results of ``cfg.eval_split`` when they scored its current best checkpoint with the study's 03 cells;
+    else evaluate."""
     try:
-        return load_eval(RunDir.named(paths, cfg.run_name), cfg.eval_split)
+        record = load_eval(RunDir.named(paths, cfg.run_name), cfg.eval_split)
+        if scored_by_these_cells(record, cfg):
+            return record
     except ArtifactError:  # absent, damaged, or scored an earlier model of the run: score the current one
-        return evaluate(cfg, paths, progress=progress).record
+        pass
+    return evaluate(cfg, paths, progress=progress).record
+
+
+def scored_by_these_cells(record: dict[str, Any], cfg: Config) -> bool:
+    """Whether a results record was scored by the notebook-03 cells this study scores with: figures of another Recall@K
+    code (03's kernel with an unsaved edit, or an edit since) are never tabled beside this study's own."""
+    return (record.get("lab_code") or {}).get("digest") == cfg.lab.digest(EVALUATION)
 
 
 def _cached_or_new_transfer(cfg: Config, paths: Paths, progress: bool) -> dict[str, float]:
-    """The run's Flickr30k transfer figures (FLICKR30K): reused while they scored its current best checkpoint; else the
-    run is scored there (its weights read as 03 reads them; its COCO results and figures are left as they are)."""
+    """The run's Flickr30k transfer figures (FLICKR30K): reused while they scored its current best checkpoint with the
+    study's 03 cells; else the run is scored there (its weights read as 03 reads them; its COCO results and figures are
+    left as they are)."""
     try:
-        return load_eval(RunDir.named(paths, cfg.run_name), TRANSFER_SPLIT)["metrics"]
+        record = load_eval(RunDir.named(paths, cfg.run_name), TRANSFER_SPLIT)
+        if scored_by_these_cells(record, cfg):
+            return record["metrics"]
     except ArtifactError:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return evaluate_transfer(cfg, paths, load_eval_data(cfg, paths, device), progress)["metrics"]
+        pass
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return evaluate_transfer(cfg, paths, load_eval_data(cfg, paths, device), progress)["metrics"]
 
 
 def summarise(outcomes: list[RunOutcome]) -> dict[str, dict[str, Any]]:
