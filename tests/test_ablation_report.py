@@ -345,3 +345,29 @@ def test_04_never_reuses_results_scored_by_other_03_cells(trained):
         for name in ("eval_val.json", "eval_val.csv"):
             (result.run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(result.run_dir / "figures_val", ignore_errors=True)
+
+
+def test_the_report_is_built_beside_a_failed_and_an_unfinished_run_and_names_their_state(full_artifacts, tmp_path):
+    """One run of the student's own that failed before its first epoch (a config.json alone) and one stopped after 1 of 3
+    epochs: 05 still builds the whole report and names each once with its state."""
+    from helpers.core.provenance import seal
+    from helpers.store.runs import RunDir
+
+    art = tmp_path / "art"
+    shutil.copytree(full_artifacts, art)
+    shared = art / "runs" / "shared"
+    config = read_json(shared / "config.json")
+    (art / "runs" / "mine-failed").mkdir()
+    (art / "runs" / "mine-failed" / "config.json").write_text(json.dumps({**config, "run_name": "mine-failed"}))
+    history = read_json(shared / "history.json")
+    (art / "runs" / "mine-stopped").mkdir()
+    (art / "runs" / "mine-stopped" / "config.json").write_text(json.dumps({**config, "epochs": 3, "run_name": "mine-stopped"}))
+    one = {k: v for k, v in history.items() if k != "seal"}
+    stopped_history = seal({**one, "run_name": "mine-stopped", "epochs": one["epochs"][:1]})
+    (art / "runs" / "mine-stopped" / "history.json").write_text(json.dumps(stopped_history))
+    text = report.build_report(art, "shared").path.read_text()
+    assert "`mine-failed` (failed or stopped before its first epoch ended)" in text
+    assert "`mine-stopped` (unfinished: 1 of 3 epochs)" in text
+    assert "## 10. Ablation" in text and "## 11. Reflection" in text  # the whole report, not a refusal
+    stopped = report.RunArtifacts(RunDir(art / "runs" / "mine-stopped"), {"epochs": 1}, None, {"epochs": [{}]}, None, None)
+    assert stopped.status().startswith("all 1 epochs trained, no summary yet")  # the opposite case: all epochs, no summary
