@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..core.artifacts import first_line
 from ..core.lab import LabCode, call_yours
 
 MAX_LENGTH = 77  # CLIP's context length: longer captions are truncated (EOS kept)
@@ -55,18 +56,44 @@ class EncodeStats:
 
 
 @contextlib.contextmanager
-def no_loading_bars() -> Iterator[None]:
+def no_loading_bars(quiet: bool = False) -> Iterator[None]:
     """transformers' "Loading weights 0/37" bars off for the block (downloads keep theirs): they spilled into the
-    notebooks' outputs on every load, between the lines a student reads."""
+    notebooks' outputs on every load, between the lines a student reads. With ``quiet``, its warnings too: transformers 5
+    logs a "LOAD REPORT" table of every unused key (about 200 lines of the vision half when the text tower is read from
+    a whole CLIP checkpoint, as from the hub's openai/clip-vit-base-patch32), which reads as an error in red; the caller
+    checks the loading information itself (:func:`load_text_tower`)."""
     from transformers.utils import logging
 
     was_enabled = logging.is_progress_bar_enabled()
+    verbosity = logging.get_verbosity()
     logging.disable_progress_bar()
+    if quiet:
+        logging.set_verbosity_error()
     try:
         yield
     finally:
+        logging.set_verbosity(verbosity)
         if was_enabled:
             logging.enable_progress_bar()
+
+
+class MissingWeights(OSError):
+    """A checkpoint lacks some of a tower's tensors: transformers would fill them with random values."""
+
+
+def pretrained(model_class: Any, name: str, what: str) -> Any:
+    """``model_class.from_pretrained(name)``, quietly (no bars, no load report of unused keys) and checked: a tensor the
+    checkpoint lacks is an error, never a random value (every embedding of the tower would carry it)."""
+    with no_loading_bars(quiet=True):
+        model, info = model_class.from_pretrained(name, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise MissingWeights(
+            f"TEXT_MODEL={name!r} holds no weights for {len(missing)} tensor(s) of the {what} (e.g. {missing[0]}): they would "
+            "be random, and so would every embedding it makes. Point TEXT_MODEL at a CLIP model or tower saved whole with "
+            "save_pretrained() (the hub's openai/clip-vit-base-patch32 is one)."
+        )
+    return model
 
 
 def load_text_tower(name: str, device: str | torch.device | None = None) -> TextTower:
@@ -76,16 +103,18 @@ def load_text_tower(name: str, device: str | torch.device | None = None) -> Text
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     local = os.path.isdir(name)
     try:
-        with no_loading_bars():
+        with no_loading_bars(quiet=True):
             tokenizer = AutoTokenizer.from_pretrained(name)
-            model = CLIPTextModelWithProjection.from_pretrained(name)
-    except (OSError, ValueError) as exc:
+        model = pretrained(CLIPTextModelWithProjection, name, "text tower")
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights of another shape (transformers' own check)
+        if isinstance(exc, MissingWeights):
+            raise
         hint = (
             "the folder must hold a save_pretrained() text model and tokenizer"
             if local
             else "check the name and your internet connection, or set TEXT_MODEL to a local save_pretrained() folder"
         )
-        raise OSError(f"Could not load TEXT_MODEL={name!r}: {hint}. ({exc})") from exc
+        raise OSError(f"Could not load TEXT_MODEL={name!r}: {hint}. ({first_line(exc, 300)})") from exc
     model.eval().requires_grad_(False).to(device)  # frozen: the image tower learns into this space
     return TextTower(name=name, tokenizer=tokenizer, model=model, device=device)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..data.dataset import normalize_images
 from ..data.image_cache import ImageCache
-from ..data.text_tower import no_loading_bars
+from ..data.text_tower import MissingWeights, pretrained
 
 
 def vision_tower(model_name: str) -> str:
@@ -36,9 +36,10 @@ def zero_shot_image_features(
     from transformers import CLIPVisionModelWithProjection
 
     try:
-        with no_loading_bars():
-            vision = CLIPVisionModelWithProjection.from_pretrained(vision_tower(model_name)).to(device).eval()
-    except (OSError, ValueError) as exc:
+        vision = pretrained(CLIPVisionModelWithProjection, vision_tower(model_name), "image tower").to(device).eval()
+    except (OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, MissingWeights):
+            raise
         raise OSError(
             f"COMPARE_ZERO_SHOT needs the CLIP image tower of TEXT_MODEL={model_name!r} ({exc}). "
             "Check the internet connection, or set COMPARE_ZERO_SHOT=False."
