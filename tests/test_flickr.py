@@ -92,6 +92,27 @@ def test_a_prepared_set_edited_after_it_was_written_is_prepared_again(scored_run
     assert is_sealed(again) and again["text_sha256"] == sha256_file(text_path) == record["text_sha256"]  # encoded anew, alike
 
 
+def test_the_report_says_an_edited_transfer_record_is_left_out_never_that_transfer_is_off(scored_run, tmp_path):
+    """An eval_flickr30k.json edited after 03 wrote it: the report's transfer section leaves it out and says why, with the
+    setting that scores it again (FLICKR30K=True), instead of "off" (the problem was once listed nowhere)."""
+    import json
+
+    from helpers.study import report
+
+    cfg, paths, result = scored_run
+    transfer.evaluate_transfer(cfg, paths, result.data, progress=False)
+    art = tmp_path / "art"
+    shutil.copytree(paths.artifacts_dir, art)
+    record_path = art / "runs" / result.data.run.name / "eval_flickr30k.json"
+    record = json.loads(record_path.read_text())
+    record["metrics"]["i2t_R@1"] = 0.99
+    record_path.write_text(json.dumps(record))
+    built = report.build_report(art, result.data.run.name)
+    section = built.path.read_text().split("### Transfer: Flickr30k's 1k test split", 1)[1].split("\n## ", 1)[0]
+    assert "eval_flickr30k.json was edited after it was written" in section and "FLICKR30K=True" in section
+    assert "transfer: off" not in section and "| 99.0 |" not in section and any("eval_flickr30k.json" in m for m in built.missing)
+
+
 def test_an_unreachable_archive_says_what_is_missing_and_how_to_skip(scored_run, site):
     cfg, paths, result = scored_run
     _, hf = site

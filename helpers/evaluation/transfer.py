@@ -21,10 +21,10 @@ from ..core.provenance import digest
 from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data import flickr
 from ..data.dataset import data_code
-from ..store.runs import seal
+from ..store.runs import TRANSFER_SPLIT, seal
 from .evaluate import UNITS, EvalData, Reference, Row, edited_note, measured_rows, published_rows, recall_table, results_csv
 
-SPLIT = "flickr30k"  # eval_flickr30k.json
+SPLIT = TRANSFER_SPLIT  # eval_flickr30k.json
 PROTOCOL = "Flickr30k 1k test (Karpathy)"
 
 _OPEN_CLIP = (

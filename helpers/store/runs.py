@@ -388,6 +388,16 @@ def load_history(run: RunDir | str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+TRANSFER_SPLIT = "flickr30k"  # eval_flickr30k.json: 03 scores it with FLICKR30K=True beside the COCO split
+
+
+def _scoring(run: RunDir, split: str) -> str:
+    """The settings with which 03 writes ``eval_<split>.json`` again (the fix a stale or edited record's message names)."""
+    if split == TRANSFER_SPLIT:
+        return f"RUN_NAME={run.name!r} and FLICKR30K=True"
+    return f"RUN_NAME={run.name!r} and EVAL_SPLIT={split!r}"
+
+
 def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
     """``eval_<split>.json`` of a run, *only* if it scored the run's current checkpoint.
 
@@ -400,7 +410,7 @@ def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
     if not is_sealed(record):  # a record without its seal is one whose seal was removed: believed no more than an edit
         raise StaleArtifact(
             f"{path} was edited after it was written (or its seal removed): its figures are not shown. Re-run 03_evaluate_clip.ipynb with "
-            f"RUN_NAME={run.name!r} and EVAL_SPLIT={split!r}."
+            f"{_scoring(run, split)}."
         )
     if not scores_current_weights(run, record["checkpoint"]):
         scored = scored_weights(run, record["checkpoint"])
@@ -408,8 +418,7 @@ def load_eval(run: RunDir | str | os.PathLike, split: str) -> dict[str, Any]:
         now = f"now {current[:12]}…" if current else f"{scored.name} is gone"
         raise StaleArtifact(
             f"{path} scored an earlier model of this run (checkpoint sha256 {record['checkpoint']['sha256'][:12]}…, {now}): "
-            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run.name!r} "
-            f"and EVAL_SPLIT={split!r}."
+            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with {_scoring(run, split)}."
         )
     return record
 
@@ -457,8 +466,7 @@ def load_figures(run: RunDir, split: str) -> Path:
     if not scores_current_weights(run, stamp["checkpoint"]):
         raise StaleArtifact(
             f"{folder} shows an earlier model of this run (checkpoint sha256 {str(stamp['checkpoint'].get('sha256'))[:12]}…): "
-            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with RUN_NAME={run.name!r} and "
-            f"EVAL_SPLIT={split!r}."
+            f"its figures are out of date and not shown. Re-run 03_evaluate_clip.ipynb with {_scoring(run, split)}."
         )
     return folder
 
