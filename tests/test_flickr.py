@@ -120,6 +120,7 @@ def test_an_unreachable_archive_says_what_is_missing_and_how_to_skip(scored_run,
     with pytest.raises(DownloadError, match=r"images_flickr_1k_test\.zip.*FLICKR30K=False") as caught:
         transfer.evaluate_transfer(cfg, paths, result.data, progress=False)
     assert str(flickr.raw_dir(cfg, paths)) in str(caught.value)
+    assert "FLICKR_URL" in str(caught.value) and "COCO_URL" not in str(caught.value)  # the setting that chose the address
     assert not (flickr.folder(paths) / flickr.RECORD).exists()  # nothing half-prepared counts
 
 

@@ -49,8 +49,10 @@ def download(
     timeout: float = 60.0,
     progress: bool = True,
     check_space: bool = True,
+    url_setting: str = "COCO_URL",
 ) -> Path:
-    """Download ``url`` to ``dest``, resuming a partial ``.part`` file. Skips when ``dest`` is complete."""
+    """Download ``url`` to ``dest``, resuming a partial ``.part`` file. Skips when ``dest`` is complete. ``url_setting``:
+    the setting that chose ``url`` (a failure names it)."""
     from tqdm.auto import tqdm
 
     dest = Path(dest)
@@ -103,7 +105,7 @@ def download(
     if total is None or size != total:
         raise DownloadError(
             f"Could not download {url} ({last_error}); got {size:,} of {total or '?'} bytes. "
-            "Re-run the cell to resume where it stopped, or check the network / COCO_URL."
+            f"Re-run the cell to resume where it stopped, or check the network / {url_setting}."
         )
     os.replace(part, dest)
     return dest

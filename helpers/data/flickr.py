@@ -88,10 +88,10 @@ def fetch(cfg: Config, paths: Paths, progress: bool = True) -> tuple[Path, Flick
     what is missing is downloaded (resuming a partial file) and the archive extracted."""
     raw = raw_dir(cfg, paths)
     try:
-        csv_path = download(f"{cfg.flickr_url}/{CSV_NAME}", raw / CSV_NAME, progress=progress)
+        csv_path = download(f"{cfg.flickr_url}/{CSV_NAME}", raw / CSV_NAME, progress=progress, url_setting="FLICKR_URL")
         split = read_split(csv_path)
         if _missing(raw, split) and not (raw / f".extracted-{ZIP_NAME}").exists():  # not extracted yet: the archive
-            zip_path = download(f"{cfg.flickr_url}/{ZIP_NAME}", raw / ZIP_NAME, progress=progress)
+            zip_path = download(f"{cfg.flickr_url}/{ZIP_NAME}", raw / ZIP_NAME, progress=progress, url_setting="FLICKR_URL")
             safe_extract(zip_path, raw, progress=progress)
     except DownloadError as exc:
         raise DownloadError(
