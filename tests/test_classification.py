@@ -151,7 +151,8 @@ def test_evaluate_records_the_run_zero_shot_and_chance(scored):
         assert 0.0 <= record[row]["top1"] <= record[row]["top5"] <= 1.0 and 0.0 < record[row]["mAP"] <= 1.0
     assert record["run"]["mAP"] == pytest.approx(sum(record["run"]["ap"].values()) / len(record["run"]["ap"]))
     table = classification.classification_markdown(record)
-    assert "zero-shot CLIP (measured here)" in table and "random ranking (expected)" in table and "SYNTHETIC" in table
+    assert "zero-shot tiny-clip-text (measured here)" in table and "random ranking (expected)" in table and "SYNTHETIC" in table
+    assert "zero-shot CLIP" not in table  # the tower measured is named: here the tiny one, never "CLIP" by default
     assert f"| {100 * record['run']['top1']:.1f} |" in table
     assert result.tower is not None  # loaded once: 03's queries reuse it
     fig = classification.category_figure(record)

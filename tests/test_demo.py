@@ -94,7 +94,7 @@ def test_the_demo_scores_categories_and_flickr_transfer_beside_their_references(
     executed = _texts(art / "executed" / "03_evaluate_clip.ipynb")
     report = (art / "report" / "report.md").read_text()
     for text in (executed, report):
-        assert re.search(r"\| zero-shot CLIP \(measured here\) \| \d+\.\d \| \d+\.\d \| \d+\.\d \|", text)
+        assert re.search(r"\| zero-shot tiny-clip-text \(measured here\) \| \d+\.\d \| \d+\.\d \| \d+\.\d \|", text)
         assert "random ranking (expected)" in text and "mAP % (" in text
         assert "| OpenAI CLIP ViT-B/32, zero-shot [published†, not re-measured] | Flickr30k 1k test (Karpathy) | 78.9 |" in text
         assert "60 SYNTHETIC images (not Flickr30k)" in text

@@ -22,7 +22,7 @@ from ..core.lab import call_yours
 from ..core.provenance import text_tower_id, tower_of
 from ..data.categories import Categories, load_categories
 from ..data.dataset import data_code
-from ..data.text_tower import TextTower, encode_texts, load_text_tower
+from ..data.text_tower import TextTower, display_name, encode_texts, load_text_tower
 
 TOP_K = (1, 5)
 
@@ -54,6 +54,7 @@ def score_categories(cfg: Config, data: Any, features: torch.Tensor, zero_shot: 
         "chance": chance(labels),
         "run": _summary(cfg, features, prompt_features, labels, categories),
         "zero_shot": _summary(cfg, zero_shot, prompt_features, labels, categories) if zero_shot is not None else None,
+        "zero_shot_model": display_name(cfg.text_model) if zero_shot is not None else None,  # the tables name what was measured
     }
     return record, tower
 
@@ -145,6 +146,10 @@ def edited_lines(keys: list[str]) -> list[str]:
             "definitions only as far as your edit does; say what you changed wherever you quote them.", ""]  # fmt: skip
 
 
+def _zero_shot_name(record: dict[str, Any]) -> str:
+    return str(record.get("zero_shot_model") or "CLIP")  # a record of an earlier kit named no model: CLIP, as it then was
+
+
 def classification_markdown(record: dict[str, Any] | None, model_name: str = "this run") -> str:
     """The table of 03 and the report: top-1, top-5 and mAP in %, for the run, zero-shot CLIP and a random ranking."""
     if not record:
@@ -155,7 +160,8 @@ def classification_markdown(record: dict[str, Any] | None, model_name: str = "th
     header = ["model", "top-1 %", "top-5 %", f"mAP % ({record['categories_present']} categories)"]
     rows = [[model_name, *(pct(record["run"][k]) for k in ("top1", "top5", "mAP"))]]
     if record.get("zero_shot"):
-        rows.append(["zero-shot CLIP (measured here)", *(pct(record["zero_shot"][k]) for k in ("top1", "top5", "mAP"))])
+        zero_shot = record["zero_shot"]
+        rows.append([f"zero-shot {_zero_shot_name(record)} (measured here)", *(pct(zero_shot[k]) for k in ("top1", "top5", "mAP"))])
     rows.append(["random ranking (expected)", *(pct(record["chance"].get(k)) for k in ("top1", "top5", "mAP"))])
     lines = [SYNTHETIC_CATEGORIES, ""] if record.get("synthetic") else []
     lines += edited_lines(["03:zero-shot-classification"] if record.get("edited") else [])
@@ -185,7 +191,7 @@ def category_figure(record: dict[str, Any], n: int = 10) -> Any:
     ax.barh([v + (height / 2 if reference else 0) for v in y], [100 * ap[c] for c in shown], height, color="tab:blue", label="this run")
     if reference:
         ax.barh([v - height / 2 for v in y], [100 * reference.get(c, float("nan")) for c in shown], height, color="tab:gray",
-                label="zero-shot CLIP")  # fmt: skip
+                label=f"zero-shot {_zero_shot_name(record)}")  # fmt: skip
         ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(y, shown, fontsize=8)
     ax.set_xlim(0, 105)

@@ -339,7 +339,8 @@ def results_markdown(record: dict[str, Any]) -> str:
         f"Split protocol: `{record['protocol']}`; {record['num_captions']:,} captions. "
         "Published figures are quoted, not re-measured; they compare only when this run's protocol is `karpathy-5k` "
         "on the test split. In open_clip's and CLIP_benchmark's tables \"image retrieval\" means text→image and "
-        "\"text retrieval\" image→text. `COMPARE_ZERO_SHOT=True` measures zero-shot CLIP ViT-B/32 here, on the same images.",
+        "\"text retrieval\" image→text. `COMPARE_ZERO_SHOT=True` measures zero-shot CLIP (the image tower of TEXT_MODEL) "
+        "here, on the same images.",
     ]
     if record.get("folds_1k"):
         lines.append(f"The 1k figure is the mean over {record['folds_1k']}.")
