@@ -45,12 +45,14 @@ def mirror(tmp_path, synthetic_coco):
         yield server, site
 
 
-def test_download_resumes_after_a_dropped_connection(mirror, tmp_path):
+def test_download_resumes_after_a_dropped_connection(mirror, tmp_path, capsys):
     server, site = mirror
     size = (site / "zips" / "train2014.zip").stat().st_size
     server.drop_first("/zips/train2014.zip", size // 3)
-    out = download.download(f"{server.url}/zips/train2014.zip", tmp_path / "dl" / "train2014.zip", progress=False)
+    out = download.download(f"{server.url}/zips/train2014.zip", tmp_path / "dl" / "train2014.zip", progress=True)
     assert out.read_bytes() == (site / "zips" / "train2014.zip").read_bytes()
+    said = capsys.readouterr().out  # a failed try is said, with the wait before the next (a stalled network never looks hung)
+    assert "train2014.zip: try 1 of 6 failed (" in said and "trying again in 0.5s" in said
     ranges = [r for m, p, r in server.requests if m == "GET" and p == "/zips/train2014.zip"]
     assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:-1]) > 0
     assert not (tmp_path / "dl" / "train2014.zip.part").exists()

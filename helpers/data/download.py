@@ -17,6 +17,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from ..core.artifacts import first_line
 from ..core.storage import ensure_free_space
 
 USER_AGENT = "clip-coco-lab/1.0"
@@ -100,7 +101,10 @@ def download(
                 raise
             last_error = exc
         if attempt < retries:
-            time.sleep(min(30.0, 0.5 * 2**attempt))
+            wait = min(30.0, 0.5 * 2**attempt)
+            if progress:  # a stalled network must not look like a hung cell: each failed try says so
+                print(f"{dest.name}: try {attempt + 1} of {retries + 1} failed ({first_line(last_error, 100)}); trying again in {wait:g}s")
+            time.sleep(wait)
     size = part.stat().st_size if part.exists() else 0
     if total is None or size != total:
         raise DownloadError(
