@@ -309,6 +309,9 @@ def test_a_table_scored_by_an_edited_cell_says_so_and_the_report_names_code_that
     edited = {**record, "lab_code": {"digest": "bbbb", "edited": {"03:recall-at-k": "def recall_at_k(...): ..."}}}
     note = "Computed by your edited lab cell `recall-at-k` (03), not the notebook's"
     assert note not in evaluate.results_markdown(record) and note in evaluate.results_markdown(edited)
+    rows = evaluate.measured_rows(edited, "this run", "100 images")  # the CSV's rows, which travel without the note
+    assert rows[0][1] == "test: 100 images; Recall@K by your edited cell recall-at-k"
+    assert evaluate.measured_rows(record, "this run", "100 images")[0][1] == "test: 100 images"
     other = {**record, "lab_code": {"digest": "cccc", "edited": {"03:results-csv": "..."}}}  # the CSV cell: not the table's figures
     assert "Computed by your edited" not in evaluate.results_markdown(other)
 

@@ -280,6 +280,8 @@ def percent(metrics: dict[str, float]) -> dict[str, float]:
 def measured_rows(record: dict[str, Any], run_label: str, images: str) -> list[Row]:
     """This run's row and, when it was measured, zero-shot CLIP's, on the images ``images`` names."""
     protocol = f"{record['split']}: {images}"
+    if edited_note(record):  # the CSV travels without the note above the table: its rows say it too
+        protocol += "; Recall@K by your edited cell recall-at-k"
     out = [(run_label, protocol, percent(record["metrics"]))]
     if record.get("zero_shot"):
         out.append((f"zero-shot {display_name(record['zero_shot_model'])} (measured here)", protocol, percent(record["zero_shot"])))
