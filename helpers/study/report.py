@@ -574,8 +574,9 @@ def scored_by_note(scored_by: dict[str, Any] | None, main_eval: dict[str, Any] |
     if theirs.get("digest") and theirs["digest"] != scored_by.get("digest"):
         differ = sorted(set(theirs.get("edited") or {}) ^ set(scored_by.get("edited") or {})) or ["03's lab cells"]
         lines += [f"**Scored by other notebook-03 code than section 6** (differing: {', '.join(f'`{k}`' for k in differ)}): the "
-                  "ablation's figures and section 6's are not comparable figure for figure. Run 03 and 04 with the same cells "
-                  "(04 scores with the cells saved in 03_evaluate_clip.ipynb: save your edit there).", ""]  # fmt: skip
+                  "ablation's figures and section 6's are not comparable figure for figure. 04 scores with 03's cells as the "
+                  "kit's copy of 03_evaluate_clip.ipynb holds them (beside helpers/: on Colab, the clone's), section 6 with "
+                  "those 03's kernel ran. Re-run 03 with the notebook's cells to compare the two.", ""]  # fmt: skip
     return lines
 
 
