@@ -263,3 +263,64 @@ def test_a_lab_function_defined_again_in_a_cell_of_its_own_is_refused_not_mixed(
         LabCode.from_kernel(alone)
     edited = lab_cell.replace("ks=(1, 5, 10)", "ks=(1, 5, 10, 50)")  # the lab cell itself edited and run: taken as run
     assert LabCode.from_kernel(_as_a_kernel_ran(edited, "/tmp/ipykernel_2/304.py")).edited(("03",)) == {"03:recall-at-k": edited}
+
+
+ITEM = "return self.image(image_index), self.embeddings[row].float(),"
+DATASET_SLIPS = {  # an edit of 01's dataset cell, recorded by 01, and the message 02 gives before any step
+    "swapped": (ITEM, "return self.embeddings[row].float(), self.image(image_index),",
+                r"Your `CocoCacheDataset` \(the lab cell `dataset` of 01_dataset_prep\.ipynb\) returned, for its first item, a tensor "
+                r"of shape \(\d+,\) \(torch\.float32\) as the image"),
+    "narrow": ("self.embeddings[row].float(),", "self.embeddings[row].float()[:8],",
+               r"a tensor of shape \(8,\) \(torch\.float32\) as the caption"),
+    "raises": ("    def __getitem__(self, index):\n", "    def __getitem__(self, index):\n        index = index + len(self)\n",
+               r"Your code raised IndexError reading the Dataset's first item, in `caption_row`, line \d+ of the lab cell `dataset`"),
+}  # fmt: skip
+
+
+def _private_artifacts(prepared, tmp_path):
+    from helpers.core import env
+
+    art = tmp_path / "art"
+    shutil.copytree(prepared["paths"].artifacts_dir, art, ignore=shutil.ignore_patterns("local_cache"))
+    cfg = prepared["cfg"].replace(artifacts_dir=str(art), cache_dir=str(tmp_path / "local_cache"))
+    return cfg, env.resolve_paths(cfg, environment="local")
+
+
+def test_an_edit_of_01s_dataset_cell_reaches_training_without_re_encoding(prepared, tmp_path, capsys):
+    """The caption caches record 01's Dataset cell; 01 run again with only that cell edited once said "up to date" and
+    kept the old cell, so 02 trained with the old Dataset and named the run by it. Now 01 records the edit (the embeddings
+    stay as they were) and the configured run is a new one."""
+    import torch
+
+    from helpers.core.config import with_lab
+    from helpers.data import prepare
+    from helpers.data.dataset import with_data_code
+    from helpers.store.runs import RunDir
+
+    cfg, paths = _private_artifacts(prepared, tmp_path)
+    before = torch.load(paths.text_embeds_path("train"), weights_only=True)
+    old_run = RunDir.for_config(paths, cfg).name
+    edited = _with_edit("01:dataset", "    def set_epoch(self, epoch):", "    def set_epoch(self, epoch):  # mine")
+    capsys.readouterr()
+    prepare.cache_captions(with_lab(cfg, edited), paths, prepared["data"], prepared["splits"], device="cpu", progress=False)
+    assert "train_text_embeds.pt: the dataset cell changed: recorded beside the embeddings" in capsys.readouterr().out
+    after = torch.load(paths.text_embeds_path("train"), weights_only=True)
+    assert torch.equal(after["embeddings"], before["embeddings"]) and after["lab_code"]["01:dataset"] == edited.cell("01:dataset").source
+    assert with_data_code(cfg, paths).lab.cell("01:dataset").source == edited.cell("01:dataset").source  # what 02 trains with
+    assert RunDir.for_config(paths, cfg).name != old_run  # another Dataset: another run
+
+
+@pytest.mark.parametrize("slip", sorted(DATASET_SLIPS))
+def test_a_slip_in_01s_dataset_cell_is_named_before_the_first_step(prepared, tmp_path, slip):
+    from helpers.core.config import with_lab
+    from helpers.core.lab import YourCodeError
+    from helpers.data import prepare
+    from helpers.training import train
+
+    cfg, paths = _private_artifacts(prepared, tmp_path)
+    old, new, message = DATASET_SLIPS[slip]
+    edited = with_lab(cfg, _with_edit("01:dataset", old, new))
+    prepare.cache_captions(edited, paths, prepared["data"], prepared["splits"], device="cpu", progress=False)  # 01 records it
+    run = cfg.replace(epochs=1, max_steps_per_epoch=1, image_backbone="resnet18", image_weights=None, batch_size=8, num_workers=0)
+    with pytest.raises(YourCodeError, match=message):
+        train.train(run, paths, progress=False, log=lambda m: None)

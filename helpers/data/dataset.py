@@ -18,6 +18,7 @@ Modes:
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..core.artifacts import load_torch
 from ..core.config import Config, with_lab
 from ..core.env import Paths, default_num_workers
-from ..core.lab import LabCode
+from ..core.lab import LabCode, YourCodeError, as_your_error, call_yours
 from ..core.provenance import text_tower_id, tower_of
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -56,6 +57,49 @@ def with_data_code(cfg: Config, paths: Paths) -> Config:
     except Exception:  # damaged or foreign: the loader's error names the problem and the fix, when training reads it
         return cfg
     return with_lab(cfg, data_code({"lab_code": record}, fallback=cfg.lab)) if record else cfg
+
+
+def lab_dataset(lab: LabCode, cache: Any, text: dict[str, Any], image_ids: list[int], *args: Any, **kwargs: Any) -> Any:
+    """``lab``'s ``CocoCacheDataset`` (notebook 01's cell) over ``image_ids``, its first item checked: an edit that raises,
+    or returns what no batch can be made of, names the cell before training or scoring starts (not deep in a loader, or as
+    a fault of the model that received it)."""
+    dataset = call_yours(lab, "CocoCacheDataset", cache, text, image_ids, *args, **kwargs)
+    try:
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):  # a look at the first item draws nothing a run's randomness would see
+            first = dataset[0]
+        random.setstate(state)
+    except Exception as exc:
+        named = as_your_error(exc, "reading the Dataset's first item")
+        if named is None:
+            raise
+        raise named from exc
+    problem = _item_problem(first, int(text["embeddings"].shape[1]), normalized=kwargs.get("normalize") is not None)
+    if problem:
+        raise YourCodeError(f"Your `CocoCacheDataset` ({lab.defining('CocoCacheDataset').where}) returned, for its first item, "
+                            f"{problem}")  # fmt: skip
+    return dataset
+
+
+def _item_problem(item: Any, embed_dim: int, normalized: bool) -> str | None:
+    """What is wrong with one item of the Dataset (None: nothing): (image [3, H, W] uint8, or float when it normalises;
+    caption embedding [embed_dim] float; image id; caption text), as the loaders and the model read it."""
+    if not (isinstance(item, (tuple, list)) and len(item) == 4):
+        size = f" of {len(item)}" if isinstance(item, (tuple, list)) else ""
+        return f"a {type(item).__name__}{size}; the kit needs (image, caption embedding, image id, caption)"
+    image, embedding, image_id, caption = item
+    wanted = "a float" if normalized else "a uint8"
+    if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] != 3 or (image.dtype == torch.uint8) == normalized:
+        return f"{_what(image)} as the image; the kit needs {wanted} tensor of shape [3, H, W] (the cached pixels)"
+    if not torch.is_tensor(embedding) or tuple(embedding.shape) != (embed_dim,) or not embedding.is_floating_point():
+        return f"{_what(embedding)} as the caption embedding; the kit needs a float tensor of shape ({embed_dim},) (a caption cache row)"
+    if isinstance(image_id, bool) or not isinstance(image_id, int) or not isinstance(caption, str):
+        return f"{type(image_id).__name__} and {type(caption).__name__} as the image id and caption; the kit needs an int and a str"
+    return None
+
+
+def _what(value: Any) -> str:
+    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
 
 
 def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:

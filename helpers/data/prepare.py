@@ -214,6 +214,10 @@ def _cache_captions(cfg: Config, paths: Paths, data: CocoData, splits: Splits, d
                 same_source = old["config"].get("source") == data.source()[folder]  # another dataset with the same ids: rebuilt
                 same_code = (old.get("lab_code") or {}).get(ENCODING) == cfg.lab.sources(DATA).get(ENCODING)  # 01's encode_text
                 if old["config"].get("caption_ids_digest") == _digest(caption_ids) and same_source and same_code:
+                    if (old.get("lab_code") or {}) != cfg.lab.sources(DATA):  # the Dataset cell edited: 02 and 03 read with it
+                        atomic_torch_save({**old, "lab_code": cfg.lab.sources(DATA)}, path)
+                        print(f"{path.name}: the dataset cell changed: recorded beside the embeddings (they stay as they are: "
+                              "only the caption-encoding cell changes them); a run trained with it is a new run")  # fmt: skip
                     summary[split] = {"captions": len(caption_ids), "skipped": True}
                     continue
                 if not same_code and old.get("lab_code"):

@@ -28,7 +28,7 @@ from ..core.env import Paths
 from ..core.lab import EVALUATION, call_yours
 from ..core.provenance import captions_digest, check_inputs, check_sources, is_synthetic, tower_of
 from ..core.storage import atomic_write_bytes, atomic_write_json
-from ..data.dataset import data_code, load_text_embeds
+from ..data.dataset import data_code, lab_dataset, load_text_embeds
 from ..data.image_cache import ImageCache, restore_cache
 from ..data.splits import Splits, karpathy_ids, load_splits
 from ..data.text_tower import display_name
@@ -163,7 +163,7 @@ def load_eval_data(cfg: Config, paths: Paths, device: torch.device) -> EvalData:
         f"this run's data was made with, or retrain on the current data: 02_train_clip.ipynb with FORCE_RETRAIN=True "
         f"(RUN_NAME={run.name!r}).",
     )  # fmt: skip
-    dataset = data_code(text).CocoCacheDataset(cache, text, ids, mode="eval")  # notebook 01's Dataset, as 01 ran it
+    dataset = lab_dataset(data_code(text), cache, text, ids, mode="eval")  # notebook 01's Dataset, as 01 ran it
     checkpoint = {
         "path": str(ckpt_path), "epoch": state["epoch"], "sha256": weights_sha256(ckpt_path), "arch": state["arch"],
         "config": state["config"],

@@ -20,7 +20,7 @@ from ..core.lab import EVALUATION
 from ..core.provenance import digest
 from ..core.storage import atomic_write_bytes, atomic_write_json
 from ..data import flickr
-from ..data.dataset import data_code
+from ..data.dataset import data_code, lab_dataset
 from ..store.runs import TRANSFER_SPLIT, seal
 from .evaluate import UNITS, EvalData, Reference, Row, edited_note, measured_rows, published_rows, recall_table, results_csv
 
@@ -44,7 +44,7 @@ def evaluate_transfer(cfg: Config, paths: Paths, data: EvalData, progress: bool 
     device = next(data.model.parameters()).device
     prepared = flickr.prepare(cfg, paths, data.text, device, progress)
     t0 = time.perf_counter()
-    dataset = data_code(data.text).CocoCacheDataset(prepared.cache, prepared.text, prepared.image_ids, mode="eval")
+    dataset = lab_dataset(data_code(data.text), prepared.cache, prepared.text, prepared.image_ids, mode="eval")
     features = encode_images(data.model, dataset, device, num_workers=cfg.num_workers, progress=progress)
     text_features = prepared.text["embeddings"][dataset.caption_rows].float()
     t2i = dataset.caption_image_index

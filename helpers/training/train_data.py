@@ -15,7 +15,7 @@ from ..clip.flags import Recipe
 from ..core.config import Config, ConfigError
 from ..core.env import Paths
 from ..core.provenance import check_sources, is_synthetic, run_inputs
-from ..data.dataset import load_text_embeds, with_data_code, with_images_from  # noqa: F401  (with_data_code: notebook 02)
+from ..data.dataset import lab_dataset, load_text_embeds, with_data_code, with_images_from  # noqa: F401  (with_data_code: notebook 02)
 from ..data.image_cache import ImageCache, cached_image_size, failures, restore_cache
 from ..data.splits import Splits, load_splits
 
@@ -67,8 +67,8 @@ def load_training_data(cfg: Config, paths: Paths, variant: Recipe, progress: boo
     if extra:
         train_ids, train_text = train_ids + extra, with_images_from(train_text, val_text, extra)
     transform = variant.single("train_transform")
-    dataset = cfg.lab.CocoCacheDataset  # notebook 01's Dataset, as the caption cache recorded it (with_data_code)
-    train_set = dataset(cache, train_text, train_ids, "train", cfg.seed, transform=transform and transform())  # uint8 images
-    val_set = dataset(cache, val_text, splits.val, "eval", cfg.seed)
+    # notebook 01's Dataset, as the caption cache recorded it (with_data_code); uint8 images
+    train_set = lab_dataset(cfg.lab, cache, train_text, train_ids, "train", cfg.seed, transform=transform and transform())
+    val_set = lab_dataset(cfg.lab, cache, val_text, splits.val, "eval", cfg.seed)
     inputs = run_inputs(splits.digest, cache, train_text, val_text, train_ids, splits.val)
     return TrainingData(splits, cache, train_set, val_set, int(train_text["embeddings"].shape[1]), inputs)
