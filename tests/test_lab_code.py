@@ -163,6 +163,8 @@ STEP_SLIPS = {  # an edit of 02's training-step cell, and the message that must 
     "raises": ("features = model(images)  #", "features = model(images.t())  #",
                r"Your code raised RuntimeError on the first training step, in `training_step`, line \d+ of the lab cell "
                r"`training-step` of 02_train_clip\.ipynb"),
+    "nan": ("set_to_none=True)\n    return value, features", "set_to_none=True)\n    return value * float('nan'), features",
+            r"The training step \(notebook 02's cell `training-step`, edited\) returned a loss of nan on the first step"),
     "returns": ("set_to_none=True)\n    return value, features", "set_to_none=True)\n    return value",
                 r"The training step \(notebook 02's cell `training-step`\) returned a float: the trainer needs"),
 }  # fmt: skip

@@ -8,6 +8,7 @@ records (``Recipe``) resolved once by the caller.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,10 +41,11 @@ def loss_and_step(cfg: Config, variant: Recipe) -> tuple[Callable[..., torch.Ten
     where = (f"your loss `{getattr(own, '__name__', own)}` (the modification's record, registered in its cell)" if own
              else "the loss of notebook 02's cell `clip-loss`")  # fmt: skip
     students = own is not None or "02:clip-loss" in cfg.lab.edited(("02",))  # the shipped loss at init never gives NaN
-    return checked_loss(own or cfg.lab.clip_loss, where, finite=students), checked_step(cfg.lab.training_step)
+    step_edited = "02:training-step" in cfg.lab.edited(("02",))  # the shipped step returns the loss it was given
+    return checked_loss(own or cfg.lab.clip_loss, where, finite=students), checked_step(cfg.lab.training_step, finite=step_edited)
 
 
-def checked_step(step_fn: Callable[..., Any]) -> Callable[..., Any]:
+def checked_step(step_fn: Callable[..., Any], finite: bool = False) -> Callable[..., Any]:
     """``step_fn`` (notebook 02's ``training_step``), whose first call names the student's code when it fails: an
     exception raised in a lab cell or a cell of the notebook (the step, the model's forward, the head) becomes "Your code
     raised … in `forward`, line 12 of the lab cell `projection-head` …", and a return that is not ``(loss value,
@@ -68,6 +70,9 @@ def checked_step(step_fn: Callable[..., Any]) -> Callable[..., Any]:
             got = f"a tuple of {len(out)}" if isinstance(out, tuple) else _shape(out)
             raise YourCodeError(f"The training step (notebook 02's cell `training-step`) returned {got}: the trainer needs "
                                 "(the loss as a float, the batch's image features), as the cell's docstring says.")  # fmt: skip
+        if finite and not math.isfinite(out[0]):  # an edited step: its own arithmetic, not a learning rate (no update yet)
+            raise YourCodeError(f"The training step (notebook 02's cell `training-step`, edited) returned a loss of {out[0]} on "
+                                "the first step, from freshly initialised weights: a division by zero or the log of 0 in it?")  # fmt: skip
         checked = True
         return out
 
