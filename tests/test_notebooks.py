@@ -266,8 +266,10 @@ def test_notebook_03_evaluates_the_run_from_02(nb01):
         edited = run_notebook("03_evaluate_clip.ipynb", out / "nb03-edited", source=out / "03_edited.ipynb", EVAL_SPLIT="val",
                               ARTIFACTS_DIR=params["ARTIFACTS_DIR"], TEXT_MODEL=params["TEXT_MODEL"], RUN_NAME="nb-baseline",
                               NUM_WORKERS=0)  # fmt: skip
-        table_row = r"\| this run \(nb-baseline\) \| val: \d+ SYNTHETIC images \(not COCO\) \|( 100\.0 \|){6} 600\.0 \|"
-        assert re.search(table_row, _text(edited))  # the synthetic data said in the row itself
+        table_row = (r"\| this run \(nb-baseline\) \| val: \d+ SYNTHETIC images \(not COCO\); Recall@K by your edited cell "
+                     r"recall-at-k \|( 100\.0 \|){6} 600\.0 \|")
+        assert re.search(table_row, _text(edited))  # the synthetic data and the edited cell said in the row itself
+        assert "Computed by your edited lab cell `recall-at-k` (03), not the notebook's" in _text(edited)
         record = json.loads((run / "eval_val.json").read_text())
         assert list(record["lab_code"]["edited"]) == ["03:recall-at-k"] and record["lab_code"]["digest"] != scored["lab_code"]["digest"]
         assert "Classification over COCO's categories: skipped. No categories_val2014.json" in _text(edited)  # and 03 went on
