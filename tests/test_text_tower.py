@@ -119,3 +119,16 @@ def test_a_text_tower_with_missing_weights_is_refused_not_randomly_filled(tower,
     save_file({k: v for k, v in state.items() if "text_projection" not in k}, weights, metadata={"format": "pt"})
     with pytest.raises(OSError, match=r"holds no weights for 1 tensor\(s\) of the text tower \(e\.g\. text_projection\.weight\)"):
         tt.load_text_tower(str(folder), "cpu")
+
+
+def test_zero_shot_from_a_text_only_folder_is_refused_not_a_random_image_tower(tiny_tower, tmp_path):
+    """COMPARE_ZERO_SHOT with a local tower saved as a text model alone: transformers read it as an image tower with
+    every tensor random, and the zero-shot rows were chance figures under CLIP's name; now it is refused, saying why."""
+    import shutil
+
+    from helpers.evaluation.zero_shot import zero_shot_image_features
+
+    text_only = tmp_path / "text-only"
+    shutil.copytree(tiny_tower, text_only, ignore=shutil.ignore_patterns("vision"))
+    with pytest.raises(OSError, match=r"COMPARE_ZERO_SHOT needs the CLIP image tower .*the local folder holds no image tower"):
+        zero_shot_image_features(str(text_only), None, [], torch.device("cpu"))

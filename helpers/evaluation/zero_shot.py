@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..core.artifacts import first_line
 from ..data.dataset import normalize_images
 from ..data.image_cache import ImageCache
-from ..data.text_tower import MissingWeights, pretrained
+from ..data.text_tower import pretrained
 
 
 def vision_tower(model_name: str) -> str:
@@ -37,12 +38,14 @@ def zero_shot_image_features(
 
     try:
         vision = pretrained(CLIPVisionModelWithProjection, vision_tower(model_name), "image tower").to(device).eval()
-    except (OSError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, MissingWeights):
-            raise
+    except (OSError, ValueError, RuntimeError) as exc:  # MissingWeights too: a text model read as an image tower is random
+        from ..data.synthetic import VISION_SUBFOLDER
+
+        where = (f"the local folder holds no image tower, in itself or in its {VISION_SUBFOLDER}/ folder"
+                 if Path(model_name).is_dir() else "check the name and the internet connection")  # fmt: skip
         raise OSError(
-            f"COMPARE_ZERO_SHOT needs the CLIP image tower of TEXT_MODEL={model_name!r} ({exc}). "
-            "Check the internet connection, or set COMPARE_ZERO_SHOT=False."
+            f"COMPARE_ZERO_SHOT needs the CLIP image tower of TEXT_MODEL={model_name!r}: {where} ({first_line(exc, 200)}). "
+            "Or set COMPARE_ZERO_SHOT=False."
         ) from exc
     size = int(vision.config.image_size)
     use_amp = device.type == "cuda"
