@@ -151,3 +151,21 @@ def test_an_uppercase_constant_of_04s_modification_cell_is_not_a_setting(tmp_pat
     cell = "import torch.nn.functional as F\nBIAS = -10.0\n\n\ndef my_loss(a, b, s, n=None):\n    return (a - b).sum() + BIAS\n"
     namespace = {**_notebook(art), "In": ["", "VARIANTS = ['temp']\n", cell], "BIAS": -10.0, "F": json}
     assert base_settings.from_notebook(namespace).run == "mine"  # no "unknown key BIAS"
+
+
+def test_a_base_run_trained_with_the_students_step_gives_every_row_of_the_study_that_step(tmp_path):
+    """A baseline trained with an edited training-step cell (02): 04, whose kernel holds the notebooks' step, trains every
+    row with the base run's own cells (its weights file keeps them), so the study compares against the run it names."""
+    from helpers.core.lab import TRAINING, LabCell, LabCode
+
+    shipped = LabCode.shipped()
+    mine = LabCode(LabCell(c.notebook, c.cell_id, c.source + "\n# my step: clips at 0.5") if c.key == "02:training-step" else c
+                   for c in shipped.cells)  # fmt: skip
+    art = tmp_path / "art"
+    run = _finished_run(art, "mine", 2_000, epochs=3)
+    weights = torch.load(run / "best.pt", weights_only=True)
+    torch.save({**weights, "lab_code": mine.sources(TRAINING)}, run / "best.pt")
+    base = base_settings.from_notebook(_notebook(art))
+    assert base.run == "mine"
+    assert base.cfg.lab.cell("02:training-step").source.endswith("# my step: clips at 0.5")
+    assert base.cfg.lab.digest(TRAINING) == mine.digest(TRAINING) != shipped.digest(TRAINING)  # every row's identity: that step
