@@ -232,7 +232,7 @@ def time_training(
 def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
     """img/s of the training loader reading the real cache (None when there is no cache yet)."""
     from .core.artifacts import ArtifactError
-    from .data.dataset import data_code, load_text_embeds, make_loader
+    from .data.dataset import data_code, lab_dataset, load_text_embeds, make_loader
     from .data.image_cache import ImageCache
 
     try:
@@ -245,7 +245,7 @@ def time_loader(cfg: Config, paths: Paths, batches: int = 5) -> float | None:
     batch = min(cfg.batch_size, len(ids) // 2)  # a batch larger than half the cache: timed on smaller batches (img/s)
     if batch < 1:
         return None
-    dataset = data_code(text).CocoCacheDataset(cache, text, ids, "train", cfg.seed)  # notebook 01's, as 01 ran it
+    dataset = lab_dataset(data_code(text), cache, text, ids, "train", cfg.seed)  # notebook 01's, as 01 ran it (checked)
     loader = make_loader(dataset, batch, True, num_workers=cfg.num_workers)
     it = iter(loader)
     next(it)  # workers start
