@@ -29,7 +29,7 @@ import itertools
 import torch
 
 from ..core.artifacts import RECALL_KEYS  # noqa: F401  (the results files' keys, with the metric that fills them)
-from ..core.lab import LabCode, call_yours
+from ..core.lab import LabCode, call_yours, came_back
 
 
 class NonFiniteFeatures(ValueError):
@@ -91,10 +91,6 @@ def _needed(ks: tuple[int, ...]) -> list[str]:
     return [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in ks] + ["rsum", "i2t_median_rank", "t2i_median_rank"]
 
 
-def _what(value: object) -> str:
-    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
-
-
 def _number(value: object) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) or (torch.is_tensor(value) and value.numel() == 1)
 
@@ -103,7 +99,7 @@ def ranks_problem(out: object, n_img: int, n_txt: int) -> str | None:
     """What is wrong with ``retrieval_ranks``'s return for ``n_img`` images and ``n_txt`` captions (None: nothing): two
     tensors of whole 0-based ranks, one per image and one per caption, each below its number of candidates."""
     if not (isinstance(out, tuple) and len(out) == 2 and all(torch.is_tensor(r) for r in out)):
-        return f"{_what(out)}; the kit needs two tensors: the image->text ranks, then the text->image ranks"
+        return f"{came_back(out)}; the kit needs two tensors: the image->text ranks, then the text->image ranks"
     for side, ranks, queries, candidates in (("image->text", out[0], n_img, n_txt), ("text->image", out[1], n_txt, n_img)):
         if tuple(ranks.shape) != (queries,):
             return f"{side} ranks of shape {tuple(ranks.shape)}; the kit needs one rank per query, of shape ({queries},)"
@@ -122,13 +118,13 @@ def recall_problem(out: object, ks: tuple[int, ...]) -> str | None:
     """What is wrong with ``recall_at_k``'s return (None: nothing): a dict of every figure the tables read, each Recall@K
     a fraction in [0, 1] that never falls as K grows, and rsum their sum."""
     if not isinstance(out, dict):
-        return f"{_what(out)}; the kit needs a dict such as {{'i2t_R@1': 0.42, …, 'rsum': 3.1}}"
+        return f"{came_back(out)}; the kit needs a dict such as {{'i2t_R@1': 0.42, …, 'rsum': 3.1}}"
     missing = [k for k in _needed(ks) if k not in out]
     if missing:
         return f"a dict without {', '.join(missing)}; the tables and records read them"
     not_numbers = [k for k in _needed(ks) if not _number(out[k])]
     if not_numbers:
-        return f"{_what(out[not_numbers[0]])} as {not_numbers[0]}; each figure is one number (a float, or a 1-element tensor)"
+        return f"{came_back(out[not_numbers[0]])} as {not_numbers[0]}; each figure is one number (a float, or a 1-element tensor)"
     values = {k: float(out[k]) for k in _needed(ks)}
     for direction in ("i2t", "t2i"):
         recalls = [values[f"{direction}_R@{k}"] for k in ks]

@@ -86,6 +86,13 @@ def as_your_error(exc: BaseException, what: str) -> YourCodeError | None:
     return YourCodeError(f"Your code raised {type(exc).__name__} {what}, in {place}: {exc}")
 
 
+def came_back(value: Any) -> str:
+    """What a student's function returned, in words: "a tensor of shape (32, 512) (torch.float32)", or "a float"."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"a tensor of shape {tuple(value.shape)} ({value.dtype})"
+    return f"a {type(value).__name__}"
+
+
 def call_yours(lab: LabCode, name: str, *args: Any, check: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
     """Call the lab's ``name`` (as the kernel ran its cell) where the kit scores with it, and name the student's cell when
     it goes wrong: an exception raised in their code becomes "Your code raised … in `recall_at_k`, line 9 of the lab cell

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..core.artifacts import load_torch
 from ..core.config import Config, with_lab
 from ..core.env import Paths, default_num_workers
-from ..core.lab import LabCode, YourCodeError, as_your_error, call_yours
+from ..core.lab import LabCode, YourCodeError, as_your_error, call_yours, came_back
 from ..core.provenance import text_tower_id, tower_of
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -90,16 +90,13 @@ def _item_problem(item: Any, embed_dim: int, normalized: bool) -> str | None:
     image, embedding, image_id, caption = item
     wanted = "a float" if normalized else "a uint8"
     if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] != 3 or (image.dtype == torch.uint8) == normalized:
-        return f"{_what(image)} as the image; the kit needs {wanted} tensor of shape [3, H, W] (the cached pixels)"
+        return f"{came_back(image)} as the image; the kit needs {wanted} tensor of shape [3, H, W] (the cached pixels)"
     if not torch.is_tensor(embedding) or tuple(embedding.shape) != (embed_dim,) or not embedding.is_floating_point():
-        return f"{_what(embedding)} as the caption embedding; the kit needs a float tensor of shape ({embed_dim},) (a caption cache row)"
+        return (f"{came_back(embedding)} as the caption embedding; the kit needs a float tensor of shape ({embed_dim},) "
+                "(a caption cache row)")
     if isinstance(image_id, bool) or not isinstance(image_id, int) or not isinstance(caption, str):
         return f"{type(image_id).__name__} and {type(caption).__name__} as the image id and caption; the kit needs an int and a str"
     return None
-
-
-def _what(value: Any) -> str:
-    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
 
 
 def load_text_embeds(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:

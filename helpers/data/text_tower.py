@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..core.artifacts import first_line
-from ..core.lab import LabCode, call_yours
+from ..core.lab import LabCode, call_yours, came_back
 
 MAX_LENGTH = 77  # CLIP's context length: longer captions are truncated (EOS kept)
 
@@ -162,8 +162,7 @@ UNIT_TOLERANCE = 1e-2  # float16 caches keep about 3 decimal digits: a unit vect
 
 def _embedding_problem(out: Any, expected: tuple[int, int], normalized: bool) -> str | None:
     if not torch.is_tensor(out) or tuple(out.shape) != expected or not out.is_floating_point():
-        got = f"a tensor of shape {tuple(out.shape)} ({out.dtype})" if torch.is_tensor(out) else f"a {type(out).__name__}"
-        return f"{got}; the kit needs one floating-point embedding per text, a tensor of shape {expected}"
+        return f"{came_back(out)}; the kit needs one floating-point embedding per text, a tensor of shape {expected}"
     if not torch.isfinite(out).all():
         return f"embeddings holding NaN or infinity ({int((~torch.isfinite(out)).any(1).sum())} of {len(out)} rows)"
     if normalized and len(out):

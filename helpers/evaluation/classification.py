@@ -18,7 +18,7 @@ import torch
 
 from ..core import markdown
 from ..core.config import Config
-from ..core.lab import call_yours
+from ..core.lab import call_yours, came_back
 from ..core.provenance import text_tower_id, tower_of
 from ..data.categories import Categories, load_categories
 from ..data.dataset import data_code
@@ -81,13 +81,9 @@ def _summary(cfg: Config, features: torch.Tensor, prompt_features: torch.Tensor,
     return out
 
 
-def _shape(value: Any) -> str:
-    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
-
-
 def _scores_problem(out: Any, expected: tuple[int, int]) -> str | None:
     if not torch.is_tensor(out) or tuple(out.shape) != expected:
-        return f"{_shape(out)}; the kit needs one score per image and category, a tensor of shape {expected}"
+        return f"{came_back(out)}; the kit needs one score per image and category, a tensor of shape {expected}"
     if not torch.isfinite(out).all():
         return "scores that hold NaN or infinity; a ranking of them means nothing"
     return None
@@ -97,7 +93,7 @@ def _ap_problem(out: Any, categories: int) -> str | None:
     """One AP per category, each in [0, 1] or NaN (a category no image holds)."""
     values = out.tolist() if torch.is_tensor(out) and out.dim() == 1 else out if isinstance(out, (list, tuple)) else None
     if values is None or len(values) != categories:
-        return f"{_shape(out)}; the kit needs one average precision per category, {categories} numbers (NaN where no image holds it)"
+        return f"{came_back(out)}; the kit needs one average precision per category, {categories} numbers (NaN where no image holds it)"
     bad = next((v for v in values if not isinstance(v, (int, float)) or not (math.isnan(v) or 0 <= v <= 1)), None)
     if bad is not None:
         return f"an average precision of {bad!r}; each is a fraction in [0, 1], or NaN for a category no image holds"
@@ -108,7 +104,7 @@ def _accuracy_problem(out: Any) -> str | None:
     if torch.is_tensor(out) and out.numel() == 1:
         out = out.item()
     if not isinstance(out, (int, float)) or isinstance(out, bool):
-        return f"{_shape(out)}; the kit needs one number, the fraction of images counted as right"
+        return f"{came_back(out)}; the kit needs one number, the fraction of images counted as right"
     if not (math.isnan(out) or 0 <= out <= 1):
         return f"{out!r}; an accuracy is a fraction in [0, 1] (the tables show it x 100, in percent)"
     return None

@@ -19,7 +19,7 @@ from torch import nn
 from ..clip.flags import Recipe
 from ..clip.model import build_model
 from ..core.config import Config
-from ..core.lab import YourCodeError, as_your_error
+from ..core.lab import YourCodeError, as_your_error, came_back
 from .optim import make_optimizer
 
 
@@ -67,7 +67,7 @@ def checked_step(step_fn: Callable[..., Any], finite: bool = False) -> Callable[
                 raise
             raise named from exc
         if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], (int, float)) and torch.is_tensor(out[1])):
-            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else _shape(out)
+            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else came_back(out)
             raise YourCodeError(f"The training step (notebook 02's cell `training-step`) returned {got}: the trainer needs "
                                 "(the loss as a float, the batch's image features), as the cell's docstring says.")  # fmt: skip
         if finite and not math.isfinite(out[0]):  # an edited step: its own arithmetic, not a learning rate (no update yet)
@@ -79,10 +79,6 @@ def checked_step(step_fn: Callable[..., Any], finite: bool = False) -> Callable[
     step.__name__ = getattr(step_fn, "__name__", "training_step")
     step.__wrapped__ = step_fn  # type: ignore[attr-defined]
     return step
-
-
-def _shape(value: Any) -> str:
-    return f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if torch.is_tensor(value) else f"a {type(value).__name__}"
 
 
 def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str, finite: bool = False) -> Callable[..., torch.Tensor]:
@@ -97,8 +93,8 @@ def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str, finite: bool 
         nonlocal checked
         if not checked and (not torch.is_tensor(image_features) or image_features.shape != text_features.shape):
             raise YourCodeError(
-                f"The image model returned {_shape(image_features)} for a batch whose caption embeddings are "
-                f"{_shape(text_features)}: check your head or model (notebook 02's cells `projection-head` and `image-model`, "
+                f"The image model returned {came_back(image_features)} for a batch whose caption embeddings are "
+                f"{came_back(text_features)}: check your head or model (notebook 02's cells `projection-head` and `image-model`, "
                 "or your modification's head): it must return one feature per image, as wide as the caption embeddings."
             )
         if checked:
@@ -111,7 +107,7 @@ def checked_loss(loss_fn: Callable[..., torch.Tensor], where: str, finite: bool 
             raise YourCodeError(f"{where[0].upper()}{where[1:]} raised {type(exc).__name__} on the first step: {exc}") from exc
         if not checked:
             if not torch.is_tensor(out) or out.numel() != 1 or not out.is_floating_point():
-                raise YourCodeError(f"{where[0].upper()}{where[1:]} returned {_shape(out)}: a loss is one floating-point number "
+                raise YourCodeError(f"{where[0].upper()}{where[1:]} returned {came_back(out)}: a loss is one floating-point number "
                                     "(a 0-dim tensor, e.g. the mean over the batch), from which the step computes gradients.")  # fmt: skip
             if finite and not torch.isfinite(out.detach()).all():
                 raise YourCodeError(
